@@ -1,0 +1,394 @@
+"""The data layer: labels of both releases, protocols, validation, download and extraction."""
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FIXTURES
+
+import utils
+
+# --- labels --------------------------------------------------------------------------
+
+
+def test_real_label_lines_read_in_both_namings():
+    old = utils.read_labels(FIXTURES / "labels_2018_sample.txt")
+    new = utils.read_labels(FIXTURES / "labels_current_sample.txt")
+    assert old[["file", "score", "group"]].equals(new[["file", "score", "group"]])
+    assert old.loc[0, "file"] == "CF437.jpg" and old.loc[0, "original_name"] == "ftw437.jpg"
+    assert old.loc[0, "score"] == pytest.approx(2.883333)
+    assert list(old["group"]) == ["CF", "AM", "AM", "AM", "CF", "AF", "AM", "AM"]
+
+
+def test_the_real_label_list_has_the_published_statistics():
+    labels = utils.read_labels(FIXTURES / "labels_2018_all.txt")
+    assert len(labels) == 5500 and labels["file"].is_unique
+    assert labels["group"].value_counts().to_dict() == {"AF": 2000, "AM": 2000, "CF": 750, "CM": 750}
+    assert labels["score"].mean() == pytest.approx(2.991, abs=5e-4)
+    assert labels["score"].median() == pytest.approx(2.833, abs=5e-4)
+    assert labels["score"].std() == pytest.approx(0.688, abs=5e-4)
+
+
+@pytest.mark.parametrize(("score", "share"), [(2.85, 50.2), (3.15, 64.9), (3.7, 79.5)])
+def test_percentiles_on_the_real_labels(score, share):
+    scores = utils.read_labels(FIXTURES / "labels_2018_all.txt")["score"]
+    assert utils.percentile_of(score, scores) == pytest.approx(share, abs=0.05)
+
+
+def test_percentile_counts_strictly_lower_scores():
+    assert utils.percentile_of(2.0, [1.0, 2.0, 3.0, 4.0]) == 25.0
+    assert utils.percentile_of(9.0, [1.0, 2.0]) == 100.0
+
+
+@pytest.mark.parametrize("line", ["AF1.jpg", "AF1.jpg three", "AF1.jpg 2.5 extra", "XY1.jpg 2.5",
+                                  "AF1.png 2.5"])
+def test_a_malformed_label_line_names_the_file_and_line(tmp_path, line):
+    path = tmp_path / "train.txt"
+    path.write_text(f"AF2.jpg 3.1\n\n{line}\n")
+    with pytest.raises(utils.LabelFormatError, match=r"train\.txt, line 3"):
+        utils.read_labels(path)
+
+
+@pytest.mark.parametrize("score", ["0.9", "5.01", "nan"])
+def test_a_score_outside_the_scale_is_refused(tmp_path, score):
+    path = tmp_path / "test.txt"
+    path.write_text(f"AF2.jpg 3.1\nCM7.jpg {score}\n")
+    with pytest.raises((utils.ScoreRangeError, utils.LabelFormatError), match="line 2"):
+        utils.read_labels(path)
+
+
+def test_an_empty_label_file_is_refused(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(utils.LabelFormatError, match="no labels"):
+        utils.read_labels(tmp_path / "empty.txt")
+
+
+def test_names_and_groups():
+    assert utils.canonical_name("mtw750.jpg") == "CM750.jpg"
+    assert utils.group_of("fty3.jpg") == "AF"
+    assert utils.old_name("AM12.jpg") == "mty12.jpg"
+    with pytest.raises(ValueError, match="not a SCUT-FBP5500 image name"):
+        utils.canonical_name("selfie.jpg")
+
+
+# --- layout and protocols --------------------------------------------------------------
+
+
+def test_dataset_root_is_found_in_or_below_a_folder(synthetic_root):
+    assert utils.find_dataset_root(synthetic_root) == synthetic_root
+    assert utils.find_dataset_root(synthetic_root.parent) == synthetic_root
+
+
+def test_a_wrong_folder_gets_a_clear_message(tmp_path):
+    (tmp_path / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(utils.DatasetLayoutError, match="Images/ and train_test_files/.*holiday.jpg"):
+        utils.find_dataset_root(tmp_path)
+    with pytest.raises(utils.DatasetLayoutError, match="does not exist"):
+        utils.find_dataset_root(tmp_path / "nowhere")
+
+
+def test_protocols_have_the_release_proportions(synthetic_root):
+    sizes = utils.protocol_sizes(synthetic_root)
+    assert (sizes.loc["fold1"] == [216, 24, 60]).all()
+    assert (sizes.loc["60/40"] == [162, 18, 120]).all()
+
+
+def test_the_five_test_folds_partition_the_dataset(synthetic_root):
+    tests = [set(utils.load_protocol(synthetic_root, f"fold{k}")["test"]["file"]) for k in range(1, 6)]
+    assert sum(len(t) for t in tests) == 300 and len(set().union(*tests)) == 300
+
+
+def test_validation_is_carved_from_train_deterministically(synthetic_root):
+    first = utils.load_protocol(synthetic_root, "fold2", seed=3)
+    again = utils.load_protocol(synthetic_root, "fold2", seed=3)
+    other = utils.load_protocol(synthetic_root, "fold2", seed=4)
+    train_file, _ = utils.protocol_files(synthetic_root, "fold2")
+    official_train = set(utils.read_labels(train_file)["file"])
+    assert set(first["val"]["file"]) | set(first["train"]["file"]) == official_train
+    assert not set(first["val"]["file"]) & set(first["test"]["file"])
+    assert first["val"]["file"].tolist() == again["val"]["file"].tolist()
+    assert first["val"]["file"].tolist() != other["val"]["file"].tolist()
+    assert set(first["val"]["group"]) == set(utils.GROUPS)
+
+
+def test_the_2018_folder_name_of_the_60_40_split_is_found(small_root):
+    split = small_root / "train_test_files"
+    (split / "split_of_60%training and 40%testing").rename(split / "split_of_60%training_40%testing")
+    assert len(utils.load_protocol(small_root, "60/40")["test"]) == 24
+
+
+def test_unknown_protocol_and_missing_label_files(small_root):
+    with pytest.raises(ValueError, match="Unknown protocol 'fold6'"):
+        utils.protocol_files(small_root, "fold6")
+    shutil.rmtree(small_root / "train_test_files" / "5_folders_cross_validations_files" /
+                  "cross_validation_3")
+    with pytest.raises(utils.DatasetLayoutError, match="protocol fold3"):
+        utils.load_protocol(small_root, "fold3")
+
+
+def test_the_2018_naming_reads_like_the_current_one(tmp_path):
+    old = utils.make_synthetic_dataset(tmp_path / "old", n=40, image_size=32, naming="2018",
+                                       with_ratings=False)
+    assert "fty1.jpg" in (old / "train_test_files" / "All_labels.txt").read_text()
+    labels = utils.validate_dataset(old)
+    assert labels["file"].str.match(r"^(AF|AM|CF|CM)\d+\.jpg$").all()
+    assert all(Path(p).is_file() for p in labels["path"])
+
+
+def test_images_stored_under_2018_names_are_found(small_root):
+    images = small_root / "Images"
+    for image in images.glob("AF*.jpg"):
+        image.rename(images / utils.old_name(image.name))
+    labels = utils.all_labels(small_root)
+    assert labels.loc[labels["file"] == "AF1.jpg", "path"].item().endswith("fty1.jpg")
+
+
+def test_missing_images_are_named_with_their_count(small_root):
+    for name in ["AF3.jpg", "CM2.jpg"]:
+        (small_root / "Images" / name).unlink()
+    with pytest.raises(utils.MissingImagesError, match=r"2 image\(s\).*AF3\.jpg.*CM2\.jpg"):
+        utils.validate_dataset(small_root)
+
+
+def test_a_corrupt_jpeg_is_named(small_root):
+    path = small_root / "Images" / "AM4.jpg"
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(utils.CorruptImageError, match="AM4.jpg"):
+        utils.validate_dataset(small_root)
+
+
+def test_a_validated_dataset_is_not_decoded_again(small_root, monkeypatch):
+    utils.validate_dataset(small_root)
+    monkeypatch.setattr(utils, "verify_images", lambda paths: pytest.fail("decoded again"))
+    assert len(utils.validate_dataset(small_root)) == 60
+
+
+def test_an_image_replaced_after_validation_is_checked_again(small_root):
+    utils.validate_dataset(small_root)
+    (small_root / "Images" / "CF1.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(utils.CorruptImageError, match="CF1.jpg"):
+        utils.validate_dataset(small_root)
+
+
+def test_group_counts_follow_the_release():
+    assert utils.group_counts(5500) == {"AF": 2000, "AM": 2000, "CF": 750, "CM": 750}
+    assert sum(utils.group_counts(301).values()) == 301
+
+
+def test_group_summary(synthetic_root):
+    table = utils.group_summary(utils.all_labels(synthetic_root))
+    assert table.loc["all", "count"] == 300
+    assert table.loc[list(utils.GROUPS), "count"].sum() == 300
+
+
+# --- rater agreement ---------------------------------------------------------------------
+
+
+def test_rater_agreement_on_synthetic_ratings(synthetic_root):
+    ratings = utils.read_ratings(synthetic_root)
+    assert set(ratings.columns) == {"Rater", "file", "Rating"} and len(ratings) == 300 * 60
+    agreement = utils.rater_agreement(ratings)
+    assert agreement["raters"] == 60 and agreement["images"] == 300
+    # ratings are the score plus noise of SD 0.7, rounded and clipped: each rater agrees partly
+    assert 0.5 < agreement["per_image_sd"].mean() < 0.9
+    assert 0.4 < agreement["rater_vs_others_pc"].mean() < 0.9
+    assert agreement["rater_vs_others_pc"].mean() < agreement["split_half_pc"] < 1
+    assert agreement["split_half_pc"] < agreement["full_panel_reliability"] < 1
+
+
+def test_rater_agreement_is_perfect_when_raters_agree():
+    ratings = [(r, f"AF{i}.jpg", 1 + i % 5) for r in range(1, 7) for i in range(1, 31)]
+    import pandas as pd
+
+    agreement = utils.rater_agreement(pd.DataFrame(ratings, columns=["Rater", "file", "Rating"]))
+    assert agreement["per_image_sd"].max() == 0
+    assert agreement["split_half_pc"] == pytest.approx(1.0)
+
+
+def test_no_ratings_file_means_none(small_root):
+    assert utils.read_ratings(small_root) is None
+
+
+# --- download and extraction ---------------------------------------------------------------
+
+
+def make_zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_the_official_file_is_asked_for(tmp_path, monkeypatch):
+    assert utils.gdrive_url() == "https://drive.google.com/uc?id=1w0TorBfTIqbquQVd6k3h_77ypnrvfGwf"
+    calls = []
+
+    def fake_download(**kwargs):
+        calls.append(kwargs)
+        make_zip(Path(kwargs["output"]), {"SCUT-FBP5500_v2/Images/AF1.jpg": b"x"})
+
+    monkeypatch.setattr("gdown.download", fake_download)
+    path = utils.download_zip(tmp_path / utils.ZIP_NAME)
+    assert calls[0]["id"] == utils.GDRIVE_FILE_ID and calls[0]["quiet"] is False
+    assert path.is_file() and zipfile.is_zipfile(path)
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_an_html_page_instead_of_the_zip_explains_the_ways_out(tmp_path, monkeypatch):
+    page = b"<!DOCTYPE html><html><title>Google Drive - Quota exceeded</title></html>"
+    monkeypatch.setattr("gdown.download", lambda **kw: Path(kw["output"]).write_bytes(page))
+    with pytest.raises(utils.DownloadRefusedError) as caught:
+        utils.download_zip(tmp_path / utils.ZIP_NAME)
+    message = str(caught.value)
+    assert "web page" in message and "Make a copy" in message and "upload" in message
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_refusal_by_gdown_explains_the_ways_out(tmp_path, monkeypatch):
+    import gdown.exceptions
+
+    def refuse(**kwargs):
+        raise gdown.exceptions.FileURLRetrievalError("Too many users have viewed or downloaded "
+                                                     "this file recently.\nmore text")
+
+    monkeypatch.setattr("gdown.download", refuse)
+    with pytest.raises(utils.DownloadRefusedError, match="Too many users.*\n.*Two ways out"):
+        utils.download_zip(tmp_path / utils.ZIP_NAME)
+
+
+def test_a_broken_download_is_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr("gdown.download",
+                        lambda **kw: Path(kw["output"]).write_bytes(b"PK\x03\x04 truncated"))
+    with pytest.raises(utils.BadZipError, match="not a zip"):
+        utils.download_zip(tmp_path / utils.ZIP_NAME)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_zip_with_a_bad_checksum_is_refused(tmp_path):
+    path = make_zip(tmp_path / "a.zip", {"a.txt": b"hello world" * 100})
+    data = bytearray(path.read_bytes())
+    data[data.find(b"hello")] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(utils.BadZipError, match="damaged"):
+        utils.check_zip(path)
+
+
+def test_a_zip_that_climbs_out_is_refused(tmp_path):
+    path = make_zip(tmp_path / "evil.zip", {"ok.txt": b"fine", "../../escaped.txt": b"gotcha"})
+    target = tmp_path / "deep" / "target"
+    with pytest.raises(utils.BadZipError, match="outside"):
+        utils.safe_extract(path, target)
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "deep" / "escaped.txt").exists()
+    assert not list(target.iterdir())
+
+
+def test_extraction_is_complete_and_marked(tmp_path, small_root):
+    path = tmp_path / utils.ZIP_NAME
+    shutil.make_archive(str(path.with_suffix("")), "zip", small_root.parent, small_root.name)
+    utils.safe_extract(path, tmp_path / "data")
+    extracted = utils.extracted_dataset(tmp_path / "data")
+    assert extracted == tmp_path / "data" / utils.DATASET_DIRNAME
+    assert len(utils.validate_dataset(extracted)) == 60
+
+
+def test_a_half_extracted_folder_is_redone(tmp_path, capsys):
+    half = tmp_path / utils.DATASET_DIRNAME / "Images"
+    half.mkdir(parents=True)
+    (half / "AF1.jpg").write_bytes(b"x")
+    assert utils.extracted_dataset(tmp_path) is None
+    assert "not completely extracted" in capsys.readouterr().out
+    assert not (tmp_path / utils.DATASET_DIRNAME).exists()
+
+
+def test_fetch_prefers_a_cached_zip_to_the_network(tmp_path, small_root, work, monkeypatch):
+    monkeypatch.setattr(utils, "LOCAL_DATA_DIR", tmp_path / "data")
+    monkeypatch.setattr(utils, "download_zip", lambda *a, **k: pytest.fail("downloaded"))
+    work.mkdir(parents=True)
+    shutil.make_archive(str(work / utils.ZIP_NAME[:-4]), "zip", small_root.parent, small_root.name)
+    root = utils.find_or_fetch_dataset()
+    assert root == tmp_path / "data" / utils.DATASET_DIRNAME
+    assert utils.find_or_fetch_dataset() == root  # second time: the extracted copy
+
+
+def test_fetch_downloads_keeps_the_zip_and_extracts(tmp_path, small_root, work, monkeypatch):
+    monkeypatch.setattr(utils, "LOCAL_DATA_DIR", tmp_path / "data")
+    monkeypatch.setattr(utils, "zip_candidates", lambda: [work / utils.ZIP_NAME])
+
+    def fake_download(destination):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.make_archive(str(destination)[:-4], "zip", small_root.parent, small_root.name)
+        return destination
+
+    monkeypatch.setattr(utils, "download_zip", fake_download)
+    root = utils.find_or_fetch_dataset()
+    assert (work / utils.ZIP_NAME).is_file()
+    assert len(utils.all_labels(root)) == 60
+
+
+def test_fbp_data_dir_is_used_as_it_is(small_root, work, monkeypatch):
+    monkeypatch.setenv("FBP_DATA_DIR", str(small_root.parent))
+    monkeypatch.setattr(utils, "download_zip", lambda *a, **k: pytest.fail("downloaded"))
+    assert utils.find_or_fetch_dataset() == small_root
+
+
+def test_smoke_mode_makes_a_synthetic_dataset_in_the_work_folder(work, monkeypatch):
+    monkeypatch.setenv("FBP_SMOKE", "1")
+    root = utils.find_or_fetch_dataset()
+    assert root.is_relative_to(work) and len(utils.all_labels(root)) == 300
+
+
+@pytest.mark.parametrize(("content", "html"), [(b"  <!DOCTYPE html><html>", True),
+                                               (b"<html><body>quota</body></html>", True),
+                                               (b"PK\x03\x04\x14\x00", False)])
+def test_html_detection(tmp_path, content, html):
+    (tmp_path / "f").write_bytes(content)
+    assert utils.is_html_file(tmp_path / "f") is html
+
+
+# --- the tf.data pipeline -----------------------------------------------------------------
+
+
+def test_evaluation_batches_keep_the_label_order(synthetic_root):
+    part = utils.load_protocol(synthetic_root, "fold1")["test"]
+    batches = list(utils.make_dataset(part, 40, batch_size=16))
+    scores = np.concatenate([y.numpy() for _, y in batches])
+    np.testing.assert_allclose(scores, part["score"].to_numpy(), rtol=1e-6)
+    images = batches[0][0].numpy()
+    assert images.dtype == np.uint8 and images.shape == (16, 40, 40, 3)
+
+
+def test_decoded_images_match_the_files(synthetic_root):
+    from PIL import Image
+
+    part = utils.load_protocol(synthetic_root, "fold1")["test"].head(3)
+    images = next(iter(utils.make_dataset(part, 96, batch_size=3)))[0].numpy()
+    for image, path in zip(images, part["path"], strict=True):
+        expected = np.asarray(Image.open(path).convert("RGB"), dtype=int)
+        assert np.abs(image.astype(int) - expected).mean() < 2
+
+
+def test_training_batches_are_augmented_and_shuffled(synthetic_root):
+    part = utils.load_protocol(synthetic_root, "fold1")["train"]
+    plain = next(iter(utils.make_dataset(part, 48, batch_size=len(part))))
+    augmented = next(iter(utils.make_dataset(part, 48, batch_size=len(part), training=True)))
+    assert augmented[0].dtype == plain[0].dtype and augmented[0].shape == plain[0].shape
+    assert sorted(augmented[1].numpy()) == pytest.approx(sorted(plain[1].numpy()))
+    assert not np.array_equal(augmented[1].numpy(), plain[1].numpy())
+    # the same image before and after augmentation: similar, but not identical
+    first = part["score"].to_numpy()
+    index = int(np.argmin(np.abs(augmented[1].numpy()[0] - first)))
+    before, after = plain[0].numpy()[index].astype(int), augmented[0].numpy()[0].astype(int)
+    assert 0 < np.abs(before - after).mean() < 40
+
+
+def test_augmentation_flips_and_zooms_within_bounds():
+    import tensorflow as tf
+
+    ramp = np.tile(np.arange(32, dtype=np.uint8)[None, :, None], (32, 1, 3)) * 8
+    images = tf.constant(np.stack([ramp] * 64))
+    out, _ = utils.augment_batch(images, tf.zeros(64), seed=1)
+    left_to_right = out.numpy()[:, 16, -1, 0].astype(int) - out.numpy()[:, 16, 0, 0].astype(int)
+    assert (left_to_right > 0).any() and (left_to_right < 0).any()  # some flipped, some not
+    assert (np.abs(left_to_right) >= 0.85 * 248).all()  # a zoom of at most 10 %

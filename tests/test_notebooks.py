@@ -1,0 +1,101 @@
+"""The notebooks: committed clean, one project home everywhere, and each runs top to bottom."""
+
+import json
+import re
+
+import nbformat
+import pytest
+from conftest import ROOT
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+import utils
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+REPO_LINE = re.compile(r'^REPO = "([\w.-]+/[\w.-]+)"', re.MULTILINE)
+
+
+def execute(path, timeout: int = 1200) -> nbformat.NotebookNode:
+    """Run a notebook in a real kernel from the notebooks folder; raises on a failing cell."""
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    return notebook
+
+
+def test_there_are_five_numbered_notebooks():
+    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_committed_without_outputs(path):
+    cells = json.loads(path.read_text())["cells"]
+    dirty = [i for i, c in enumerate(cells) if c.get("outputs") or c.get("execution_count")]
+    assert not dirty, f"{path.name}: cells {dirty} carry outputs; clear them before committing"
+
+
+def test_every_setup_cell_and_badge_names_the_same_project_home():
+    homes = set()
+    for path in NOTEBOOKS:
+        first = nbformat.read(path, as_version=4).cells[1]
+        assert first.cell_type == "code" and "import utils" in first.source, path.name
+        homes.update(REPO_LINE.findall(first.source))
+    readme = (ROOT / "README.md").read_text()
+    badges = re.findall(r"colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/main/notebooks/"
+                        r"(\w+\.ipynb)", readme)
+    assert len(homes) == 1, homes
+    assert {home for home, _ in badges} == homes
+    assert sorted(name for _, name in badges) == [p.name for p in NOTEBOOKS]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """FBP_SMOKE=1 with a fresh work folder shared by the series, 01 to 05 in order."""
+    work = tmp_path_factory.mktemp("series-work")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FBP_SMOKE", "1")
+        patch.setenv("FBP_WORK_DIR", str(work))
+        patch.delenv("FBP_DATA_DIR", raising=False)
+        yield work
+
+
+def test_01_runs_in_smoke_mode(smoke):
+    execute(NOTEBOOKS[0])
+    assert json.loads((smoke / "human_agreement.json").read_text())["raters"] == 60
+
+
+def test_02_runs_in_smoke_mode(smoke):
+    execute(NOTEBOOKS[1])
+    record = utils.read_run(smoke / "runs" / "fold1")
+    assert (smoke / "runs" / "fold1" / "frozen.keras").is_file()
+    assert record["frozen"]["val"]["pc"] > 0.8 and len(record["dataset_scores"]) == 300
+
+
+def test_03_runs_in_smoke_mode(smoke):
+    execute(NOTEBOOKS[2])
+    record = utils.read_run(smoke / "runs" / "fold1")
+    assert record["finished"] and (smoke / "runs" / "fold1" / "finetuned.keras").is_file()
+    assert not (smoke / "runs" / "fold1" / "backup").exists()
+
+
+@pytest.fixture
+def release_like(tmp_path, monkeypatch):
+    """5500 tiny images with the 2018 release's label names, as FBP_DATA_DIR; no smoke mode."""
+    root = utils.make_synthetic_dataset(tmp_path / "release", n=5500, image_size=24, naming="2018",
+                                        with_ratings=False)
+    monkeypatch.setenv("FBP_DATA_DIR", str(root))
+    monkeypatch.setenv("FBP_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.delenv("FBP_SMOKE", raising=False)
+    return root
+
+
+def test_01_runs_on_a_folder_laid_out_like_the_release(release_like):
+    notebook = execute(NOTEBOOKS[0])
+    text = json.dumps([c.get("outputs") for c in notebook.cells])
+    assert "5500 labelled faces" in text and "All_Ratings.xlsx is not in the dataset folder" in text
+
+
+def test_01_names_a_missing_image(release_like):
+    (release_like / "Images" / "CM750.jpg").unlink()
+    with pytest.raises(CellExecutionError, match=r"MissingImagesError.*1 image\(s\).*CM750\.jpg"):
+        execute(NOTEBOOKS[0])

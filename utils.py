@@ -1,0 +1,1153 @@
+"""Shared code for the SCUT-FBP5500 notebook series.
+
+Sections: environment, data, model, training, evaluation, faces. A notebook cell calls
+one function from here and shows what it returns; the logic and its tests live here.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import zipfile
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter out of notebooks
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+# ---------------------------------------------------------------------------------------
+# Environment: Colab or local, smoke mode, where work is kept
+# ---------------------------------------------------------------------------------------
+
+REPO_DIR = Path(__file__).resolve().parent
+LOCAL_DATA_DIR = REPO_DIR / "data"
+DRIVE_MOUNT = Path("/content/drive")
+DRIVE_HOME = DRIVE_MOUNT / "MyDrive"
+DRIVE_PROJECT = DRIVE_HOME / "scut-fbp5500"
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    return "google.colab" in sys.modules
+
+
+def smoke_mode() -> bool:
+    """True when FBP_SMOKE=1 asks for a tiny, offline run."""
+    return os.environ.get("FBP_SMOKE", "").strip() == "1"
+
+
+def mount_drive() -> Path | None:
+    """In Colab, mount Google Drive (asks the user once); elsewhere do nothing."""
+    if not in_colab() or os.environ.get("FBP_WORK_DIR"):
+        return None
+    from google.colab import drive  # type: ignore[import-not-found]
+
+    drive.mount(str(DRIVE_MOUNT))
+    return DRIVE_HOME
+
+
+def flush_drive() -> None:
+    """In Colab, push every pending write to Drive (this unmounts it; later cells remount)."""
+    if in_colab() and DRIVE_HOME.is_dir():
+        from google.colab import drive  # type: ignore[import-not-found]
+
+        drive.flush_and_unmount()
+        print("Drive flushed: every checkpoint and report is on your Drive.")
+
+
+def work_dir() -> Path:
+    """Folder for checkpoints, caches and reports: FBP_WORK_DIR, else Drive in Colab, else ./work."""
+    if os.environ.get("FBP_WORK_DIR"):
+        path = Path(os.environ["FBP_WORK_DIR"]).expanduser()
+    elif in_colab() and DRIVE_HOME.is_dir():
+        path = DRIVE_PROJECT
+    elif in_colab():
+        path = Path("/content/scut-fbp5500-work")
+        print(f"Drive is not mounted: work goes to {path} and is lost with the VM. "
+              "Run the 'mount Drive' cell to keep it.")
+    else:
+        path = REPO_DIR / "work"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def describe_runtime() -> str:
+    """One line on TensorFlow, Keras and the accelerator, with a hint when there is no GPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    line = f"TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+    if gpus:
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+        return line + f"GPU: {name}"
+    hint = ("Runtime > Change runtime type > T4 GPU" if in_colab()
+            else "training the full model on a CPU takes many hours; use Colab's free T4")
+    return line + f"no GPU found ({hint})."
+
+
+# ---------------------------------------------------------------------------------------
+# Data: the SCUT-FBP5500 release, its labels and protocols, validation, tf.data pipeline
+# ---------------------------------------------------------------------------------------
+
+GDRIVE_FILE_ID = "1w0TorBfTIqbquQVd6k3h_77ypnrvfGwf"
+ZIP_NAME = "SCUT-FBP5500_v2.1.zip"
+DATASET_DIRNAME = "SCUT-FBP5500_v2"
+EXTRACTED_MARK = ".extracted-complete"
+GROUPS = ("AF", "AM", "CF", "CM")
+GROUP_NAMES = {"AF": "Asian female", "AM": "Asian male",
+               "CF": "Caucasian female", "CM": "Caucasian male"}
+OLD_PREFIXES = {"fty": "AF", "mty": "AM", "ftw": "CF", "mtw": "CM"}
+PROTOCOLS = ("fold1", "fold2", "fold3", "fold4", "fold5", "60/40")
+NAME_PATTERN = re.compile(r"^(AF|AM|CF|CM|fty|mty|ftw|mtw)(\d+)\.jpg$")
+
+
+class DatasetError(Exception):
+    """Base of every problem with the dataset that the user can fix."""
+
+
+class DatasetLayoutError(DatasetError):
+    """The folder is not laid out like the SCUT-FBP5500 release."""
+
+
+class LabelFormatError(DatasetError):
+    """A label line is not '<file name> <score>'."""
+
+
+class ScoreRangeError(DatasetError):
+    """A score lies outside the rating scale [1, 5]."""
+
+
+class MissingImagesError(DatasetError):
+    """Images named in the label files are not on disk."""
+
+
+class CorruptImageError(DatasetError):
+    """An image file cannot be decoded."""
+
+
+class DownloadRefusedError(DatasetError):
+    """Google Drive did not hand over the zip."""
+
+
+class BadZipError(DatasetError):
+    """The zip is broken or would write outside its target folder."""
+
+
+def gdrive_url(file_id: str = GDRIVE_FILE_ID) -> str:
+    """The direct-download address of a Google Drive file."""
+    return f"https://drive.google.com/uc?id={file_id}"
+
+
+def refused_download_help(reason: str) -> str:
+    """The message shown when Google Drive will not serve the zip, with the two ways out."""
+    return (
+        f"Google Drive did not hand over the SCUT-FBP5500 zip ({reason}).\n"
+        "Busy shared files are often refused ('too many users have viewed or downloaded "
+        "this file'). Two ways out:\n"
+        f"  1. Open https://drive.google.com/file/d/{GDRIVE_FILE_ID}/view, add the file to "
+        f"your own Drive (right-click > Make a copy) and name it {ZIP_NAME} in 'My Drive'; "
+        "then re-run this cell: the notebook finds it there.\n"
+        f"  2. Download the zip yourself (or from the dataset's Baidu mirror) and upload it "
+        f"to /content/{ZIP_NAME} in Colab (Files pane), or put it in {LOCAL_DATA_DIR} "
+        "locally; then re-run this cell."
+    )
+
+
+def is_html_file(path: Path) -> bool:
+    """True when a downloaded file is a web page, not a zip."""
+    head = Path(path).read_bytes()[:2048].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html")) or b"<html" in head
+
+
+def check_zip(path: Path) -> None:
+    """Raise if the file is not a whole, readable zip."""
+    path = Path(path)
+    if is_html_file(path):
+        raise DownloadRefusedError(refused_download_help(f"{path.name} is a web page, not a zip"))
+    if not zipfile.is_zipfile(path):
+        raise BadZipError(f"{path} is not a zip file (truncated download?). Delete it and re-run.")
+    with zipfile.ZipFile(path) as archive:
+        broken = archive.testzip()
+    if broken:
+        raise BadZipError(f"{path} is damaged ({broken} fails its checksum). Delete it and re-run.")
+
+
+def safe_extract(zip_path: Path, target: Path) -> Path:
+    """Extract a zip into target, all or nothing, refusing members that climb out of it."""
+    zip_path, target = Path(zip_path), Path(target)
+    check_zip(zip_path)
+    target.mkdir(parents=True, exist_ok=True)
+    staging = target / f".partial-{zip_path.stem}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    root = staging.resolve()
+    with zipfile.ZipFile(zip_path) as archive:
+        for member in archive.namelist():
+            if not (root / member).resolve().is_relative_to(root):
+                shutil.rmtree(staging)
+                raise BadZipError(f"{zip_path} holds '{member}', which would land outside "
+                                  f"{target}; refusing to extract it.")
+        archive.extractall(staging)
+    for item in staging.iterdir():
+        destination = target / item.name
+        if destination.is_dir():
+            shutil.rmtree(destination)
+        item.replace(destination)
+        if destination.is_dir():
+            (destination / EXTRACTED_MARK).touch()
+    staging.rmdir()
+    return target
+
+
+def download_zip(destination: Path, file_id: str = GDRIVE_FILE_ID) -> Path:
+    """Download the release zip from Google Drive with a progress bar; check it is a zip."""
+    import gdown
+
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + ".part")
+    try:
+        gdown.download(id=file_id, output=str(partial), quiet=False)
+    except Exception as error:  # gdown raises several types for quota, network and HTML pages
+        partial.unlink(missing_ok=True)
+        raise DownloadRefusedError(refused_download_help(str(error).splitlines()[0])) from error
+    if not partial.is_file():
+        raise DownloadRefusedError(refused_download_help("nothing was written"))
+    try:
+        check_zip(partial)
+    except DatasetError:
+        partial.unlink()
+        raise
+    partial.replace(destination)
+    return destination
+
+
+def zip_candidates() -> list[Path]:
+    """Places where a copy of the release zip may already be: the cache, the user's Drive, uploads."""
+    places = [work_dir() / ZIP_NAME, DRIVE_HOME / ZIP_NAME, Path("/content") / ZIP_NAME,
+              LOCAL_DATA_DIR / ZIP_NAME]
+    return list(dict.fromkeys(places))
+
+
+def find_dataset_root(path: Path) -> Path:
+    """The folder holding Images/ and train_test_files/: path itself or one level below."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise DatasetLayoutError(f"{path} does not exist or is not a folder. Point FBP_DATA_DIR "
+                                 f"at the extracted {DATASET_DIRNAME} folder.")
+    for candidate in [path, *sorted(p for p in path.iterdir() if p.is_dir())]:
+        if (candidate / "Images").is_dir() and (candidate / "train_test_files").is_dir():
+            return candidate
+    found = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+    raise DatasetLayoutError(
+        f"{path} is not laid out like SCUT-FBP5500: expected Images/ and train_test_files/ "
+        f"in it or in a folder inside it, found {found}. Point FBP_DATA_DIR at the extracted "
+        f"{DATASET_DIRNAME} folder.")
+
+
+def extracted_dataset(parent: Path) -> Path | None:
+    """A completely extracted release below parent, or None (a half-extracted one is removed)."""
+    folder = Path(parent) / DATASET_DIRNAME
+    if not folder.is_dir():
+        return None
+    if (folder / EXTRACTED_MARK).is_file():
+        return find_dataset_root(folder)
+    print(f"{folder} was not completely extracted (an interrupted run?): extracting it again.")
+    shutil.rmtree(folder)
+    return None
+
+
+def find_or_fetch_dataset() -> Path:
+    """Locate the dataset: FBP_DATA_DIR, smoke data, a local copy, a cached zip, or download it."""
+    if os.environ.get("FBP_DATA_DIR"):
+        return find_dataset_root(Path(os.environ["FBP_DATA_DIR"]))
+    if smoke_mode():
+        return make_synthetic_dataset(work_dir() / "synthetic")
+    local = extracted_dataset(LOCAL_DATA_DIR)
+    if local:
+        return local
+    zip_path = next((p for p in zip_candidates() if p.is_file()), None)
+    if zip_path is None:
+        zip_path = download_zip(LOCAL_DATA_DIR / ZIP_NAME)
+    print(f"Extracting {zip_path} to {LOCAL_DATA_DIR} ...")
+    safe_extract(zip_path, LOCAL_DATA_DIR)
+    cache = work_dir() / ZIP_NAME
+    if not cache.exists():
+        shutil.copyfile(zip_path, cache)
+        print(f"Kept a copy of the zip in {cache}: next time nothing is downloaded.")
+    root = extracted_dataset(LOCAL_DATA_DIR)
+    if root is None:
+        raise DatasetLayoutError(f"{zip_path} holds no {DATASET_DIRNAME} folder. Is it the "
+                                 "SCUT-FBP5500 release? Delete it and re-run.")
+    return root
+
+
+def canonical_name(name: str) -> str:
+    """The current release's name for an image: 'fty12.jpg' -> 'AF12.jpg'."""
+    match = NAME_PATTERN.match(name)
+    if not match:
+        raise ValueError(f"'{name}' is not a SCUT-FBP5500 image name like AF1.jpg or fty1.jpg")
+    prefix, number = match.groups()
+    return f"{OLD_PREFIXES.get(prefix, prefix)}{number}.jpg"
+
+
+def group_of(name: str) -> str:
+    """The group of an image, AF, AM, CF or CM, from its name."""
+    return canonical_name(name)[:2]
+
+
+def read_labels(path: Path) -> pd.DataFrame:
+    """Read a label file ('<file name> <score>' per line) of either release, checked line by line."""
+    path = Path(path)
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        try:
+            name, score = canonical_name(parts[0]), float(parts[1])
+            if len(parts) != 2:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise LabelFormatError(f"{path}, line {number}: expected '<file name> <score>' "
+                                   f"like 'AF1.jpg 2.883333', found {line!r}") from None
+        if not 1.0 <= score <= 5.0:
+            raise ScoreRangeError(f"{path}, line {number}: score {score} is outside the "
+                                  "rating scale 1-5")
+        rows.append((name, parts[0], score))
+    if not rows:
+        raise LabelFormatError(f"{path} holds no labels")
+    frame = pd.DataFrame(rows, columns=["file", "original_name", "score"])
+    frame["group"] = frame["file"].str[:2]
+    return frame
+
+
+def protocol_files(root: Path, protocol: str) -> tuple[Path, Path]:
+    """The (train, test) label files of a protocol: 'fold1'..'fold5' or '60/40'."""
+    split_dir = Path(root) / "train_test_files"
+    if protocol == "60/40":
+        folders = sorted(split_dir.glob("split_of_60*"))
+        names = ("train.txt", "test.txt")
+    elif protocol in PROTOCOLS:
+        k = protocol[-1]
+        folders = sorted(split_dir.glob(f"*/cross_validation_{k}"))
+        names = (f"train_{k}.txt", f"test_{k}.txt")
+    else:
+        raise ValueError(f"Unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    if not folders or not all((folders[0] / n).is_file() for n in names):
+        raise DatasetLayoutError(f"The label files of protocol {protocol} ({' and '.join(names)}) "
+                                 f"are not in {split_dir}. Is the release complete?")
+    return folders[0] / names[0], folders[0] / names[1]
+
+
+def image_paths(root: Path, frame: pd.DataFrame) -> pd.Series:
+    """The path of each labelled image; raises naming the images that are missing."""
+    images = Path(root) / "Images"
+    on_disk = {p.name for p in images.iterdir()}
+    names = [f if f in on_disk else old_name(f) for f in frame["file"]]
+    missing = [f for f, n in zip(frame["file"], names, strict=True) if n not in on_disk]
+    if missing:
+        raise MissingImagesError(
+            f"{len(missing)} image(s) named in the label files are missing from {images}: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}. "
+            "Re-extract the dataset (delete the folder and re-run) or fix FBP_DATA_DIR.")
+    return pd.Series([str(images / n) for n in names], index=frame.index)
+
+
+def load_protocol(root: Path, protocol: str = "fold1", val_fraction: float = 0.1,
+                  seed: int = 0) -> dict[str, pd.DataFrame]:
+    """The train, val and test parts of a protocol; val is carved from train, never from test."""
+    train_file, test_file = protocol_files(root, protocol)
+    train, test = read_labels(train_file), read_labels(test_file)
+    overlap = set(train["file"]) & set(test["file"])
+    if overlap:
+        raise DatasetLayoutError(f"{len(overlap)} image(s) are both in {train_file.name} and "
+                                 f"{test_file.name}, e.g. {min(overlap)}")
+    val_mask = validation_mask(train, val_fraction, seed)
+    parts = {"train": train[~val_mask], "val": train[val_mask], "test": test}
+    for name, part in parts.items():
+        part = part.sort_values("file", key=natural_key).reset_index(drop=True)
+        part["path"] = image_paths(root, part)
+        parts[name] = part
+    return parts
+
+
+def natural_key(names: pd.Series) -> pd.Series:
+    """Sort key putting AF2 before AF10."""
+    return names.map(lambda n: (n[:2], int(re.sub(r"\D", "", n) or 0)))
+
+
+def validation_mask(train: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """A deterministic validation subset of train, the same fraction from each group."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(train), dtype=bool)
+    for _, rows in train.sort_values("file").groupby("group"):
+        chosen = rng.permutation(rows.index.to_numpy())[: round(len(rows) * fraction)]
+        mask[train.index.get_indexer(chosen)] = True
+    return mask
+
+
+def all_labels(root: Path) -> pd.DataFrame:
+    """Every labelled image of the release (the union of fold 1's train and test files)."""
+    parts = [read_labels(p) for p in protocol_files(root, "fold1")]
+    frame = pd.concat(parts).sort_values("file", key=natural_key).reset_index(drop=True)
+    frame["path"] = image_paths(root, frame)
+    return frame
+
+
+def verify_images(paths: list[str], workers: int = 8) -> None:
+    """Decode every image once; raise naming the files that cannot be decoded."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    def broken(path: str) -> str | None:
+        try:
+            with Image.open(path) as image:
+                image.load()
+            return None
+        except Exception as error:
+            return f"{Path(path).name} ({type(error).__name__}: {error})"
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        results = list(tqdm(pool.map(broken, paths), total=len(paths), desc="checking images"))
+    bad = [r for r in results if r]
+    if bad:
+        raise CorruptImageError(f"{len(bad)} image(s) cannot be decoded: {'; '.join(bad[:5])}. "
+                                "Re-extract the dataset (delete the folder and re-run).")
+
+
+def validate_dataset(root: Path) -> pd.DataFrame:
+    """Check labels, images and every protocol before anything trains; return all labels."""
+    labels = all_labels(root)
+    for protocol in PROTOCOLS:
+        load_protocol(root, protocol)
+    stamp = Path(root) / ".verified.json"
+    fingerprint = {"images": len(labels),
+                   "bytes": int(sum(os.path.getsize(p) for p in labels["path"]))}
+    if not stamp.is_file() or json.loads(stamp.read_text()) != fingerprint:
+        verify_images(labels["path"].tolist())
+        try:
+            stamp.write_text(json.dumps(fingerprint))
+        except OSError:
+            pass  # a read-only dataset folder is checked again next time, nothing worse
+    return labels
+
+
+def percentile_of(score: float, scores: np.ndarray) -> float:
+    """Share (in %) of the scores strictly below a score: 'more attractive than X %'."""
+    scores = np.asarray(scores, dtype=float)
+    return 100.0 * float(np.mean(scores < score))
+
+
+def score_stats(scores: pd.Series) -> pd.Series:
+    """Count, mean, median, SD and range of some scores."""
+    return pd.Series({"count": len(scores), "mean": scores.mean(), "median": scores.median(),
+                      "sd": scores.std(), "min": scores.min(), "max": scores.max()})
+
+
+def group_summary(labels: pd.DataFrame) -> pd.DataFrame:
+    """Count, mean, median, SD and range of the scores per group and overall."""
+    table = labels.groupby("group")["score"].apply(score_stats).unstack()
+    table.loc["all"] = score_stats(labels["score"])
+    table["count"] = table["count"].astype(int)
+    table.insert(0, "who", [GROUP_NAMES.get(g, "all faces") for g in table.index])
+    return table.round(3)
+
+
+def protocol_sizes(root: Path, val_fraction: float = 0.1) -> pd.DataFrame:
+    """How many images each protocol puts in train, val and test."""
+    rows = {p: {k: len(v) for k, v in load_protocol(root, p, val_fraction).items()} for p in PROTOCOLS}
+    return pd.DataFrame(rows).T.rename_axis("protocol")
+
+
+def save_json(path: Path, data: dict) -> Path:
+    """Write a JSON report atomically (numbers from numpy become plain floats)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=1, default=float))
+    temporary.replace(path)
+    return path
+
+
+def agreement_summary(agreement: dict) -> dict:
+    """The human figures that notebook 04 compares the model with."""
+    return {"raters": agreement["raters"], "images": agreement["images"],
+            "mean_per_image_sd": float(agreement["per_image_sd"].mean()),
+            "mean_rater_vs_others_pc": float(agreement["rater_vs_others_pc"].mean()),
+            "split_half_pc": agreement["split_half_pc"],
+            "full_panel_reliability": agreement["full_panel_reliability"]}
+
+
+def plot_score_distribution(labels: pd.DataFrame):
+    """Histogram of all scores, and one density per group."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    sns.histplot(labels["score"], bins=40, ax=left, color="tab:blue")
+    for value, style, name in [(labels["score"].mean(), "-", "mean"),
+                               (labels["score"].median(), "--", "median")]:
+        left.axvline(value, color="k", linestyle=style, label=f"{name} {value:.2f}")
+    left.legend()
+    left.set(title=f"All {len(labels)} faces (SD {labels['score'].std():.2f})",
+             xlabel="mean rating of 60 raters (1-5)", ylabel="faces")
+    sns.kdeplot(data=labels.assign(who=labels["group"].map(GROUP_NAMES)), x="score", hue="who",
+                common_norm=False, clip=(1, 5), ax=right)
+    right.set(title="Per group", xlabel="mean rating of 60 raters (1-5)", ylabel="density",
+              xlim=(1, 5))
+    fig.tight_layout()
+    return fig
+
+
+def plot_faces_by_band(labels: pd.DataFrame, bands: int = 5, per_band: int = 6, seed: int = 0):
+    """A grid of faces, one row per score band from the lowest to the highest."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    edges = np.quantile(labels["score"], np.linspace(0, 1, bands + 1))
+    fig, axes = plt.subplots(bands, per_band, figsize=(1.8 * per_band, 2.0 * bands))
+    for row, (low, high) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        band = labels[(labels["score"] >= low) & (labels["score"] <= high)]
+        chosen = band.sample(min(per_band, len(band)), random_state=seed).sort_values("score")
+        for col, ax in enumerate(axes[row]):
+            ax.axis("off")
+            if col < len(chosen):
+                face = chosen.iloc[col]
+                ax.imshow(Image.open(face["path"]))
+                ax.set_title(f"{face['score']:.2f}", fontsize=9)
+        axes[row][0].text(-0.1, 0.5, f"{low:.2f}-{high:.2f}", transform=axes[row][0].transAxes,
+                          ha="right", va="center", fontsize=9)
+    fig.suptitle("Faces by score band, lowest (top) to highest (bottom)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_percentile_curve(scores, marks=(2.85, 3.15)):
+    """Score -> share of the dataset's faces with a lower score, with some scores marked."""
+    import matplotlib.pyplot as plt
+
+    scores = np.sort(np.asarray(scores, float))
+    grid = np.linspace(1, 5, 401)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(grid, [percentile_of(g, scores) for g in grid], color="tab:blue")
+    for mark in marks:
+        share = percentile_of(mark, scores)
+        ax.plot([mark, mark, 1], [0, share, share], ":", color="tab:red")
+        ax.annotate(f"{mark:.2f} beats {share:.1f} %", (mark, share), xytext=(8, -14),
+                    textcoords="offset points", color="tab:red")
+    ax.set(title=f"More attractive than X % of the {len(scores)} faces", xlabel="score",
+           ylabel="faces with a lower score (%)", xlim=(1, 5), ylim=(0, 100))
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_rater_agreement(agreement: dict):
+    """Histograms of the per-image SD and of each rater's correlation with the others."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    left.hist(agreement["per_image_sd"], bins=40, color="tab:purple")
+    left.set(title="How much the raters disagree on a face", xlabel="SD of a face's ratings",
+             ylabel="faces")
+    right.hist(agreement["rater_vs_others_pc"], bins=20, color="tab:green")
+    right.set(title="Each rater against the mean of the others",
+              xlabel="Pearson correlation", ylabel="raters")
+    fig.tight_layout()
+    return fig
+
+
+def load_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Decode one image file to a uint8 tensor of image_size x image_size x 3."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = tf.image.resize(image, (image_size, image_size), antialias=True)
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+
+
+def augment_batch(images: tf.Tensor, scores: tf.Tensor, seed: int | None = None):
+    """Random horizontal flip, shift and zoom (up to 10 %) of a uint8 batch, in one resampling."""
+    n, size = tf.shape(images)[0], tf.shape(images)[1]
+    scale = tf.random.uniform((n, 1), 0.9, 1.0, seed=seed)
+    top = tf.random.uniform((n, 1), 0.0, 1.0, seed=seed) * (1.0 - scale)
+    left = tf.random.uniform((n, 1), 0.0, 1.0, seed=seed) * (1.0 - scale)
+    flip = tf.random.uniform((n, 1), seed=seed) < 0.5
+    x1, x2 = tf.where(flip, left + scale, left), tf.where(flip, left, left + scale)
+    boxes = tf.concat([top, x1, top + scale, x2], axis=1)
+    crops = tf.image.crop_and_resize(tf.cast(images, tf.float32), boxes, tf.range(n), (size, size))
+    return tf.cast(tf.round(tf.clip_by_value(crops, 0.0, 255.0)), tf.uint8), scores
+
+
+def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, training: bool = False,
+                 seed: int = 0):
+    """(uint8 image, score) batches: decoded, resized and cached; shuffled and augmented only
+    when training, else in the frame's order."""
+    paths = frame["path"].astype(str).to_numpy()
+    scores = frame["score"].to_numpy(dtype="float32")
+    data = tf.data.Dataset.from_tensor_slices((paths, scores))
+    data = data.map(lambda p, y: (load_image(p, image_size), y),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    if training:
+        data = data.shuffle(len(frame), seed=seed, reshuffle_each_iteration=True)
+    data = data.batch(batch_size)
+    if training:
+        data = data.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(tf.data.AUTOTUNE)
+
+
+def make_synthetic_dataset(folder: Path, n: int = 300, image_size: int = 96, seed: int = 0,
+                           naming: str = "current", with_ratings: bool = True) -> Path:
+    """Write a small dataset with the exact release layout whose scores show in the pixels.
+
+    Each image is a face-like shape whose brightness and eye size follow the score, on a
+    random background with a random position, size and tint. Returns the dataset root.
+    """
+    root = Path(folder) / DATASET_DIRNAME
+    if (root / EXTRACTED_MARK).is_file():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    rng = np.random.default_rng(seed)
+    counts = group_counts(n)
+    names = [f"{g}{i}.jpg" for g in GROUPS for i in range(1, counts[g] + 1)]
+    latent = np.clip(rng.normal(3.0, 0.7, len(names)), 1.2, 4.8)
+    ratings = np.clip(np.round(latent[:, None] + rng.normal(0, 0.7, (len(names), 60))), 1, 5)
+    scores = ratings.mean(axis=1)
+    (root / "Images").mkdir(parents=True)
+    for name, score in zip(names, scores, strict=True):
+        synthetic_face(score, image_size, rng).save(root / "Images" / name, quality=90)
+    written = names if naming == "current" else [old_name(name) for name in names]
+    write_protocols(root / "train_test_files", written, scores, rng)
+    if with_ratings:
+        rows = [(r + 1, name, int(v), int(v)) for i, name in enumerate(names)
+                for r, v in enumerate(ratings[i])]
+        pd.DataFrame(rows, columns=["Rater", "Filename", "Rating", "original Rating"]).to_excel(
+            root / "All_Ratings.xlsx", index=False)
+    (root / EXTRACTED_MARK).touch()
+    return root
+
+
+def group_counts(n: int) -> dict[str, int]:
+    """Images per group in the release's proportions (2000:2000:750:750) for n images."""
+    caucasian = round(n * 750 / 5500)
+    return {"AF": (n - 2 * caucasian) // 2, "AM": n - 2 * caucasian - (n - 2 * caucasian) // 2,
+            "CF": caucasian, "CM": caucasian}
+
+
+def old_name(name: str) -> str:
+    """The 2018 release's name of an image: 'AF12.jpg' -> 'fty12.jpg'."""
+    new_to_old = {v: k for k, v in OLD_PREFIXES.items()}
+    return new_to_old[name[:2]] + name[2:]
+
+
+def synthetic_face(score: float, size: int, rng: np.random.Generator):
+    """A face-like picture whose brightness and eye size grow with the score."""
+    from PIL import Image, ImageDraw
+
+    background = tuple(int(v) for v in rng.integers(0, 120, 3))
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    half = size * rng.uniform(0.27, 0.33)
+    cx, cy = size / 2 + rng.uniform(-0.06, 0.06) * size, size / 2 + rng.uniform(-0.06, 0.06) * size
+    level = 60 + 45 * (score - 1)
+    tint = rng.integers(-12, 13, 3)
+    skin = tuple(int(np.clip(level + t, 0, 255)) for t in tint)
+    draw.ellipse([cx - half * 0.8, cy - half, cx + half * 0.8, cy + half], fill=skin)
+    eye = half * (0.06 + 0.04 * (score - 1))
+    for dx in (-0.35, 0.35):
+        ex, ey = cx + dx * half, cy - 0.2 * half
+        draw.ellipse([ex - eye, ey - eye, ex + eye, ey + eye], fill=(20, 20, 20))
+    draw.line([cx - 0.3 * half, cy + 0.5 * half, cx + 0.3 * half, cy + 0.5 * half],
+              fill=(90, 30, 30), width=max(1, size // 48))
+    noise = rng.normal(0, 6, (size, size, 3))
+    return Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
+
+
+def write_protocols(folder: Path, names: list[str], scores: np.ndarray,
+                    rng: np.random.Generator) -> None:
+    """Write the release's label files: all labels, 5 cross-validation folds and the 60/40 split."""
+    lines = np.array([f"{n} {s:.6f}" for n, s in zip(names, scores, strict=True)])
+    order = rng.permutation(len(lines))
+    folds = np.array_split(order, 5)
+    cv = folder / "5_folders_cross_validations_files"
+    for k, test in enumerate(folds, start=1):
+        train = np.setdiff1d(order, test)
+        write_lines(cv / f"cross_validation_{k}" / f"train_{k}.txt", lines[rng.permutation(train)])
+        write_lines(cv / f"cross_validation_{k}" / f"test_{k}.txt", lines[test])
+    cut = int(0.6 * len(lines))
+    split = folder / "split_of_60%training and 40%testing"
+    write_lines(split / "train.txt", lines[order[:cut]])
+    write_lines(split / "test.txt", lines[order[cut:]])
+    write_lines(folder / "All_labels.txt", lines)
+
+
+def write_lines(path: Path, lines) -> None:
+    """Write lines to a text file, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def read_ratings(root: Path) -> pd.DataFrame | None:
+    """The per-rater ratings from All_Ratings.xlsx (Rater, file, Rating), or None if absent."""
+    path = Path(root) / "All_Ratings.xlsx"
+    if not path.is_file():
+        return None
+    ratings = pd.read_excel(path, usecols=["Rater", "Filename", "Rating"])
+    ratings["file"] = ratings["Filename"].map(canonical_name)
+    return ratings[["Rater", "file", "Rating"]]
+
+
+def rater_agreement(ratings: pd.DataFrame, splits: int = 20, seed: int = 0) -> dict:
+    """How much the raters agree: per-image SD, each rater against the others, split halves."""
+    from scipy import stats
+
+    table = ratings.pivot_table(index="file", columns="Rater", values="Rating", aggfunc="mean")
+    per_image_sd = table.std(axis=1, ddof=1)
+    totals, counts = table.sum(axis=1), table.count(axis=1)
+    rater_pc = {}
+    for rater in table.columns:
+        seen = table[rater].notna()
+        others = (totals[seen] - table.loc[seen, rater]) / (counts[seen] - 1)
+        rater_pc[rater] = stats.pearsonr(table.loc[seen, rater], others)[0]
+    rng = np.random.default_rng(seed)
+    halves = []
+    for _ in range(splits):
+        order = rng.permutation(table.columns.to_numpy())
+        first, second = order[: len(order) // 2], order[len(order) // 2:]
+        halves.append(stats.pearsonr(table[first].mean(axis=1), table[second].mean(axis=1))[0])
+    split_half = float(np.mean(halves))
+    return {
+        "raters": int(table.shape[1]),
+        "images": int(table.shape[0]),
+        "per_image_sd": per_image_sd,
+        "rater_vs_others_pc": pd.Series(rater_pc, name="PC"),
+        "split_half_pc": split_half,
+        "full_panel_reliability": 2 * split_half / (1 + split_half),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Model: the blog's ResNet50 with a one-unit regression head
+# ---------------------------------------------------------------------------------------
+
+FEATURES = 2048
+
+
+@keras.saving.register_keras_serializable(package="fbp")
+class ImageNetPreprocess(keras.layers.Layer):
+    """ResNet50's own preprocessing (RGB->BGR, minus the ImageNet mean) of uint8 images."""
+
+    def call(self, images):
+        return keras.applications.resnet50.preprocess_input(keras.ops.cast(images, "float32"))
+
+
+def build_model(image_size: int = 350, weights: str | None = "imagenet") -> keras.Model:
+    """uint8 image -> ImageNet preprocessing -> ResNet50 (frozen, BN in inference mode) -> Dense(1)."""
+    inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
+    pixels = ImageNetPreprocess(dtype="float32", name="preprocess")(inputs)
+    backbone = keras.applications.ResNet50(include_top=False, pooling="avg", weights=weights,
+                                           input_shape=(image_size, image_size, 3))
+    backbone.trainable = False
+    features = backbone(pixels, training=False)
+    score = keras.layers.Dense(1, dtype="float32", name="score")(features)
+    return keras.Model(inputs, score, name="fbp_resnet50")
+
+
+def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
+    """Freeze or unfreeze the ResNet50 inside the model, BatchNormalization always frozen.
+
+    Keras 3's fit calls the model with training=True, which overrides the training=False the
+    backbone was called with (keras-team/keras#20285); a BatchNormalization layer that is not
+    trainable runs in inference mode, so freezing those layers is what keeps ImageNet's
+    statistics. Recompile afterwards.
+    """
+    backbone = model.get_layer("resnet50")
+    backbone.trainable = trainable
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+def count_trainable(model: keras.Model) -> int:
+    """Number of trainable parameters."""
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def feature_extractor(model: keras.Model) -> keras.Model:
+    """The model up to the 2048-d pooled features (the head's input)."""
+    return keras.Model(model.inputs, model.get_layer("score").input, name="features")
+
+
+def head_on_features(model: keras.Model) -> keras.Model:
+    """A model that applies the model's own Dense head to precomputed features (shared weights)."""
+    return keras.Sequential([keras.Input((FEATURES,)), model.get_layer("score")], name="head")
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """A hash of the backbone's weights: equal hashes give equal features."""
+    digest = hashlib.sha1()
+    for weight in model.get_layer("resnet50").weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def pick_strategy() -> tf.distribute.Strategy:
+    """A TPU strategy on a TPU, mirrored on several GPUs, else the default (one GPU or the CPU)."""
+    if os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME") or Path("/dev/accel0").exists():
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def precision_policy(strategy: tf.distribute.Strategy) -> str:
+    """mixed_bfloat16 on a TPU, mixed_float16 on a GPU with tensor cores (T4 and newer), else float32."""
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "mixed_bfloat16"
+    gpus = tf.config.list_physical_devices("GPU")
+    details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
+    capability = details.get("compute_capability")
+    return "mixed_float16" if capability and capability >= (7, 0) else "float32"
+
+
+class precision:
+    """Context manager that builds models under a Keras dtype policy, then restores the old one."""
+
+    def __init__(self, policy: str):
+        self.policy, self.previous = policy, keras.mixed_precision.global_policy().name
+
+    def __enter__(self):
+        keras.mixed_precision.set_global_policy(self.policy)
+
+    def __exit__(self, *exc):
+        keras.mixed_precision.set_global_policy(self.previous)
+
+
+# ---------------------------------------------------------------------------------------
+# Training: settings, cached features for the frozen stage, resumable fine-tune, run folders
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a user may want to change about a run."""
+
+    protocol: str = "fold1"            # "fold1".."fold5" (each the blog's 80/20) or "60/40"
+    image_size: int = 350              # the blog's and the dataset's size
+    weights: str | None = "imagenet"   # None only for smoke runs and tests
+    val_fraction: float = 0.1          # carved from the training part for model choice
+    batch_size: int = 32
+    head_lr: float = 1e-3
+    head_epochs: int = 200             # an upper bound: early stopping ends it in seconds
+    head_patience: int = 15
+    finetune_lr: float = 5e-5          # peak of a cosine schedule with one epoch of warm-up
+    finetune_epochs: int = 30          # the blog's count
+    weight_decay: float = 1e-4         # the paper's, for ResNets
+    seed: int = 0
+
+    @property
+    def run_name(self) -> str:
+        """Folder name of the run: the protocol, made path-safe."""
+        return self.protocol.replace("/", "-")
+
+    def smoke(self) -> Config:
+        """The same settings shrunk to a run of a minute on a CPU, with untrained weights."""
+        return replace(self, image_size=64, weights=None, batch_size=16, finetune_epochs=2,
+                       finetune_lr=1e-5)
+
+    def for_environment(self) -> Config:
+        """Smoke settings when FBP_SMOKE=1, else these."""
+        return self.smoke() if smoke_mode() else self
+
+
+def run_dir(cfg: Config, root: Path | None = None) -> Path:
+    """The run's own folder under the work folder."""
+    path = Path(root or work_dir()) / "runs" / cfg.run_name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def read_run(path: Path) -> dict:
+    """The run's record (run.json), empty if there is none yet."""
+    record = Path(path) / "run.json"
+    return json.loads(record.read_text()) if record.is_file() else {}
+
+
+def update_run(path: Path, **fields) -> dict:
+    """Merge fields into run.json, written atomically so a lost VM never leaves half a file."""
+    record = {**read_run(path), **fields}
+    temporary = Path(path) / "run.json.tmp"
+    temporary.write_text(json.dumps(record, indent=1, default=float))
+    temporary.replace(Path(path) / "run.json")
+    return record
+
+
+def versions() -> dict:
+    """Versions that matter for reproducing a run."""
+    return {"python": sys.version.split()[0], "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__}
+
+
+def dataset_fingerprint(frame: pd.DataFrame) -> str:
+    """A hash of the image names, sizes and scores."""
+    sizes = [os.path.getsize(p) for p in frame["path"]]
+    text = "".join(f"{f}:{n}:{s:.6f};" for f, n, s in zip(frame["file"], sizes, frame["score"], strict=True))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def cached_features(model: keras.Model, frame: pd.DataFrame, image_size: int, cache_dir: Path,
+                    batch_size: int = 64) -> np.ndarray:
+    """Pooled ResNet50 features of every image in the frame, computed once and cached on disk.
+
+    The cache file is keyed by the images, the image size and the backbone's weights, so a
+    changed setting computes anew instead of reusing stale features.
+    """
+    from tqdm.auto import tqdm
+
+    key = f"{dataset_fingerprint(frame)}-{image_size}px-{weights_fingerprint(model)}"
+    path = Path(cache_dir) / f"features-{key}.npy"
+    if path.is_file():
+        print(f"Features loaded from the cache {path.name}.")
+        return np.load(path)
+    extractor = feature_extractor(model)
+    batches = make_dataset(frame, image_size, batch_size)
+    features = [extractor.predict_on_batch(images) for images, _ in
+                tqdm(batches, total=len(batches), desc="ResNet50 features")]
+    features = np.concatenate(features).astype("float32")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path.with_suffix(".tmp.npy"), features)
+    path.with_suffix(".tmp.npy").replace(path)
+    return features
+
+
+def fit_head(head: keras.Model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+             y_val: np.ndarray, cfg: Config, verbose: int = 0) -> pd.DataFrame:
+    """Train the Dense head on features (Adam, MSE, early stopping on validation loss)."""
+    keras.utils.set_random_seed(cfg.seed)
+    head.compile(optimizer=keras.optimizers.Adam(cfg.head_lr), loss="mse",
+                 metrics=[keras.metrics.MeanAbsoluteError(name="mae"),
+                          keras.metrics.RootMeanSquaredError(name="rmse")])
+    stop = keras.callbacks.EarlyStopping(patience=cfg.head_patience, restore_best_weights=True)
+    history = head.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=64,
+                       epochs=cfg.head_epochs, callbacks=[stop], verbose=verbose)
+    return history_frame(history.history)
+
+
+def history_frame(history: dict) -> pd.DataFrame:
+    """A Keras history as a table with a 1-based epoch column."""
+    frame = pd.DataFrame(history)
+    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
+    return frame
+
+
+def ridge_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+                   alphas=(0.1, 1.0, 10.0, 100.0, 1000.0)) -> tuple[float, np.ndarray]:
+    """Closed-form ridge regression on standardised features; returns (alpha, val predictions)
+    for the alpha with the best training-set leave-one-out error."""
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    a, b = (x_train - mean) / std, (x_val - mean) / std
+    y_mean = y_train.mean()
+    u, s, vt = np.linalg.svd(a, full_matrices=False)
+    best = None
+    for alpha in alphas:
+        shrink = s / (s**2 + alpha)
+        coef = vt.T @ (shrink * (u.T @ (y_train - y_mean)))
+        hat = np.sum(u**2 * (s**2 / (s**2 + alpha)), axis=1)
+        loo = np.mean(((y_train - y_mean - a @ coef) / (1 - hat)) ** 2)
+        if best is None or loo < best[0]:
+            best = (loo, alpha, b @ coef + y_mean)
+    return best[1], best[2]
+
+
+def train_frozen_head(cfg: Config, data_root: Path, model: keras.Model | None = None,
+                      verbose: int = 0) -> dict:
+    """Stage 1: features once, then the 2049-parameter head on them; saves frozen.keras."""
+    folder = run_dir(cfg)
+    if (folder / "frozen.keras").is_file() and read_run(folder).get("frozen"):
+        print(f"The frozen-head stage of {cfg.run_name} is already done: {folder / 'frozen.keras'}")
+        return read_run(folder)
+    keras.utils.set_random_seed(cfg.seed)
+    parts = load_protocol(data_root, cfg.protocol, cfg.val_fraction, cfg.seed)
+    everything = all_labels(data_root)
+    model = model or build_model(cfg.image_size, cfg.weights)
+    features = pd.DataFrame(cached_features(model, everything, cfg.image_size,
+                                            work_dir() / "features"), index=everything["file"])
+    x = {name: features.loc[part["file"]].to_numpy() for name, part in parts.items()}
+    y = {name: part["score"].to_numpy("float32") for name, part in parts.items()}
+    history = fit_head(head_on_features(model), x["train"], y["train"], x["val"], y["val"], cfg,
+                       verbose)
+    history.to_csv(folder / "history_head.csv", index=False)
+    val_pred = model.get_layer("score")(x["val"]).numpy().ravel()
+    alpha, ridge_pred = ridge_baseline(x["train"], y["train"], x["val"])
+    model.save(folder / "frozen.keras")
+    return update_run(
+        folder, protocol=cfg.protocol, config=asdict(cfg), versions=versions(),
+        sizes={name: len(part) for name, part in parts.items()},
+        dataset_scores=[round(float(s), 4) for s in everything["score"]],
+        frozen={"epochs": len(history), "val": regression_metrics(y["val"], val_pred),
+                "ridge_alpha": alpha, "ridge_val": regression_metrics(y["val"], ridge_pred)})
+
+
+def resumed_epoch(backup: Path) -> int:
+    """The last finished epoch saved by BackupAndRestore in a folder, 0 if none."""
+    metadata = Path(backup) / "training_metadata.json"
+    return json.loads(metadata.read_text())["epoch"] if metadata.is_file() else 0
+
+
+def read_history(path: Path) -> pd.DataFrame:
+    """A CSV training log, keeping the last row of an epoch logged twice around a lost VM."""
+    frame = pd.read_csv(path)
+    frame["epoch"] = frame["epoch"].astype(int) + 1
+    return frame.drop_duplicates("epoch", keep="last").reset_index(drop=True)
+
+
+def finetune_schedule(cfg: Config, steps_per_epoch: int) -> keras.optimizers.schedules.CosineDecay:
+    """One epoch of linear warm-up to the peak rate, then cosine decay to zero."""
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0, warmup_target=cfg.finetune_lr, warmup_steps=steps_per_epoch,
+        decay_steps=max(1, steps_per_epoch * (cfg.finetune_epochs - 1)))
+
+
+def fine_tune(cfg: Config, data_root: Path, verbose: int = 1) -> dict:
+    """Stage 2: unfreeze everything, train with augmentation; resumes after a lost VM."""
+    folder = run_dir(cfg)
+    record = read_run(folder)
+    if record.get("finished"):
+        print(f"{cfg.run_name} is already fine-tuned: {folder / 'finetuned.keras'}")
+        return record
+    if not (folder / "frozen.keras").is_file():
+        raise FileNotFoundError(f"No frozen-head model in {folder}: run notebook 02 (or "
+                                "train_frozen_head) for this protocol first.")
+    parts = load_protocol(data_root, cfg.protocol, cfg.val_fraction, cfg.seed)
+    train = make_dataset(parts["train"], cfg.image_size, cfg.batch_size, training=True, seed=cfg.seed)
+    val = make_dataset(parts["val"], cfg.image_size, cfg.batch_size)
+    strategy = pick_strategy()
+    with strategy.scope(), precision(precision_policy(strategy)):
+        model = build_model(cfg.image_size, weights=None)
+        model.load_weights(folder / "frozen.keras")
+        set_backbone_trainable(model, True)
+        model.compile(
+            optimizer=keras.optimizers.AdamW(finetune_schedule(cfg, len(train)),
+                                             weight_decay=cfg.weight_decay),
+            loss="mse", metrics=[keras.metrics.MeanAbsoluteError(name="mae"),
+                                 keras.metrics.RootMeanSquaredError(name="rmse")],
+            jit_compile="auto")
+    log = folder / "history_finetune.csv"
+    done = resumed_epoch(folder / "backup")
+    best = read_history(log)["val_loss"].min() if done and log.is_file() else None
+    if done:
+        print(f"Resuming the fine-tune of {cfg.run_name} after epoch {done} of "
+              f"{cfg.finetune_epochs} (backup in {folder / 'backup'}).")
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(folder / "backup")),
+        keras.callbacks.ModelCheckpoint(str(folder / "finetuned.weights.h5"), monitor="val_loss",
+                                        save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=best),
+        keras.callbacks.CSVLogger(str(log), append=bool(done)),
+    ]
+    model.fit(train, validation_data=val, epochs=cfg.finetune_epochs, callbacks=callbacks,
+              shuffle=False, verbose=verbose)  # the dataset shuffles itself
+    final = build_model(cfg.image_size, weights=None)
+    final.load_weights(folder / "finetuned.weights.h5")
+    final.save(folder / "finetuned.keras")
+    val_pred = predict_scores(final, parts["val"], cfg.image_size)
+    record = update_run(folder, finetune={"epochs": len(read_history(log)),
+                                          "val": regression_metrics(parts["val"]["score"], val_pred),
+                                          "precision": precision_policy(strategy)},
+                        finished=True)
+    return record
+
+
+def predict_scores(model: keras.Model, frame: pd.DataFrame, image_size: int,
+                   batch_size: int = 64, mirror: bool = False) -> np.ndarray:
+    """Predicted scores of the frame's images, in its order; with mirror, the mean of each
+    image and its horizontal mirror (test-time augmentation)."""
+    images = make_dataset(frame, image_size, batch_size).map(lambda x, y: x)
+    scores = model.predict(images, verbose=0).ravel()
+    if mirror:
+        flipped = images.map(lambda x: tf.reverse(x, axis=[2]))
+        scores = (scores + model.predict(flipped, verbose=0).ravel()) / 2
+    return scores
+
+
+def load_run_model(folder: Path) -> keras.Model:
+    """A run's best model: fine-tuned if that stage is done, else the frozen-head one."""
+    for name in ("finetuned.keras", "frozen.keras"):
+        if (Path(folder) / name).is_file():
+            return keras.models.load_model(Path(folder) / name, safe_mode=True)
+    raise FileNotFoundError(f"No trained model in {folder}: run notebooks 02 and 03 first.")
+
+
+def latest_run(root: Path | None = None, finished: bool = True) -> Path:
+    """The most recently updated run folder (only finished ones unless told otherwise)."""
+    records = sorted((Path(root or work_dir()) / "runs").glob("*/run.json"),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    for record in records:
+        if not finished or json.loads(record.read_text()).get("finished"):
+            return record.parent
+    raise FileNotFoundError(f"No {'finished ' if finished else ''}run in "
+                            f"{Path(root or work_dir()) / 'runs'}: run notebooks 02 and 03 first.")
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation: metrics with confidence intervals, groups, folds, the published results
+# ---------------------------------------------------------------------------------------
+
+
+class ConstantPredictionError(ValueError):
+    """The model predicts one value for every face, so PC is undefined."""
+
+
+def regression_metrics(y_true, y_pred) -> dict:
+    """Pearson correlation, MAE, RMSE and Spearman correlation of predictions."""
+    from scipy import stats
+
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    if np.ptp(y_pred) == 0:
+        raise ConstantPredictionError(
+            f"The model predicts {y_pred[0]:.3f} for every face, so the correlation is "
+            "undefined: it has not learned. Train longer or check the data.")
+    return {"pc": float(stats.pearsonr(y_true, y_pred)[0]),
+            "mae": float(np.mean(np.abs(y_true - y_pred))),
+            "rmse": float(np.sqrt(np.mean((y_true - y_pred) ** 2))),
+            "spearman": float(stats.spearmanr(y_true, y_pred)[0]),
+            "n": len(y_true)}
+
+
+def metrics_table(rows: dict[str, dict]) -> pd.DataFrame:
+    """Metrics of several models as a table, one row each."""
+    columns = ["pc", "mae", "rmse", "spearman", "n"]
+    table = pd.DataFrame({name: {c: m.get(c) for c in columns} for name, m in rows.items()}).T
+    table = table.dropna(axis=1, how="all").rename(columns=str.upper)
+    return table.astype({"N": int}) if "N" in table else table
+
+
+def plot_learning_curves(folder: Path):
+    """Training and validation RMSE of both stages of a run, on one epoch axis."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    offset = 0
+    for name, colour in [("head", "tab:blue"), ("finetune", "tab:orange")]:
+        path = Path(folder) / f"history_{name}.csv"
+        if not path.is_file():
+            continue
+        history = read_history(path) if name == "finetune" else pd.read_csv(path)
+        epochs = history["epoch"] + offset
+        label = "frozen head" if name == "head" else "fine-tune"
+        ax.plot(epochs, history["rmse"], "--", color=colour, label=f"{label}: train")
+        ax.plot(epochs, history["val_rmse"], "-", color=colour, label=f"{label}: validation")
+        offset = int(epochs.max())
+        ax.axvline(offset + 0.5, color="grey", linewidth=0.8)
+    ax.set(title=f"Learning curves of {Path(folder).name}", xlabel="epoch", ylabel="RMSE (score points)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
