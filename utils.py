@@ -1046,12 +1046,12 @@ def fine_tune(cfg: Config, data_root: Path, verbose: int = 1) -> dict:
     if done:
         print(f"Resuming the fine-tune of {cfg.run_name} after epoch {done} of "
               f"{cfg.finetune_epochs} (backup in {folder / 'backup'}).")
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(folder / "backup")),
+    callbacks = [  # in this order: an epoch is backed up only once it is logged and checkpointed
+        keras.callbacks.CSVLogger(str(log), append=bool(done)),
         keras.callbacks.ModelCheckpoint(str(folder / "finetuned.weights.h5"), monitor="val_loss",
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=best),
-        keras.callbacks.CSVLogger(str(log), append=bool(done)),
+        keras.callbacks.BackupAndRestore(str(folder / "backup"), double_checkpoint=True),
     ]
     model.fit(train, validation_data=val, epochs=cfg.finetune_epochs, callbacks=callbacks,
               shuffle=False, verbose=verbose)  # the dataset shuffles itself

@@ -15,6 +15,12 @@ os.environ.pop("FBP_DATA_DIR", None)
 import utils  # noqa: E402
 
 
+def pytest_configure(config):
+    """Hide the libraries' own deprecation chatter (Keras and TensorFlow under NumPy 2)."""
+    for module in ("keras", "tensorflow", "h5py"):
+        config.addinivalue_line("filterwarnings", f"ignore::DeprecationWarning:{module}.*")
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A 300-image synthetic dataset in the release layout (shared, treat as read-only)."""
