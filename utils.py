@@ -1151,3 +1151,236 @@ def plot_learning_curves(folder: Path):
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
+
+
+PUBLISHED = pd.DataFrame(
+    [("5-fold CV, mean", "AlexNet", 0.8634, 0.2651, 0.3481, "paper, Table VII"),
+     ("5-fold CV, mean", "ResNet-18", 0.8900, 0.2419, 0.3166, "paper, Table VII"),
+     ("5-fold CV, mean", "ResNeXt-50", 0.8997, 0.2291, 0.3017, "paper, Table VII"),
+     ("5-fold CV, mean", "ComboLoss (SEResNeXt-50, 2020)", 0.9199, 0.2050, 0.2704, "lucasxlu/ComboLoss"),
+     ("60/40", "AlexNet", 0.8298, 0.2938, 0.3819, "paper, Table VIII"),
+     ("60/40", "ResNet-18", 0.8513, 0.2818, 0.3703, "paper, Table VIII"),
+     ("60/40", "ResNeXt-50", 0.8777, 0.2518, 0.3325, "paper, Table VIII"),
+     ("60/40", "ComboLoss (SEResNeXt-50, 2020)", 0.9117, 0.2126, 0.2813, "lucasxlu/ComboLoss")],
+    columns=["protocol", "model", "PC", "MAE", "RMSE", "source"])
+
+
+def published_results(protocol: str) -> pd.DataFrame:
+    """The paper's and the best published results for the protocol family of a run."""
+    family = "60/40" if protocol == "60/40" else "5-fold CV, mean"
+    return PUBLISHED[PUBLISHED["protocol"] == family].reset_index(drop=True)
+
+
+def bootstrap_metrics(y_true, y_pred, samples: int = 1000, seed: int = 0) -> dict:
+    """PC, MAE, RMSE and Spearman with 95 % bootstrap intervals: {metric: (value, low, high)}."""
+    from scipy import stats
+
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    point = regression_metrics(y_true, y_pred)
+    rows = np.random.default_rng(seed).integers(0, len(y_true), (samples, len(y_true)))
+    t, p = y_true[rows], y_pred[rows]
+
+    def pearson(a, b):
+        a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+        return (a * b).sum(1) / np.sqrt((a**2).sum(1) * (b**2).sum(1))
+
+    draws = {"pc": pearson(t, p), "mae": np.abs(t - p).mean(1),
+             "rmse": np.sqrt(((t - p) ** 2).mean(1)),
+             "spearman": pearson(stats.rankdata(t, axis=1), stats.rankdata(p, axis=1))}
+    return {name: (point[name], *np.nanpercentile(values, [2.5, 97.5]).tolist())
+            for name, values in draws.items()}
+
+
+def interval_table(rows: dict[str, dict]) -> pd.DataFrame:
+    """Bootstrap results of several models as 'value [low, high]' strings, one row each."""
+    return pd.DataFrame({name: {m.upper(): f"{v:.4f} [{lo:.4f}, {hi:.4f}]" for m, (v, lo, hi) in r.items()}
+                         for name, r in rows.items()}).T
+
+
+def predict_test_part(folder: Path, data_root: Path) -> pd.DataFrame:
+    """The run's test part with each stage's predicted score, plain and mirrored (test-time
+    augmentation), in the label files' order."""
+    record = read_run(folder)
+    cfg = Config(**record["config"])
+    test = load_protocol(data_root, cfg.protocol, cfg.val_fraction, cfg.seed)["test"]
+    frame = test[["file", "group", "score", "path"]].copy()
+    for stage in ("frozen", "finetuned"):
+        if (Path(folder) / f"{stage}.keras").is_file():
+            model = keras.models.load_model(Path(folder) / f"{stage}.keras", safe_mode=True)
+            frame[stage] = predict_scores(model, test, cfg.image_size)
+            frame[f"{stage}_tta"] = predict_scores(model, test, cfg.image_size, mirror=True)
+    return frame
+
+
+def group_metrics(predictions: pd.DataFrame, column: str = "finetuned") -> pd.DataFrame:
+    """PC, MAE and RMSE of one prediction column per group of faces."""
+    table = {g: regression_metrics(rows["score"], rows[column])
+             for g, rows in predictions.groupby("group")}
+    table = metrics_table(table).drop(columns="SPEARMAN")
+    table.insert(0, "who", [GROUP_NAMES[g] for g in table.index])
+    return table
+
+
+def group_gap_note(groups: pd.DataFrame, tolerance: float = 0.1) -> str:
+    """A sentence on whether one group is served worse (MAE more than 10 % above the others')."""
+    notes = []
+    for group, row in groups.iterrows():
+        others = groups.drop(index=group)
+        rest = np.average(others["MAE"], weights=others["N"])
+        if row["MAE"] > (1 + tolerance) * rest:
+            notes.append(f"{row['who']} faces ({group}, n={row['N']}) are served worse: MAE "
+                         f"{row['MAE']:.3f} against {rest:.3f} for the other groups, PC {row['PC']:.3f}.")
+    if not notes:
+        return ("No group is served markedly worse: every group's MAE is within "
+                f"{tolerance:.0%} of the others'.")
+    if groups["N"].min() < 100:
+        notes.append("Some groups have fewer than 100 test faces: gaps of this size may be chance.")
+    return " ".join(notes)
+
+
+def evaluate_run(folder: Path, data_root: Path, samples: int = 1000) -> dict:
+    """Test-set evaluation of a run; writes evaluation.json and predictions.csv in its folder."""
+    folder = Path(folder)
+    record = read_run(folder)
+    predictions = predict_test_part(folder, data_root)
+    main = "finetuned" if "finetuned" in predictions else "frozen"
+    columns = [c for c in ("frozen", "finetuned", "finetuned_tta") if c in predictions]
+    intervals = {c: bootstrap_metrics(predictions["score"], predictions[c], samples) for c in columns}
+    groups = group_metrics(predictions, main)
+    human = work_dir() / "human_agreement.json"
+    report = {
+        "run": folder.name, "protocol": record["protocol"], "model": main,
+        **{m: v[0] for m, v in intervals[main].items()},
+        "n": len(predictions),
+        "ci95": {m: v[1:] for m, v in intervals[main].items()},
+        "stages": {c: {m: v[0] for m, v in intervals[c].items()} for c in columns},
+        "groups": groups.drop(columns="who").to_dict(orient="index"),
+        "human": json.loads(human.read_text()) if human.is_file() else None,
+    }
+    save_json(folder / "evaluation.json", report)
+    predictions.drop(columns="path").to_csv(folder / "predictions.csv", index=False)
+    return {"report": report, "predictions": predictions, "intervals": intervals, "groups": groups}
+
+
+def comparison_table(report: dict, intervals: dict) -> pd.DataFrame:
+    """This run's stages beside the published results for the same protocol family."""
+    names = {"frozen": "this run: frozen head", "finetuned": "this run: fine-tuned",
+             "finetuned_tta": "this run: fine-tuned + mirror TTA"}
+    protocol = report["protocol"]
+    ours = pd.DataFrame([{"protocol": protocol, "model": names[c], "PC": m["pc"][0],
+                          "MAE": m["mae"][0], "RMSE": m["rmse"][0], "source": "measured"}
+                         for c, m in intervals.items()])
+    return pd.concat([ours, published_results(protocol)], ignore_index=True).round(4)
+
+
+def aggregate_folds(reports: list[dict]) -> pd.DataFrame:
+    """Per-fold PC, MAE and RMSE with their mean and SD across folds, as the paper reports."""
+    table = pd.DataFrame([{k: r[k] for k in ("pc", "mae", "rmse", "n")} for r in reports],
+                         index=[r["protocol"] for r in reports])
+    summary = table[["pc", "mae", "rmse"]].agg(["mean", "std"])
+    summary.index = ["mean", "SD"]
+    return pd.concat([table, summary]).astype({"n": "Int64"}).rename(columns=str.upper)
+
+
+def run_protocol(protocol: str, cfg: Config, data_root: Path, verbose: int = 1) -> pd.DataFrame:
+    """Train and evaluate a protocol end to end: 'fold1'..'fold5', '5-fold' (all five) or '60/40'.
+
+    Each fold has its own run folder and resumes after a lost VM; a finished fold is not
+    trained or evaluated again. Returns the per-fold figures (with mean and SD for 5-fold).
+    """
+    protocols = [f"fold{k}" for k in range(1, 6)] if protocol == "5-fold" else [protocol]
+    reports = []
+    for name in protocols:
+        fold = replace(cfg, protocol=name)
+        folder = run_dir(fold)
+        if (folder / "evaluation.json").is_file() and read_run(folder).get("finished"):
+            print(f"{name}: already trained and evaluated.")
+        else:
+            print(f"{name}: training (stage 1, then stage 2) ...")
+            train_frozen_head(fold, data_root, verbose=0)
+            fine_tune(fold, data_root, verbose=verbose)
+            evaluate_run(folder, data_root)
+        reports.append(json.loads((folder / "evaluation.json").read_text()))
+    return aggregate_folds(reports)
+
+
+def save_figure(fig, folder: Path, name: str):
+    """Save a figure as a PNG in a run's folder (so it survives the VM) and return it."""
+    fig.savefig(Path(folder) / f"{name}.png", dpi=120, bbox_inches="tight")
+    return fig
+
+
+def plot_predictions(predictions: pd.DataFrame, column: str = "finetuned"):
+    """The blog's plots, done well: predicted vs true, both distributions, residuals vs true."""
+    import matplotlib.pyplot as plt
+
+    true, pred = predictions["score"].to_numpy(), predictions[column].to_numpy()
+    fig, (scatter, hist, resid) = plt.subplots(1, 3, figsize=(16, 4.6))
+    scatter.scatter(true, pred, s=8, alpha=0.5)
+    scatter.plot([1, 5], [1, 5], "k--", linewidth=1, label="y = x")
+    slope, intercept = np.polyfit(true, pred, 1)
+    scatter.plot([1, 5], [intercept + slope, intercept + 5 * slope], color="tab:red",
+                 label=f"fit: slope {slope:.2f}")
+    scatter.set(title=f"Predicted against true (PC {np.corrcoef(true, pred)[0, 1]:.3f})",
+                xlabel="true score (mean of 60 raters)", ylabel="predicted score", xlim=(1, 5), ylim=(1, 5))
+    scatter.legend()
+    bins = np.linspace(1, 5, 41)
+    hist.hist(true, bins=bins, alpha=0.6, label="true")
+    hist.hist(pred, bins=bins, alpha=0.6, label="predicted")
+    hist.set(title="Distributions of true and predicted scores", xlabel="score", ylabel="faces")
+    hist.legend()
+    resid.scatter(true, pred - true, s=8, alpha=0.5)
+    resid.axhline(0, color="k", linewidth=1)
+    resid.set(title="Residuals: below 0 under-rates, above over-rates", xlabel="true score",
+              ylabel="predicted - true")
+    fig.tight_layout()
+    return fig
+
+
+def plot_group_metrics(groups: pd.DataFrame):
+    """PC and MAE per group as bars."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    labels = [f"{who}\n(n={n})" for who, n in zip(groups["who"], groups["N"], strict=True)]
+    left.bar(labels, groups["PC"], color="tab:blue")
+    left.set(title="Pearson correlation per group (higher is better)", ylabel="PC",
+             ylim=(max(0.0, groups["PC"].min() - 0.1), 1))
+    right.bar(labels, groups["MAE"], color="tab:orange")
+    right.set(title="Mean absolute error per group (lower is better)", ylabel="MAE (score points)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_worst_faces(predictions: pd.DataFrame, column: str = "finetuned", count: int = 5):
+    """The faces the model over-rates and under-rates most, with true and predicted scores."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    error = predictions[column] - predictions["score"]
+    rows = [("over-rated", predictions.loc[error.nlargest(count).index]),
+            ("under-rated", predictions.loc[error.nsmallest(count).index])]
+    fig, axes = plt.subplots(2, count, figsize=(2.2 * count, 6), squeeze=False)
+    for (title, faces), row in zip(rows, axes, strict=True):
+        for ax, (_, face) in zip(row, faces.iterrows(), strict=False):
+            ax.imshow(Image.open(face["path"]))
+            ax.set_title(f"true {face['score']:.2f}\npredicted {face[column]:.2f}", fontsize=9)
+        for ax in row:
+            ax.axis("off")
+        row[0].text(-0.08, 0.5, title, transform=row[0].transAxes, rotation=90, ha="right", va="center")
+    fig.suptitle("Where the model errs most")
+    fig.tight_layout()
+    return fig
+
+
+def human_comparison(report: dict) -> pd.DataFrame | None:
+    """The model's PC beside the raters' own agreement measured in notebook 01 (if it was)."""
+    human = report.get("human")
+    if not human:
+        return None
+    return pd.DataFrame.from_dict({
+        "model vs mean of 60 raters (test PC)": report["pc"],
+        "one rater vs mean of the other 59": human["mean_rater_vs_others_pc"],
+        "mean of 30 raters vs mean of the other 30": human["split_half_pc"],
+        "panel of 60 vs another panel of 60 (Spearman-Brown)": human["full_panel_reliability"],
+    }, orient="index", columns=["PC"]).round(3)

@@ -78,6 +78,22 @@ def test_03_runs_in_smoke_mode(smoke):
     assert not (smoke / "runs" / "fold1" / "backup").exists()
 
 
+def test_04_runs_in_smoke_mode_and_the_protocols_end_to_end(smoke, monkeypatch):
+    execute(NOTEBOOKS[3])
+    fold1 = smoke / "runs" / "fold1"
+    report = json.loads((fold1 / "evaluation.json").read_text())
+    assert {"pc", "mae", "rmse", "n", "protocol", "groups", "ci95"} <= set(report)
+    assert report["protocol"] == "fold1" and report["n"] == 60 and report["pc"] >= 0.8
+    assert set(report["groups"]) == set(utils.GROUPS) and report["human"]["raters"] == 60
+    assert all((fold1 / f"{name}.png").is_file() for name in ("predictions", "groups", "worst_faces"))
+    for name in ["fold2", "fold3", "fold4", "fold5", "60-40"]:
+        assert json.loads((smoke / "runs" / name / "evaluation.json").read_text())["pc"] > 0.5
+    # running a protocol again trains nothing
+    monkeypatch.setattr(utils, "build_model", lambda *a, **k: pytest.fail("trained again"))
+    table = utils.run_protocol("5-fold", utils.Config().smoke(), smoke / "synthetic" / utils.DATASET_DIRNAME)
+    assert list(table.index) == ["fold1", "fold2", "fold3", "fold4", "fold5", "mean", "SD"]
+
+
 @pytest.fixture
 def release_like(tmp_path, monkeypatch):
     """5500 tiny images with the 2018 release's label names, as FBP_DATA_DIR; no smoke mode."""
