@@ -7,6 +7,7 @@ one function from here and shows what it returns; the logic and its tests live h
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
 import json
 import os
@@ -623,6 +624,7 @@ def make_synthetic_dataset(folder: Path, n: int = 300, image_size: int = 96, see
         synthetic_face(score, image_size, rng).save(root / "Images" / name, quality=90)
     written = names if naming == "current" else [old_name(name) for name in names]
     write_protocols(root / "train_test_files", written, scores, rng)
+    save_json(root / "synthetic_framing.json", SYNTHETIC_FRAMING)
     if with_ratings:
         rows = [(r + 1, name, int(v), int(v)) for i, name in enumerate(names)
                 for r, v in enumerate(ratings[i])]
@@ -630,6 +632,13 @@ def make_synthetic_dataset(folder: Path, n: int = 300, image_size: int = 96, see
             root / "All_Ratings.xlsx", index=False)
     (root / EXTRACTED_MARK).touch()
     return root
+
+
+# Where synthetic_face draws the eyes (fractions of the image): known by construction, since a
+# face detector finds no face in these drawings. Used only for synthetic (smoke) datasets.
+SYNTHETIC_FRAMING = {"eye_center_x": 0.5, "eye_center_y": 0.44, "eye_distance": 0.21,
+                     "box_width": 0.48, "box_height": 0.6,
+                     "note": "drawn geometry of the synthetic faces, not measured"}
 
 
 def group_counts(n: int) -> dict[str, int]:
@@ -1384,3 +1393,357 @@ def human_comparison(report: dict) -> pd.DataFrame | None:
         "mean of 30 raters vs mean of the other 30": human["split_half_pc"],
         "panel of 60 vs another panel of 60 (Spearman-Brown)": human["full_panel_reliability"],
     }, orient="index", columns=["PC"]).round(3)
+
+
+# ---------------------------------------------------------------------------------------
+# Faces: from any photo to a face framed like the dataset's, a score, a percentile, Grad-CAM
+# ---------------------------------------------------------------------------------------
+
+DETECTION_SIDE = 640          # photos are shrunk to this longest side before detection
+MIN_CONFIDENCE = 0.9
+
+
+class PhotoError(Exception):
+    """A photo that cannot be scored, with the reason in words."""
+
+
+class FramingError(Exception):
+    """The dataset's face framing could not be measured."""
+
+
+@dataclass
+class Face:
+    """One detected face: its box (x, y, width, height) and eye positions in the photo's pixels."""
+
+    box: tuple[float, float, float, float]
+    left_eye: tuple[float, float]
+    right_eye: tuple[float, float]
+    confidence: float
+
+
+def read_photo(source: Path | bytes, name: str | None = None):
+    """Open a photo as upright RGB: EXIF rotation applied, greyscale, palette and alpha converted."""
+    import io
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    name = name or Path(source).name
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except UnidentifiedImageError:
+        raise PhotoError(f"{name}: this is not an image file (or a format we cannot read: use "
+                         "JPEG or PNG).") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise PhotoError(f"{name}: the image cannot be read ({error}); the file may be cut short. "
+                         "Try exporting it again as JPEG.") from None
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+@functools.cache
+def face_detector():
+    """The MTCNN face detector (TensorFlow; its weights ship inside the package)."""
+    from mtcnn import MTCNN
+
+    return MTCNN()
+
+
+def detect_faces(image, max_side: int = DETECTION_SIDE) -> list[Face]:
+    """Faces in an RGB photo, largest first; detection runs on a copy shrunk to max_side."""
+    scale = min(1.0, max_side / max(image.size))
+    small = image if scale == 1.0 else image.resize(
+        (round(image.width * scale), round(image.height * scale)), reducing_gap=2.0)
+    found = face_detector().detect_faces(np.asarray(small))
+    faces = [Face(box=tuple(float(v) / scale for v in f["box"]),
+                  left_eye=tuple(float(v) / scale for v in f["keypoints"]["left_eye"]),
+                  right_eye=tuple(float(v) / scale for v in f["keypoints"]["right_eye"]),
+                  confidence=float(f["confidence"]))
+             for f in found if f["confidence"] >= MIN_CONFIDENCE]
+    return sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True)
+
+
+def eyes_of(face: Face) -> tuple[np.ndarray, np.ndarray]:
+    """The face's eyes as (left, right) in image order, whatever the detector called them."""
+    eyes = sorted([np.array(face.left_eye), np.array(face.right_eye)], key=lambda e: e[0])
+    return eyes[0], eyes[1]
+
+
+def measure_framing(paths: list[str], limit: int = 200, seed: int = 0) -> dict:
+    """Where the eyes sit in the dataset's images, as fractions of the image size (medians)."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(paths, size=min(limit, len(paths)), replace=False)
+    rows = []
+    for path in tqdm(chosen, desc="measuring the dataset's framing"):
+        image = Image.open(path).convert("RGB")
+        faces = detect_faces(image)
+        if faces:
+            left, right = eyes_of(faces[0])
+            x, y, w, h = faces[0].box
+            rows.append([*(((left + right) / 2) / image.size), np.linalg.norm(right - left) / image.width,
+                         w / image.width, h / image.height])
+    if len(rows) < 10:
+        raise FramingError(f"Faces were found in only {len(rows)} of {len(chosen)} dataset images; "
+                           "the framing cannot be measured from them.")
+    eye_x, eye_y, eye_distance, box_w, box_h = np.median(np.array(rows), axis=0)
+    return {"eye_center_x": eye_x, "eye_center_y": eye_y, "eye_distance": eye_distance,
+            "box_width": box_w, "box_height": box_h, "faces_measured": len(rows),
+            "images_tried": len(chosen)}
+
+
+def framing_for(data_root: Path | None = None) -> dict:
+    """The dataset's framing, measured once and kept in the work folder as framing.json."""
+    path = work_dir() / "framing.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    if data_root is None:
+        raise FramingError(f"No {path}: run notebook 01 once (it measures how the dataset frames "
+                           "its faces), or give this function the dataset folder.")
+    drawn = Path(data_root) / "synthetic_framing.json"
+    framing = (json.loads(drawn.read_text()) if drawn.is_file()
+               else measure_framing(all_labels(data_root)["path"].tolist()))
+    save_json(path, framing)
+    return framing
+
+
+def align_face(image, face: Face, framing: dict, size: int):
+    """Rotate, scale and crop so that the eyes are level and sit where the dataset has them."""
+    from PIL import Image
+
+    left, right = eyes_of(face)
+    angle = np.arctan2(right[1] - left[1], right[0] - left[0])
+    scale = framing["eye_distance"] * size / np.linalg.norm(right - left)
+    center = (left + right) / 2
+    target = np.array([framing["eye_center_x"], framing["eye_center_y"]]) * size
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    a, b, d, e = cos, -sin, sin, cos
+    c = center[0] - a * target[0] - b * target[1]
+    f = center[1] - d * target[0] - e * target[1]
+    return image.transform((size, size), Image.AFFINE, (a, b, c, d, e, f),
+                           resample=Image.BICUBIC, fillcolor=(128, 128, 128))
+
+
+def dataset_scores(folder: Path) -> np.ndarray:
+    """The scores of all the dataset's faces, saved with the run (05 needs no dataset)."""
+    return np.asarray(read_run(folder)["dataset_scores"], dtype=float)
+
+
+def grad_cam(model: keras.Model, face: np.ndarray, layer: str = "conv5_block3_out") -> np.ndarray:
+    """Grad-CAM of the score over ResNet50's last convolutional block, in [0, 1], face-sized."""
+    backbone = model.get_layer("resnet50")
+    to_maps = keras.Model(backbone.inputs, backbone.get_layer(layer).output)
+    maps = to_maps(model.get_layer("preprocess")(face[None]), training=False)
+    with tf.GradientTape() as tape:
+        tape.watch(maps)
+        score = model.get_layer("score")(tf.reduce_mean(maps, axis=(1, 2)))  # ResNet50's avg pool
+    grads = tape.gradient(score, maps)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))[0]
+    cam = cam / (tf.reduce_max(cam) + 1e-8)
+    return tf.image.resize(cam[..., None], face.shape[:2]).numpy()[..., 0]
+
+
+@dataclass
+class ScoredFace:
+    """A face of a photo, aligned like the dataset's, with its score and percentile."""
+
+    number: int
+    face: Face
+    aligned: object            # PIL image, the model's input size
+    score: float
+    percentile: float
+    cam: np.ndarray | None
+
+
+@dataclass
+class PhotoResult:
+    """What became of one photo: its faces, or why there are none."""
+
+    name: str
+    image: object | None       # PIL image, upright RGB
+    faces: list[ScoredFace]
+    message: str | None = None
+
+
+def score_photo(model: keras.Model, source: Path | bytes, name: str, framing: dict,
+                scores: np.ndarray, with_cam: bool = True) -> PhotoResult:
+    """Read a photo, find every face, align each like the dataset's and score it."""
+    try:
+        image = read_photo(source, name)
+    except PhotoError as error:
+        return PhotoResult(name, None, [], str(error))
+    faces = detect_faces(image)
+    if not faces:
+        return PhotoResult(name, image, [], f"{name}: no face found. Use a frontal, well-lit photo "
+                           "with the whole face visible, not too small and not turned away.")
+    size = model.input_shape[1]
+    aligned = [align_face(image, face, framing, size) for face in faces]
+    pixels = np.stack([np.asarray(a) for a in aligned])
+    predicted = np.clip(model.predict_on_batch(pixels).ravel(), 1.0, 5.0)  # the rating scale
+    return PhotoResult(name, image, [
+        ScoredFace(i + 1, face, face_image, float(score), percentile_of(score, scores),
+                   grad_cam(model, np.asarray(face_image)) if with_cam else None)
+        for i, (face, face_image, score) in enumerate(zip(faces, aligned, predicted, strict=True))])
+
+
+def describe_result(result: PhotoResult, dataset_size: int) -> str:
+    """The result of a photo in plain words."""
+    if result.message:
+        return result.message
+    return "\n".join(f"{result.name}, face {f.number}: score {f.score:.2f}, more attractive than "
+                     f"{f.percentile:.0f} % of the {dataset_size:,} faces in the dataset"
+                     for f in result.faces)
+
+
+def results_table(results: list[PhotoResult]) -> pd.DataFrame:
+    """Every face of every photo, best first; photos without a face at the end, with the reason."""
+    rows = [{"photo": r.name, "face": f.number, "score": round(f.score, 2),
+             "more attractive than": f"{f.percentile:.0f} %"} for r in results for f in r.faces]
+    table = pd.DataFrame(rows, columns=["photo", "face", "score", "more attractive than"])
+    table = table.sort_values("score", ascending=False).astype(object)
+    problems = pd.DataFrame([{"photo": r.name, "note": r.message} for r in results if r.message])
+    return pd.concat([table, problems], ignore_index=True).fillna("")
+
+
+def plot_photo_result(result: PhotoResult, scores: np.ndarray, max_faces: int = 4):
+    """The photo with numbered faces; per face the aligned crop, its Grad-CAM and its place
+    in the dataset's score distribution."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    faces = result.faces[:max_faces]
+    fig, axes = plt.subplots(len(faces), 4, figsize=(16, 3.8 * len(faces)), squeeze=False)
+    photo = axes[0][0]
+    photo.imshow(result.image)
+    for f in faces:
+        x, y, w, h = f.face.box
+        photo.add_patch(Rectangle((x, y), w, h, fill=False, color="yellow", linewidth=2))
+        photo.text(x, y, str(f.number), color="black", backgroundcolor="yellow", fontsize=10)
+    photo.set_title(result.name)
+    for (first, crop, cam, where), f in zip(axes, faces, strict=True):
+        if first is not photo:
+            first.set_visible(False)
+        crop.imshow(f.aligned)
+        crop.set_title(f"face {f.number}: {f.score:.2f}\nmore attractive than {f.percentile:.0f} %")
+        if f.cam is not None:
+            cam.imshow(f.aligned)
+            cam.imshow(f.cam, cmap="jet", alpha=0.45)
+        cam.set_title("what drove the score (Grad-CAM)")
+        where.hist(scores, bins=40, color="lightgrey")
+        where.axvline(f.score, color="tab:red", linewidth=2, label=f"face {f.number}")
+        where.set(title=f"among the dataset's {len(scores):,} faces", xlabel="score", ylabel="faces",
+                  xlim=(1, 5))
+        where.legend()
+        for ax in (photo, crop, cam):
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def photos_from_env() -> list[tuple[str, Path]]:
+    """The photos named in FBP_PHOTO (paths joined by the OS path separator)."""
+    paths = [p for p in os.environ.get("FBP_PHOTO", "").split(os.pathsep) if p.strip()]
+    return [(Path(p).name, Path(p).expanduser()) for p in paths]
+
+
+def uploaded_files(value) -> list[tuple[str, bytes]]:
+    """(name, bytes) of uploads: ipywidgets 7 ({name: {'content': ...}}), ipywidgets 8 (a tuple
+    of dicts with 'name' and 'content') or Colab's files.upload() ({name: bytes})."""
+    if isinstance(value, dict):
+        return [(name, bytes(item["content"] if isinstance(item, dict) else item))
+                for name, item in value.items()]
+    return [(item["name"], bytes(item["content"])) for item in value]
+
+
+def photo_reporter(model: keras.Model, framing: dict, scores: np.ndarray):
+    """A function that scores a list of (name, path or bytes) photos and shows everything."""
+    from IPython.display import display
+
+    def report(photos: list[tuple[str, Path | bytes]]) -> list[PhotoResult]:
+        results = []
+        for name, source in photos:
+            if isinstance(source, Path) and not source.is_file():
+                result = PhotoResult(name, None, [], f"{source}: no such file.")
+            else:
+                result = score_photo(model, source, name, framing, scores)
+            print(describe_result(result, len(scores)))
+            if result.faces:
+                display(plot_photo_result(result, scores))
+            results.append(result)
+        if len(results) > 1:
+            display(results_table(results))
+        return results
+
+    return report
+
+
+def ask_for_photos(report) -> list[PhotoResult] | None:
+    """Photos from FBP_PHOTO if set; else Colab's uploader (any size); else an upload widget."""
+    if photos_from_env():
+        return report(photos_from_env())
+    if in_colab():
+        from google.colab import files  # type: ignore[import-not-found]
+
+        return report(uploaded_files(files.upload()))
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    upload = widgets.FileUpload(accept="image/*", multiple=True, description="Photos")
+    button = widgets.Button(description="Score them", button_style="primary")
+    output = widgets.Output()
+
+    def on_click(_):
+        with output:
+            output.clear_output()
+            report(uploaded_files(upload.value))
+
+    button.on_click(on_click)
+    display(widgets.VBox([widgets.HBox([upload, button]), output]))
+    return None
+
+
+WEBCAM_JS = """
+async function takePhoto(quality) {
+  const box = document.createElement('div');
+  const button = document.createElement('button');
+  button.textContent = 'Take the photo';
+  const video = document.createElement('video');
+  video.style.display = 'block';
+  box.append(button, video);
+  document.body.appendChild(box);
+  const stream = await navigator.mediaDevices.getUserMedia({video: {facingMode: 'user'}});
+  video.srcObject = stream;
+  await video.play();
+  google.colab.output.setIframeHeight(document.documentElement.scrollHeight, true);
+  await new Promise((resolve) => { button.onclick = resolve; });
+  const canvas = document.createElement('canvas');
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext('2d').drawImage(video, 0, 0);
+  stream.getVideoTracks().forEach((track) => track.stop());
+  box.remove();
+  return canvas.toDataURL('image/jpeg', quality);
+}
+"""
+
+
+def take_webcam_photo() -> bytes | None:
+    """In Colab, show the webcam with a button and return the JPEG taken; elsewhere None."""
+    if not in_colab():
+        print("Taking a photo with the webcam needs Colab (the browser holds the camera; this "
+              "runtime has none). Upload a photo above instead.")
+        return None
+    import base64
+
+    from google.colab.output import eval_js  # type: ignore[import-not-found]
+    from IPython.display import Javascript, display
+
+    display(Javascript(WEBCAM_JS))
+    return base64.b64decode(eval_js("takePhoto(0.92)").split(",", 1)[1])
