@@ -1,6 +1,7 @@
 """The notebooks: committed clean, one project home everywhere, and each runs top to bottom."""
 
 import json
+import os
 import re
 
 import nbformat
@@ -92,6 +93,29 @@ def test_04_runs_in_smoke_mode_and_the_protocols_end_to_end(smoke, monkeypatch):
     monkeypatch.setattr(utils, "build_model", lambda *a, **k: pytest.fail("trained again"))
     table = utils.run_protocol("5-fold", utils.Config().smoke(), smoke / "synthetic" / utils.DATASET_DIRNAME)
     assert list(table.index) == ["fold1", "fold2", "fold3", "fold4", "fold5", "mean", "SD"]
+
+
+def test_05_speaks_of_every_photo_and_scores_every_face(smoke, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    astronaut = data.astronaut()
+    photos = {"me.jpg": astronaut, "us.jpg": np.concatenate([astronaut, astronaut[:, ::-1]], axis=1),
+              "coffee.jpg": data.coffee()}
+    for name, pixels in photos.items():
+        Image.fromarray(pixels).save(tmp_path / name)
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    whole = (tmp_path / "me.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 3])
+    names = ["me.jpg", "us.jpg", "coffee.jpg", "notes.jpg", "cut.jpg"]
+    monkeypatch.setenv("FBP_PHOTO", os.pathsep.join(str(tmp_path / n) for n in names))
+    notebook = execute(NOTEBOOKS[4])
+    text = "\n".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    assert "me.jpg, face 1: score" in text and "us.jpg, face 2: score" in text
+    assert "coffee.jpg: no face found" in text and "notes.jpg: this is not an image" in text
+    assert "cut.jpg: the image cannot be read" in text
+    assert "webcam needs Colab" in text
 
 
 @pytest.fixture

@@ -1,0 +1,187 @@
+"""Faces: reading any photo, finding faces, framing them like the dataset, scoring, Grad-CAM,
+and the upload formats of ipywidgets 7, ipywidgets 8 and Colab."""
+
+import io
+import os
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+import utils
+
+FRAMING = {"eye_center_x": 0.5, "eye_center_y": 0.4, "eye_distance": 0.3}
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> Image.Image:
+    return Image.fromarray(data.astronaut())
+
+
+def jpeg(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=92, **options)
+    return buffer.getvalue()
+
+
+def test_one_face_in_the_astronaut_photo(astronaut):
+    faces = utils.detect_faces(astronaut)
+    assert len(faces) == 1
+    x, y, w, h = faces[0].box
+    left, right = utils.eyes_of(faces[0])
+    assert x < left[0] < right[0] < x + w and y < left[1] < y + h
+    assert faces[0].confidence > 0.95
+
+
+def test_no_face_in_coffee():
+    assert utils.detect_faces(Image.fromarray(data.coffee())) == []
+
+
+def test_two_faces_side_by_side_largest_first(astronaut):
+    pair = Image.fromarray(np.concatenate([data.astronaut(), data.astronaut()[:, ::-1]], axis=1))
+    faces = utils.detect_faces(pair)
+    assert len(faces) == 2
+    centres = sorted(f.box[0] + f.box[2] / 2 for f in faces)
+    assert centres[0] < 512 < centres[1]
+
+
+def test_the_face_is_aligned_where_the_framing_puts_the_eyes(astronaut):
+    size = 256
+    aligned = utils.align_face(astronaut, utils.detect_faces(astronaut)[0], FRAMING, size)
+    assert aligned.size == (size, size) and aligned.mode == "RGB"
+    again = utils.detect_faces(aligned)
+    assert len(again) == 1
+    left, right = utils.eyes_of(again[0])
+    assert abs(right[1] - left[1]) < 0.02 * size                        # eyes level
+    assert np.linalg.norm(right - left) == pytest.approx(0.3 * size, rel=0.1)
+    assert (left + right) / 2 == pytest.approx(np.array([0.5, 0.4]) * size, abs=0.03 * size)
+
+
+def test_a_tilted_face_is_levelled(astronaut):
+    tilted = astronaut.rotate(20, resample=Image.BICUBIC, expand=True, fillcolor=(128, 128, 128))
+    aligned = utils.align_face(tilted, utils.detect_faces(tilted)[0], FRAMING, 256)
+    left, right = utils.eyes_of(utils.detect_faces(aligned)[0])
+    assert abs(right[1] - left[1]) < 0.03 * 256
+
+
+def test_the_exif_rotation_of_a_phone_photo_is_applied(astronaut):
+    sideways = astronaut.transpose(Image.Transpose.ROTATE_90)      # stored as a phone stores it
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                  # "rotate 90° clockwise to view"
+    upright = utils.read_photo(jpeg(sideways, exif=exif), "phone.jpg")
+    assert upright.size == astronaut.size
+    original = utils.detect_faces(astronaut)[0].box
+    assert utils.detect_faces(upright)[0].box == pytest.approx(original, abs=6)
+
+
+def test_a_large_photo_is_detected_on_a_small_copy_with_boxes_in_its_own_pixels(astronaut):
+    large = astronaut.resize((4000, 4000))
+    box = utils.detect_faces(large)[0].box
+    assert np.array(box) == pytest.approx(np.array(utils.detect_faces(astronaut)[0].box) * 4000 / 512,
+                                          rel=0.05, abs=20)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "LA"])
+def test_any_colour_mode_becomes_rgb_and_its_face_is_found(astronaut, mode):
+    buffer = io.BytesIO()
+    astronaut.convert(mode).save(buffer, format="PNG")
+    image = utils.read_photo(buffer.getvalue(), f"photo-{mode}.png")
+    assert image.mode == "RGB" and image.size == astronaut.size
+    assert len(utils.detect_faces(image)) == 1
+
+
+def test_transparency_becomes_white(astronaut):
+    clear = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
+    buffer = io.BytesIO()
+    clear.save(buffer, format="PNG")
+    assert utils.read_photo(buffer.getvalue(), "clear.png").getpixel((5, 5)) == (255, 255, 255)
+
+
+def test_a_text_file_named_jpg_is_named_as_not_an_image(tmp_path):
+    path = tmp_path / "holiday.jpg"
+    path.write_text("not a photo")
+    with pytest.raises(utils.PhotoError, match="holiday.jpg: this is not an image"):
+        utils.read_photo(path)
+
+
+def test_a_truncated_jpeg_is_named(astronaut):
+    data_ = jpeg(astronaut)
+    with pytest.raises(utils.PhotoError, match="cut.jpg: the image cannot be read"):
+        utils.read_photo(data_[: len(data_) // 2], "cut.jpg")
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(0)
+    return utils.build_model(64, weights=None)
+
+
+def test_score_photo_scores_every_face_and_explains_the_rest(model, astronaut, tmp_path):
+    scores = np.linspace(1, 5, 101)
+    pair = Image.fromarray(np.concatenate([data.astronaut(), data.astronaut()[:, ::-1]], axis=1))
+    result = utils.score_photo(model, jpeg(pair), "pair.jpg", FRAMING, scores)
+    assert [f.number for f in result.faces] == [1, 2] and result.message is None
+    for face in result.faces:
+        assert face.aligned.size == (64, 64) and 1 <= face.score <= 5
+        assert face.percentile == utils.percentile_of(face.score, scores)
+        assert face.cam.shape == (64, 64)
+    nothing = utils.score_photo(model, jpeg(Image.fromarray(data.coffee())), "coffee.jpg", FRAMING, scores)
+    assert nothing.faces == [] and "coffee.jpg: no face found" in nothing.message
+    broken = utils.score_photo(model, b"GIF89a nonsense", "x.gif", FRAMING, scores)
+    assert broken.image is None and "x.gif" in broken.message
+    table = utils.results_table([nothing, result, broken])
+    assert table["photo"].tolist() == ["pair.jpg", "pair.jpg", "coffee.jpg", "x.gif"]
+    assert table["score"].iloc[0] >= table["score"].iloc[1]
+    assert "more attractive than" in utils.describe_result(result, 5500)
+    assert utils.describe_result(nothing, 5500) == nothing.message
+
+
+def test_grad_cam_is_a_finite_map_of_the_face_size(model):
+    face = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    cam = utils.grad_cam(model, face)
+    assert cam.shape == (64, 64) and np.isfinite(cam).all()
+    assert cam.min() >= 0 and cam.max() <= 1 + 1e-6
+
+
+def test_upload_readers_for_ipywidgets_7_ipywidgets_8_and_colab():
+    v7 = {"me.jpg": {"metadata": {"name": "me.jpg", "type": "image/jpeg", "size": 3},
+                     "content": b"abc"}}
+    v8 = ({"name": "me.jpg", "type": "image/jpeg", "size": 3, "content": memoryview(b"abc"),
+           "last_modified": 0},)
+    colab = {"me.jpg": b"abc"}
+    for value in (v7, v8, colab):
+        assert utils.uploaded_files(value) == [("me.jpg", b"abc")]
+    assert utils.uploaded_files({}) == [] and utils.uploaded_files(()) == []
+
+
+def test_photos_from_env_split_on_the_os_path_separator(monkeypatch, tmp_path):
+    monkeypatch.setenv("FBP_PHOTO", os.pathsep.join([str(tmp_path / "a.jpg"), "", str(tmp_path / "b.png")]))
+    assert [name for name, _ in utils.photos_from_env()] == ["a.jpg", "b.png"]
+    monkeypatch.delenv("FBP_PHOTO")
+    assert utils.photos_from_env() == []
+
+
+def test_framing_comes_from_the_work_folder_or_is_measured(work, synthetic_root, monkeypatch):
+    with pytest.raises(utils.FramingError, match="run notebook 01"):
+        utils.framing_for()
+    framing = utils.framing_for(synthetic_root)          # a synthetic dataset's drawn geometry
+    assert framing == utils.SYNTHETIC_FRAMING
+    assert utils.framing_for() == framing                # now from the work folder
+
+
+def test_measure_framing_on_real_faces(tmp_path):
+    paths = []
+    for i, shift in enumerate(range(0, 120, 10)):
+        face = Image.fromarray(data.astronaut()).crop((100 + shift, 20, 350 + shift, 270)).resize((350, 350))
+        face.save(tmp_path / f"AF{i + 1}.jpg")
+        paths.append(str(tmp_path / f"AF{i + 1}.jpg"))
+    framing = utils.measure_framing(paths)
+    assert framing["faces_measured"] == 12
+    assert 0.1 < framing["eye_distance"] < 0.5 and 0.2 < framing["eye_center_y"] < 0.6
+
+
+def test_measure_framing_refuses_faceless_images(synthetic_root):
+    with pytest.raises(utils.FramingError, match="only 0 of 20"):
+        utils.measure_framing(utils.all_labels(synthetic_root)["path"].tolist(), limit=20)
