@@ -81,6 +81,17 @@ def work_dir() -> Path:
     return path
 
 
+def show_errors_plainly() -> None:
+    """In a notebook, show the project's own errors (bad data, photos, missing runs) as their
+    message alone: they say what is wrong and what to do, and a traceback would bury that."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None:
+        shell.set_custom_exc(USER_ERRORS, lambda shell, etype, value, tb, tb_offset=None:
+                             [f"{etype.__name__}: {value}"])
+
+
 def describe_runtime() -> str:
     """One line on TensorFlow, Keras and the accelerator, with a hint when there is no GPU."""
     gpus = tf.config.list_physical_devices("GPU")
@@ -139,6 +150,10 @@ class DownloadRefusedError(DatasetError):
 
 class BadZipError(DatasetError):
     """The zip is broken or would write outside its target folder."""
+
+
+class RunNotFoundError(FileNotFoundError):
+    """A notebook needs a trained run (or stage) that is not in the work folder yet."""
 
 
 def gdrive_url(file_id: str = GDRIVE_FILE_ID) -> str:
@@ -215,7 +230,7 @@ def download_zip(destination: Path, file_id: str = GDRIVE_FILE_ID) -> Path:
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".part")
     try:
-        gdown.download(id=file_id, output=str(partial), quiet=False)
+        gdown.download(url=gdrive_url(file_id), output=str(partial), quiet=False)
     except Exception as error:  # gdown raises several types for quota, network and HTML pages
         partial.unlink(missing_ok=True)
         raise DownloadRefusedError(refused_download_help(str(error).splitlines()[0])) from error
@@ -326,7 +341,7 @@ def read_labels(path: Path) -> pd.DataFrame:
     if not rows:
         raise LabelFormatError(f"{path} holds no labels")
     frame = pd.DataFrame(rows, columns=["file", "original_name", "score"])
-    frame["group"] = frame["file"].str[:2]
+    frame["group"] = frame["file"].map(group_of)
     return frame
 
 
@@ -1033,7 +1048,7 @@ def fine_tune(cfg: Config, data_root: Path, verbose: int = 1) -> dict:
         print(f"{cfg.run_name} is already fine-tuned: {folder / 'finetuned.keras'}")
         return record
     if not (folder / "frozen.keras").is_file():
-        raise FileNotFoundError(f"No frozen-head model in {folder}: run notebook 02 (or "
+        raise RunNotFoundError(f"No frozen-head model in {folder}: run notebook 02 (or "
                                 "train_frozen_head) for this protocol first.")
     parts = load_protocol(data_root, cfg.protocol, cfg.val_fraction, cfg.seed)
     train = make_dataset(parts["train"], cfg.image_size, cfg.batch_size, training=True, seed=cfg.seed)
@@ -1092,7 +1107,7 @@ def load_run_model(folder: Path) -> keras.Model:
     for name in ("finetuned.keras", "frozen.keras"):
         if (Path(folder) / name).is_file():
             return keras.models.load_model(Path(folder) / name, safe_mode=True)
-    raise FileNotFoundError(f"No trained model in {folder}: run notebooks 02 and 03 first.")
+    raise RunNotFoundError(f"No trained model in {folder}: run notebooks 02 and 03 first.")
 
 
 def latest_run(root: Path | None = None, finished: bool = True) -> Path:
@@ -1102,7 +1117,7 @@ def latest_run(root: Path | None = None, finished: bool = True) -> Path:
     for record in records:
         if not finished or json.loads(record.read_text()).get("finished"):
             return record.parent
-    raise FileNotFoundError(f"No {'finished ' if finished else ''}run in "
+    raise RunNotFoundError(f"No {'finished ' if finished else ''}run in "
                             f"{Path(root or work_dir()) / 'runs'}: run notebooks 02 and 03 first.")
 
 
@@ -1409,6 +1424,9 @@ class PhotoError(Exception):
 
 class FramingError(Exception):
     """The dataset's face framing could not be measured."""
+
+
+USER_ERRORS = (DatasetError, RunNotFoundError, ConstantPredictionError, FramingError, PhotoError)
 
 
 @dataclass

@@ -231,7 +231,7 @@ def test_the_official_file_is_asked_for(tmp_path, monkeypatch):
 
     monkeypatch.setattr("gdown.download", fake_download)
     path = utils.download_zip(tmp_path / utils.ZIP_NAME)
-    assert calls[0]["id"] == utils.GDRIVE_FILE_ID and calls[0]["quiet"] is False
+    assert calls[0]["url"] == utils.gdrive_url() and calls[0]["quiet"] is False
     assert path.is_file() and zipfile.is_zipfile(path)
     assert not list(tmp_path.glob("*.part"))
 

@@ -1,0 +1,67 @@
+"""Benchmark (run by hand): one 12 MP phone photo from file to score on the CPU, after warm-up,
+detection included.
+
+    python tests/bench_photo.py
+"""
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from skimage import data  # noqa: E402
+
+import utils  # noqa: E402
+
+FRAMING = {"eye_center_x": 0.5, "eye_center_y": 0.42, "eye_distance": 0.27}
+
+
+def twelve_megapixel_photo(folder: Path) -> Path:
+    """A 4000x3000 JPEG with a face, stored sideways with an EXIF rotation, like a phone's."""
+    canvas = Image.new("RGB", (4000, 3000), (90, 110, 130))
+    canvas.paste(Image.fromarray(data.astronaut()).resize((1800, 1800)), (1100, 600))
+    noise = np.random.default_rng(0).normal(0, 8, (3000, 4000, 3))
+    canvas = Image.fromarray(np.clip(np.asarray(canvas) + noise, 0, 255).astype("uint8"))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = folder / "phone.jpg"
+    canvas.transpose(Image.Transpose.ROTATE_90).save(path, quality=92, exif=exif)
+    return path
+
+
+def main(runs: int = 5) -> None:
+    keras.utils.set_random_seed(0)
+    model = utils.build_model(350, weights=None)
+    scores = np.linspace(1, 5, 5500)
+    with tempfile.TemporaryDirectory() as folder:
+        path = twelve_megapixel_photo(Path(folder))
+        print(f"photo: {path.stat().st_size / 1e6:.1f} MB, 4000x3000, EXIF-rotated")
+        for with_cam in (False, True):
+            utils.score_photo(model, path, path.name, FRAMING, scores, with_cam=with_cam)  # warm-up
+            times, stages = [], {"read": [], "detect": []}
+            for _ in range(runs):
+                start = time.perf_counter()
+                result = utils.score_photo(model, path, path.name, FRAMING, scores, with_cam=with_cam)
+                times.append(time.perf_counter() - start)
+                assert len(result.faces) == 1, result.message
+                t0 = time.perf_counter()
+                image = utils.read_photo(path)
+                t1 = time.perf_counter()
+                utils.detect_faces(image)
+                stages["read"].append(t1 - t0)
+                stages["detect"].append(time.perf_counter() - t1)
+            print(f"file to score{' + Grad-CAM' if with_cam else ''}: median "
+                  f"{statistics.median(times):.2f} s over {runs} runs "
+                  f"(read and rotate {statistics.median(stages['read']):.2f} s, "
+                  f"detect {statistics.median(stages['detect']):.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
