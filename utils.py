@@ -596,21 +596,23 @@ def augment_batch(images: tf.Tensor, scores: tf.Tensor, seed: int | None = None)
     flip = tf.random.uniform((n, 1), seed=seed) < 0.5
     x1, x2 = tf.where(flip, left + scale, left), tf.where(flip, left, left + scale)
     boxes = tf.concat([top, x1, top + scale, x2], axis=1)
-    crops = tf.image.crop_and_resize(tf.cast(images, tf.float32), boxes, tf.range(n), (size, size))
-    return tf.cast(tf.round(tf.clip_by_value(crops, 0.0, 255.0)), tf.uint8), scores
+    crops = tf.image.crop_and_resize(images, boxes, tf.range(n), (size, size))  # uint8 in, float out
+    return tf.cast(crops + 0.5, tf.uint8), scores  # in [0, 255] already: round by adding a half
 
 
 def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, training: bool = False,
                  seed: int = 0):
     """(uint8 image, score) batches: decoded, resized and cached; shuffled and augmented only
     when training, else in the frame's order."""
+    if training:  # a random cache order lets a small shuffle buffer mix the groups well
+        frame = frame.sample(frac=1.0, random_state=seed)
     paths = frame["path"].astype(str).to_numpy()
     scores = frame["score"].to_numpy(dtype="float32")
     data = tf.data.Dataset.from_tensor_slices((paths, scores))
     data = data.map(lambda p, y: (load_image(p, image_size), y),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
     if training:
-        data = data.shuffle(len(frame), seed=seed, reshuffle_each_iteration=True)
+        data = data.shuffle(min(len(frame), 1024), seed=seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size)
     if training:
         data = data.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
