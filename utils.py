@@ -1712,8 +1712,15 @@ def ask_for_photos(report) -> list[PhotoResult] | None:
         from google.colab import files  # type: ignore[import-not-found]
 
         return report(uploaded_files(files.upload()))
-    import ipywidgets as widgets
     from IPython.display import display
+
+    display(upload_widget(report))
+    return None
+
+
+def upload_widget(report):
+    """An upload button for photos (ipywidgets 7 or 8) and a button that reports on them."""
+    import ipywidgets as widgets
 
     upload = widgets.FileUpload(accept="image/*", multiple=True, description="Photos")
     button = widgets.Button(description="Score them", button_style="primary")
@@ -1722,11 +1729,14 @@ def ask_for_photos(report) -> list[PhotoResult] | None:
     def on_click(_):
         with output:
             output.clear_output()
-            report(uploaded_files(upload.value))
+            photos = uploaded_files(upload.value)
+            if photos:
+                report(photos)
+            else:
+                print("Choose one or more photos with the 'Photos' button first.")
 
     button.on_click(on_click)
-    display(widgets.VBox([widgets.HBox([upload, button]), output]))
-    return None
+    return widgets.VBox([widgets.HBox([upload, button]), output])
 
 
 WEBCAM_JS = """

@@ -1,6 +1,7 @@
 """Faces: reading any photo, finding faces, framing them like the dataset, scoring, Grad-CAM,
 and the upload formats of ipywidgets 7, ipywidgets 8 and Colab."""
 
+import datetime
 import io
 import os
 
@@ -185,3 +186,16 @@ def test_measure_framing_on_real_faces(tmp_path):
 def test_measure_framing_refuses_faceless_images(synthetic_root):
     with pytest.raises(utils.FramingError, match="only 0 of 20"):
         utils.measure_framing(utils.all_labels(synthetic_root)["path"].tolist(), limit=20)
+
+
+def test_the_upload_widget_hands_the_uploaded_photos_to_the_report(astronaut):
+    received = []
+    widget = utils.upload_widget(received.append)
+    upload, button = widget.children[0].children
+    button.click()
+    assert received == []                                  # nothing chosen yet: a hint, no call
+    photo = jpeg(astronaut)
+    upload.value = ({"name": "me.jpg", "type": "image/jpeg", "size": len(photo),  # ipywidgets 8
+                     "content": memoryview(photo), "last_modified": datetime.datetime.now(datetime.UTC)},)
+    button.click()
+    assert received == [[("me.jpg", photo)]]
