@@ -86,10 +86,14 @@ def show_errors_plainly() -> None:
     message alone: they say what is wrong and what to do, and a traceback would bury that."""
     from IPython import get_ipython
 
+    def plain(shell, etype, value, tb, tb_offset=None):
+        message = [f"{etype.__name__}: {value}"]
+        shell._showtraceback(etype, value, message)  # IPython ignores a custom handler's return
+        return message
+
     shell = get_ipython()
     if shell is not None:
-        shell.set_custom_exc(USER_ERRORS, lambda shell, etype, value, tb, tb_offset=None:
-                             [f"{etype.__name__}: {value}"])
+        shell.set_custom_exc(USER_ERRORS, plain)
 
 
 def describe_runtime() -> str:
@@ -910,9 +914,7 @@ def read_run(path: Path) -> dict:
 def update_run(path: Path, **fields) -> dict:
     """Merge fields into run.json, written atomically so a lost VM never leaves half a file."""
     record = {**read_run(path), **fields}
-    temporary = Path(path) / "run.json.tmp"
-    temporary.write_text(json.dumps(record, indent=1, default=float))
-    temporary.replace(Path(path) / "run.json")
+    save_json(Path(path) / "run.json", record)
     return record
 
 
