@@ -776,12 +776,33 @@ class ImageNetPreprocess(keras.layers.Layer):
         return keras.applications.resnet50.preprocess_input(keras.ops.cast(images, "float32"))
 
 
+@keras.saving.register_keras_serializable(package="fbp")
+class InferenceBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization that always normalises with its stored (ImageNet) statistics, even
+    while training; its scale and offset still learn when trainable.
+
+    Calling the backbone with training=False is not enough in Keras 3: fit's training=True
+    overrides it once the backbone is trainable (keras-team/keras#20285).
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        return super().call(inputs, training=False, mask=mask)
+
+
+def with_inference_batchnorm(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A fresh copy of a layer, BatchNormalization turned into InferenceBatchNormalization."""
+    kind = InferenceBatchNormalization if isinstance(layer, keras.layers.BatchNormalization) else type(layer)
+    return kind.from_config(layer.get_config())
+
+
 def build_model(image_size: int = 350, weights: str | None = "imagenet") -> keras.Model:
     """uint8 image -> ImageNet preprocessing -> ResNet50 (frozen, BN in inference mode) -> Dense(1)."""
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     pixels = ImageNetPreprocess(dtype="float32", name="preprocess")(inputs)
-    backbone = keras.applications.ResNet50(include_top=False, pooling="avg", weights=weights,
-                                           input_shape=(image_size, image_size, 3))
+    resnet = keras.applications.ResNet50(include_top=False, pooling="avg", weights=weights,
+                                         input_shape=(image_size, image_size, 3))
+    backbone = keras.models.clone_model(resnet, clone_function=with_inference_batchnorm)
+    backbone.set_weights(resnet.get_weights())
     backbone.trainable = False
     features = backbone(pixels, training=False)
     score = keras.layers.Dense(1, dtype="float32", name="score")(features)
@@ -789,18 +810,8 @@ def build_model(image_size: int = 350, weights: str | None = "imagenet") -> kera
 
 
 def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
-    """Freeze or unfreeze the ResNet50 inside the model, BatchNormalization always frozen.
-
-    Keras 3's fit calls the model with training=True, which overrides the training=False the
-    backbone was called with (keras-team/keras#20285); a BatchNormalization layer that is not
-    trainable runs in inference mode, so freezing those layers is what keeps ImageNet's
-    statistics. Recompile afterwards.
-    """
-    backbone = model.get_layer("resnet50")
-    backbone.trainable = trainable
-    for layer in backbone.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
+    """Freeze or unfreeze the ResNet50 inside the model (recompile afterwards)."""
+    model.get_layer("resnet50").trainable = trainable
 
 
 def count_trainable(model: keras.Model) -> int:

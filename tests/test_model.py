@@ -20,19 +20,40 @@ def test_frozen_it_has_the_blogs_2049_trainable_parameters(model):
     assert model.count_params() == 23_589_761
 
 
-def test_unfrozen_everything_but_batchnorm_trains_and_batchnorm_keeps_its_statistics():
+def test_unfrozen_everything_trains_and_batchnorm_keeps_its_statistics():
     keras.utils.set_random_seed(0)
     model = utils.build_model(SIZE, weights=None)
+    reference = keras.applications.ResNet50(include_top=False, pooling="avg", weights=None,
+                                            input_shape=(SIZE, SIZE, 3))
     utils.set_backbone_trainable(model, True)
-    batchnorm = [w for layer in model.get_layer("resnet50").layers
-                 if isinstance(layer, keras.layers.BatchNormalization) for w in layer.weights]
-    others = [w for w in model.weights if not any(w is b for b in batchnorm)]
-    assert {id(w) for w in model.trainable_weights} == {id(w) for w in others}
-    assert utils.count_trainable(model) == 23_589_761 - sum(int(np.prod(w.shape)) for w in batchnorm)
+    # every weight that can learn does: ResNet50's 23,534,592 and the head's 2,049
+    assert utils.count_trainable(model) == utils.count_trainable(reference) + 2049 == 23_536_641
+    batchnorm = [layer for layer in model.get_layer("resnet50").layers
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(batchnorm) == 53 and all(isinstance(b, utils.InferenceBatchNormalization) for b in batchnorm)
     images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
-    np.testing.assert_allclose(model(images, training=True), model(images, training=False), rtol=1e-5)
+    np.testing.assert_allclose(model(images, training=True), model(images, training=False), rtol=1e-6)
+    statistics = [keras.ops.convert_to_numpy(w) for b in batchnorm for w in b.non_trainable_weights]
+    model.compile(optimizer="adam", loss="mse")
+    model.train_on_batch(images, np.full((4, 1), 3.0))
+    after = [keras.ops.convert_to_numpy(w) for b in batchnorm for w in b.non_trainable_weights]
+    assert all(np.array_equal(a, b) for a, b in zip(statistics, after, strict=True))
     utils.set_backbone_trainable(model, False)
     assert utils.count_trainable(model) == 2049
+
+
+def test_the_backbone_carries_the_loaded_resnet50s_weights(monkeypatch):
+    made = []
+
+    def recording_resnet50(**kwargs):
+        made.append(keras.applications.resnet50.ResNet50(**kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(keras.applications, "ResNet50", recording_resnet50)
+    backbone = utils.build_model(SIZE, weights=None).get_layer("resnet50")
+    assert made[0].get_config()["name"] == backbone.name
+    for original, copy in zip(made[0].weights, backbone.weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(original), keras.ops.convert_to_numpy(copy))
 
 
 def test_the_preprocessing_layer_is_resnet50s_own():
