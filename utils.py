@@ -273,15 +273,21 @@ def find_dataset_root(path: Path) -> Path:
 
 
 def extracted_dataset(parent: Path) -> Path | None:
-    """A completely extracted release below parent, or None (a half-extracted one is removed)."""
+    """A completely extracted release below parent, or None (an incomplete one is removed)."""
     folder = Path(parent) / DATASET_DIRNAME
     if not folder.is_dir():
         return None
     if (folder / EXTRACTED_MARK).is_file():
         return find_dataset_root(folder)
-    print(f"{folder} was not completely extracted (an interrupted run?): extracting it again.")
-    shutil.rmtree(folder)
-    return None
+    try:  # extracted by hand, or interrupted just before the mark: keep it if it is whole
+        root = find_dataset_root(folder)
+        all_labels(root)
+    except DatasetError:
+        print(f"{folder} is not completely extracted (an interrupted run?): extracting it again.")
+        shutil.rmtree(folder)
+        return None
+    (folder / EXTRACTED_MARK).touch()
+    return root
 
 
 def find_or_fetch_dataset() -> Path:
@@ -1107,14 +1113,11 @@ def fine_tune(cfg: Config, data_root: Path, verbose: int = 1) -> dict:
 
 def predict_scores(model: keras.Model, frame: pd.DataFrame, image_size: int,
                    batch_size: int = 64, mirror: bool = False) -> np.ndarray:
-    """Predicted scores of the frame's images, in its order; with mirror, the mean of each
-    image and its horizontal mirror (test-time augmentation)."""
+    """Predicted scores of the frame's images (or of their horizontal mirrors), in its order."""
     images = make_dataset(frame, image_size, batch_size).map(lambda x, y: x)
-    scores = model.predict(images, verbose=0).ravel()
     if mirror:
-        flipped = images.map(lambda x: tf.reverse(x, axis=[2]))
-        scores = (scores + model.predict(flipped, verbose=0).ravel()) / 2
-    return scores
+        images = images.map(lambda x: tf.reverse(x, axis=[2]))
+    return model.predict(images, verbose=0).ravel()
 
 
 def load_run_model(folder: Path) -> keras.Model:
@@ -1237,17 +1240,21 @@ def interval_table(rows: dict[str, dict]) -> pd.DataFrame:
 
 
 def predict_test_part(folder: Path, data_root: Path) -> pd.DataFrame:
-    """The run's test part with each stage's predicted score, plain and mirrored (test-time
-    augmentation), in the label files' order."""
+    """The run's test part with each stage's predicted score, and the fine-tuned model's with
+    test-time augmentation (mirrored), in the label files' order."""
     record = read_run(folder)
     cfg = Config(**record["config"])
     test = load_protocol(data_root, cfg.protocol, cfg.val_fraction, cfg.seed)["test"]
     frame = test[["file", "group", "score", "path"]].copy()
     for stage in ("frozen", "finetuned"):
-        if (Path(folder) / f"{stage}.keras").is_file():
-            model = keras.models.load_model(Path(folder) / f"{stage}.keras", safe_mode=True)
-            frame[stage] = predict_scores(model, test, cfg.image_size)
-            frame[f"{stage}_tta"] = predict_scores(model, test, cfg.image_size, mirror=True)
+        path = Path(folder) / f"{stage}.keras"
+        if not path.is_file():
+            continue
+        model = keras.models.load_model(path, safe_mode=True)
+        frame[stage] = predict_scores(model, test, cfg.image_size)
+        if stage == "finetuned":
+            mirrored = predict_scores(model, test, cfg.image_size, mirror=True)
+            frame["finetuned_tta"] = (frame[stage] + mirrored) / 2
     return frame
 
 

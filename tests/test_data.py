@@ -302,6 +302,13 @@ def test_a_half_extracted_folder_is_redone(tmp_path, capsys):
     assert not (tmp_path / utils.DATASET_DIRNAME).exists()
 
 
+def test_a_complete_folder_extracted_by_hand_is_kept(tmp_path, small_root):
+    shutil.copytree(small_root, tmp_path / utils.DATASET_DIRNAME)
+    (tmp_path / utils.DATASET_DIRNAME / utils.EXTRACTED_MARK).unlink()
+    assert utils.extracted_dataset(tmp_path) == tmp_path / utils.DATASET_DIRNAME
+    assert len(utils.all_labels(tmp_path / utils.DATASET_DIRNAME)) == 60
+
+
 def test_fetch_prefers_a_cached_zip_to_the_network(tmp_path, small_root, work, monkeypatch):
     monkeypatch.setattr(utils, "LOCAL_DATA_DIR", tmp_path / "data")
     monkeypatch.setattr(utils, "download_zip", lambda *a, **k: pytest.fail("downloaded"))

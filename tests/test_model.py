@@ -117,3 +117,12 @@ def test_precision_is_float32_without_a_gpu():
     with utils.precision("mixed_float16"):
         assert keras.mixed_precision.global_policy().name == "mixed_float16"
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_predictions_keep_the_order_and_mirror_on_request(model, synthetic_root):
+    frame = utils.all_labels(synthetic_root).head(6)
+    images = np.concatenate([x.numpy() for x, _ in utils.make_dataset(frame, SIZE, 4)])
+    np.testing.assert_allclose(utils.predict_scores(model, frame, SIZE, batch_size=4),
+                               model.predict(images, verbose=0).ravel(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(utils.predict_scores(model, frame, SIZE, batch_size=4, mirror=True),
+                               model.predict(images[:, :, ::-1], verbose=0).ravel(), rtol=1e-5, atol=1e-5)
