@@ -1575,19 +1575,22 @@ def dataset_scores(folder: Path) -> np.ndarray:
     return np.asarray(read_run(folder)["dataset_scores"], dtype=float)
 
 
-def grad_cam(model: keras.Model, face: np.ndarray, layer: str = "conv5_block3_out") -> np.ndarray:
-    """Grad-CAM of the score over ResNet50's last convolutional block, in [0, 1], face-sized."""
+def scores_and_grad_cams(model: keras.Model, faces: np.ndarray,
+                         layer: str = "conv5_block3_out") -> tuple[np.ndarray, np.ndarray]:
+    """The scores of a batch of uint8 faces and, from the same forward pass, the Grad-CAM of
+    each score over ResNet50's last convolutional block (face-sized maps in [0, 1])."""
     backbone = model.get_layer("resnet50")
     to_maps = keras.Model(backbone.inputs, backbone.get_layer(layer).output)
-    maps = to_maps(model.get_layer("preprocess")(face[None]), training=False)
+    maps = to_maps(model.get_layer("preprocess")(faces), training=False)
     with tf.GradientTape() as tape:
         tape.watch(maps)
-        score = model.get_layer("score")(tf.reduce_mean(maps, axis=(1, 2)))  # ResNet50's avg pool
-    grads = tape.gradient(score, maps)
+        scores = model.get_layer("score")(tf.reduce_mean(maps, axis=(1, 2)))  # ResNet50's avg pool
+    grads = tape.gradient(scores, maps)  # faces are independent: each face's own gradient
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))[0]
-    cam = cam / (tf.reduce_max(cam) + 1e-8)
-    return tf.image.resize(cam[..., None], face.shape[:2]).numpy()[..., 0]
+    cams = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))
+    cams = cams / (tf.reduce_max(cams, axis=(1, 2), keepdims=True) + 1e-8)
+    cams = tf.image.resize(cams[..., None], faces.shape[1:3])[..., 0]
+    return keras.ops.convert_to_numpy(scores).ravel(), cams.numpy()
 
 
 @dataclass
@@ -1626,11 +1629,15 @@ def score_photo(model: keras.Model, source: Path | bytes, name: str, framing: di
     size = model.input_shape[1]
     aligned = [align_face(image, face, framing, size) for face in faces]
     pixels = np.stack([np.asarray(a) for a in aligned])
-    predicted = np.clip(model.predict_on_batch(pixels).ravel(), 1.0, 5.0)  # the rating scale
+    if with_cam:
+        predicted, cams = scores_and_grad_cams(model, pixels)
+    else:
+        predicted, cams = model.predict_on_batch(pixels).ravel(), [None] * len(faces)
+    predicted = np.clip(predicted, 1.0, 5.0)  # the rating scale
     return PhotoResult(name, image, [
-        ScoredFace(i + 1, face, face_image, float(score), percentile_of(score, scores),
-                   grad_cam(model, np.asarray(face_image)) if with_cam else None)
-        for i, (face, face_image, score) in enumerate(zip(faces, aligned, predicted, strict=True))])
+        ScoredFace(i + 1, face, face_image, float(score), percentile_of(score, scores), cam)
+        for i, (face, face_image, score, cam)
+        in enumerate(zip(faces, aligned, predicted, cams, strict=True))])
 
 
 def describe_result(result: PhotoResult, dataset_size: int) -> str:

@@ -128,6 +128,9 @@ def test_score_photo_scores_every_face_and_explains_the_rest(model, astronaut, t
         assert face.aligned.size == (64, 64) and 1 <= face.score <= 5
         assert face.percentile == utils.percentile_of(face.score, scores)
         assert face.cam.shape == (64, 64)
+    plain = utils.score_photo(model, jpeg(pair), "pair.jpg", FRAMING, scores, with_cam=False)
+    assert [f.cam for f in plain.faces] == [None, None]
+    assert [f.score for f in plain.faces] == pytest.approx([f.score for f in result.faces], abs=1e-4)
     nothing = utils.score_photo(model, jpeg(Image.fromarray(data.coffee())), "coffee.jpg", FRAMING, scores)
     assert nothing.faces == [] and "coffee.jpg: no face found" in nothing.message
     broken = utils.score_photo(model, b"GIF89a nonsense", "x.gif", FRAMING, scores)
@@ -139,11 +142,14 @@ def test_score_photo_scores_every_face_and_explains_the_rest(model, astronaut, t
     assert utils.describe_result(nothing, 5500) == nothing.message
 
 
-def test_grad_cam_is_a_finite_map_of_the_face_size(model):
-    face = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    cam = utils.grad_cam(model, face)
-    assert cam.shape == (64, 64) and np.isfinite(cam).all()
-    assert cam.min() >= 0 and cam.max() <= 1 + 1e-6
+def test_grad_cams_are_finite_face_sized_maps_beside_the_models_own_scores(model):
+    faces = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    scores, cams = utils.scores_and_grad_cams(model, faces)
+    np.testing.assert_allclose(scores, model.predict(faces, verbose=0).ravel(), rtol=1e-4, atol=1e-4)
+    assert cams.shape == (3, 64, 64) and np.isfinite(cams).all()
+    assert cams.min() >= 0 and cams.max() <= 1 + 1e-6
+    # each face's map is its own: the same face alone gives the same map
+    np.testing.assert_allclose(utils.scores_and_grad_cams(model, faces[1:2])[1][0], cams[1], atol=1e-4)
 
 
 def test_upload_readers_for_ipywidgets_7_ipywidgets_8_and_colab():
