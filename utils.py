@@ -66,7 +66,8 @@ def flush_drive() -> None:
 
 
 def work_dir() -> Path:
-    """Folder for checkpoints, caches and reports: FBP_WORK_DIR, else Drive in Colab, else ./work."""
+    """Folder for checkpoints, caches and reports: FBP_WORK_DIR, else Drive in Colab, else ./work
+    (its smoke/ sub-folder in smoke mode)."""
     if os.environ.get("FBP_WORK_DIR"):
         path = Path(os.environ["FBP_WORK_DIR"]).expanduser()
     elif in_colab() and DRIVE_HOME.is_dir():
@@ -77,6 +78,8 @@ def work_dir() -> Path:
               "Run the 'mount Drive' cell to keep it.")
     else:
         path = REPO_DIR / "work"
+    if smoke_mode():  # smoke runs share nothing with real ones
+        path = path / "smoke"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -883,6 +886,9 @@ class precision:
 # ---------------------------------------------------------------------------------------
 
 
+RECIPE_VERSION = 2  # bump whenever a change to the training code changes what a run's model means
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything a user may want to change about a run."""
@@ -900,11 +906,6 @@ class Config:
     weight_decay: float = 1e-4         # the paper's, for ResNets
     seed: int = 0
 
-    @property
-    def run_name(self) -> str:
-        """Folder name of the run: the protocol, made path-safe."""
-        return self.protocol.replace("/", "-")
-
     def smoke(self) -> Config:
         """The same settings shrunk to a run of a minute on a CPU, with untrained weights."""
         return replace(self, image_size=64, weights=None, batch_size=16, finetune_epochs=2,
@@ -915,11 +916,24 @@ class Config:
         return self.smoke() if smoke_mode() else self
 
 
-def run_dir(cfg: Config, root: Path | None = None) -> Path:
-    """The run's own folder under the work folder."""
-    path = Path(root or work_dir()) / "runs" / cfg.run_name
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def dataset_id(root: Path) -> str:
+    """The fingerprint of a dataset folder: its labelled images' names, sizes and scores."""
+    return dataset_fingerprint(all_labels(root))
+
+
+def run_identity(cfg: Config, dataset: str) -> dict:
+    """Everything that shapes a run's model (settings, dataset, recipe version, smoke or not),
+    with a fingerprint of it all."""
+    identity = {"protocol": cfg.protocol, "config": asdict(cfg), "dataset": dataset,
+                "recipe": RECIPE_VERSION, "smoke": smoke_mode()}
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    return {"fingerprint": digest, **identity}
+
+
+def run_dir(cfg: Config, dataset: str, root: Path | None = None) -> Path:
+    """The run's own folder, named by its protocol and fingerprint, e.g. runs/fold1-3fa2c1d0e4."""
+    fingerprint = run_identity(cfg, dataset)["fingerprint"]
+    return Path(root or work_dir()) / "runs" / f"{cfg.protocol.replace('/', '-')}-{fingerprint}"
 
 
 def read_run(path: Path) -> dict:
@@ -933,6 +947,42 @@ def update_run(path: Path, **fields) -> dict:
     record = {**read_run(path), **fields}
     save_json(Path(path) / "run.json", record)
     return record
+
+
+def saved_runs(root: Path | None = None) -> list[tuple[Path, dict]]:
+    """Every run folder of the work folder with its record, the most recently updated first."""
+    records = sorted((Path(root or work_dir()) / "runs").glob("*/run.json"),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    return [(path.parent, json.loads(path.read_text())) for path in records]
+
+
+def identity_fields(record: dict) -> dict:
+    """A record's or identity's settings, dataset, recipe and smoke flag as one flat dict."""
+    return {**record.get("config", {}), **{k: record.get(k) for k in ("dataset", "recipe", "smoke")}}
+
+
+def differences(record: dict, identity: dict) -> str:
+    """What differs between a saved run and an identity, e.g. 'image_size 64 -> 350'."""
+    old, new = identity_fields(record), identity_fields(identity)
+    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k))
+
+
+def other_runs_note(identity: dict, root: Path | None = None) -> str:
+    """Names the saved runs of the same protocol made with other settings or data, and what differs."""
+    lines = [f"  {folder.name}: {differences(record, identity)}" for folder, record in saved_runs(root)
+             if record.get("protocol") == identity["protocol"]
+             and record.get("fingerprint") != identity["fingerprint"]]
+    if not lines:
+        return ""
+    return "Runs of this protocol with other settings or data (kept, not reused):\n" + "\n".join(lines)
+
+
+def save_model_atomically(model: keras.Model, path: Path) -> None:
+    """model.save under a temporary name, then renamed: a lost VM never leaves half a file."""
+    path = Path(path)
+    temporary = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    model.save(temporary)
+    temporary.replace(path)
 
 
 def versions() -> dict:
@@ -1014,14 +1064,21 @@ def ridge_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
 
 def train_frozen_head(cfg: Config, data_root: Path, model: keras.Model | None = None,
                       verbose: int = 0) -> dict:
-    """Stage 1: features once, then the 2049-parameter head on them; saves frozen.keras."""
-    folder = run_dir(cfg)
-    if (folder / "frozen.keras").is_file() and read_run(folder).get("frozen"):
-        print(f"The frozen-head stage of {cfg.run_name} is already done: {folder / 'frozen.keras'}")
-        return read_run(folder)
+    """Stage 1: features once, then the 2049-parameter head on them; saves frozen.keras.
+
+    Skipped only when this run's folder holds a finished stage 1 with the same fingerprint
+    (settings, dataset, recipe); runs made otherwise are named, kept and never reused."""
+    everything = all_labels(data_root)
+    identity = run_identity(cfg, dataset_fingerprint(everything))
+    folder = run_dir(cfg, identity["dataset"])
+    record = read_run(folder)
+    if record.get("fingerprint") == identity["fingerprint"] and record.get("frozen"):
+        print(f"Stage 1 of run {folder.name} is already done with these settings and data.")
+        return record
+    print(f"Stage 1 of run {folder.name} starts.\n{other_runs_note(identity)}".rstrip())
+    folder.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
     parts = load_protocol(data_root, cfg.protocol, cfg.val_fraction, cfg.seed)
-    everything = all_labels(data_root)
     model = model or build_model(cfg.image_size, cfg.weights)
     features = pd.DataFrame(cached_features(model, everything, cfg.image_size,
                                             work_dir() / "features"), index=everything["file"])
@@ -1032,26 +1089,121 @@ def train_frozen_head(cfg: Config, data_root: Path, model: keras.Model | None = 
     history.to_csv(folder / "history_head.csv", index=False)
     val_pred = model.get_layer("score")(x["val"]).numpy().ravel()
     alpha, ridge_pred = ridge_baseline(x["train"], y["train"], x["val"])
-    model.save(folder / "frozen.keras")
+    save_model_atomically(model, folder / "frozen.keras")
     return update_run(
-        folder, protocol=cfg.protocol, config=asdict(cfg), versions=versions(),
+        folder, **identity, versions=versions(),
         sizes={name: len(part) for name, part in parts.items()},
         dataset_scores=[round(float(s), 4) for s in everything["score"]],
+        framing=framing_for(data_root),
         frozen={"epochs": len(history), "val": regression_metrics(y["val"], val_pred),
                 "ridge_alpha": alpha, "ridge_val": regression_metrics(y["val"], ridge_pred)})
 
 
-def resumed_epoch(backup: Path) -> int:
-    """The last finished epoch saved by BackupAndRestore in a folder, 0 if none."""
-    metadata = Path(backup) / "training_metadata.json"
-    return json.loads(metadata.read_text())["epoch"] if metadata.is_file() else 0
+def save_arrays_atomically(path: Path, variables: list) -> None:
+    """Save variables' values as one .npz under a temporary name, then rename it: a kill during
+    the write leaves the previous file whole."""
+    path = Path(path)
+    temporary = path.with_name(f"{path.stem}.tmp.npz")
+    with open(temporary, "wb") as file:
+        np.savez(file, *[keras.ops.convert_to_numpy(v) for v in variables])
+    temporary.replace(path)
 
 
-def read_history(path: Path) -> pd.DataFrame:
-    """A CSV training log, keeping the last row of an epoch logged twice around a lost VM."""
+def load_arrays(path: Path) -> list[np.ndarray]:
+    """The arrays of an .npz written by save_arrays_atomically, in order."""
+    with np.load(path) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
+class EpochBackup(keras.callbacks.Callback):
+    """Saves the training state (model weights and optimizer state) after every epoch, in one
+    file named by its epoch and written atomically, then records it in state.json: a lost VM
+    resumes from the last finished epoch, and a kill during a write never spoils the backup.
+    (Keras' BackupAndRestore writes the optimizer's state twice under mixed precision.)"""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = Path(folder)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"epoch{epoch + 1:03d}.npz"
+        save_arrays_atomically(path, [*self.model.weights, *self.model.optimizer.variables])
+        save_json(self.folder / "state.json", {"epoch": epoch + 1, "file": path.name,
+                                               "model_arrays": len(self.model.weights)})
+        remove_all_but(self.folder, "epoch*.npz", path)
+
+
+def restore_backup(model: keras.Model, folder: Path) -> int:
+    """Load a compiled model's last backed-up state; returns its epoch (0 when there is none)."""
+    state = Path(folder) / "state.json"
+    if not state.is_file():
+        return 0
+    saved = json.loads(state.read_text())
+    arrays = load_arrays(Path(folder) / saved["file"])
+    model.set_weights(arrays[: saved["model_arrays"]])
+    model.optimizer.build(model.trainable_variables)  # its slots must exist before loading
+    for variable, value in zip(model.optimizer.variables, arrays[saved["model_arrays"]:], strict=True):
+        variable.assign(value)
+    return int(saved["epoch"])
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Keeps the model weights (no optimizer state) of the epoch with the lowest validation loss:
+    written under a temporary name and renamed, then named with its epoch, loss and logged row
+    in best.json, so the record never names weights that were not saved whole."""
+
+    def __init__(self, folder: Path, best: dict | None):
+        super().__init__()
+        self.folder, self.best = Path(folder), best
+
+    def improves(self, logs: dict) -> bool:
+        """True when this epoch's validation loss beats the best so far."""
+        return self.best is None or logs["val_loss"] < self.best["val_loss"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not self.improves(logs):
+            return
+        path = self.folder / f"best-epoch{epoch + 1:03d}.npz"
+        save_arrays_atomically(path, self.model.weights)
+        self.best = {"epoch": epoch + 1, "val_loss": float(logs["val_loss"]), "weights": path.name,
+                     "logs": {k: float(v) for k, v in logs.items()}}
+        save_json(self.folder / "best.json", self.best)
+        remove_all_but(self.folder, "best-epoch*.npz", path)
+
+
+def remove_all_but(folder: Path, pattern: str, keep: Path) -> None:
+    """Delete the files matching a pattern in a folder, except one."""
+    for path in Path(folder).glob(pattern):
+        if path != keep:
+            path.unlink()
+
+
+def read_best(folder: Path) -> dict | None:
+    """The best epoch recorded by BestCheckpoint (best.json), None before the first one."""
+    path = Path(folder) / "best.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_best_weights(model: keras.Model, folder: Path) -> dict:
+    """Load the best epoch's weights into a model built like the trained one; returns best.json."""
+    best = read_best(folder)
+    model.set_weights(load_arrays(Path(folder) / best["weights"]))
+    return best
+
+
+def read_history(path: Path, best: dict | None = None) -> pd.DataFrame:
+    """A CSV training log, keeping the last row of an epoch logged twice around a lost VM,
+    except the row of the best checkpoint on disk (given as best.json), which is always kept."""
     frame = pd.read_csv(path)
     frame["epoch"] = frame["epoch"].astype(int) + 1
-    return frame.drop_duplicates("epoch", keep="last").reset_index(drop=True)
+    keep = ~frame.duplicated("epoch", keep="last")
+    if best is not None:
+        saved = (frame["epoch"] == best["epoch"]) & np.isclose(frame["val_loss"], best["val_loss"])
+        if saved.any():
+            keep = (keep & (frame["epoch"] != best["epoch"])) | (saved & ~saved.duplicated(keep="last"))
+    return frame[keep].reset_index(drop=True)
 
 
 def finetune_schedule(cfg: Config, steps_per_epoch: int) -> keras.optimizers.schedules.CosineDecay:
@@ -1063,14 +1215,16 @@ def finetune_schedule(cfg: Config, steps_per_epoch: int) -> keras.optimizers.sch
 
 def fine_tune(cfg: Config, data_root: Path, verbose: int = 1) -> dict:
     """Stage 2: unfreeze everything, train with augmentation; resumes after a lost VM."""
-    folder = run_dir(cfg)
+    identity = run_identity(cfg, dataset_id(data_root))
+    folder = run_dir(cfg, identity["dataset"])
     record = read_run(folder)
+    if record.get("fingerprint") != identity["fingerprint"] or not record.get("frozen"):
+        raise RunNotFoundError(
+            f"Stage 1 of run {folder.name} is not done: run notebook 02 with the same settings "
+            f"(and data) first.\n{other_runs_note(identity)}".rstrip())
     if record.get("finished"):
-        print(f"{cfg.run_name} is already fine-tuned: {folder / 'finetuned.keras'}")
+        print(f"Run {folder.name} is already fine-tuned with these settings and data.")
         return record
-    if not (folder / "frozen.keras").is_file():
-        raise RunNotFoundError(f"No frozen-head model in {folder}: run notebook 02 (or "
-                                "train_frozen_head) for this protocol first.")
     parts = load_protocol(data_root, cfg.protocol, cfg.val_fraction, cfg.seed)
     train = make_dataset(parts["train"], cfg.image_size, cfg.batch_size, training=True, seed=cfg.seed)
     val = make_dataset(parts["val"], cfg.image_size, cfg.batch_size)
@@ -1085,29 +1239,30 @@ def fine_tune(cfg: Config, data_root: Path, verbose: int = 1) -> dict:
             loss="mse", metrics=[keras.metrics.MeanAbsoluteError(name="mae"),
                                  keras.metrics.RootMeanSquaredError(name="rmse")],
             jit_compile="auto")
-    log = folder / "history_finetune.csv"
-    done = resumed_epoch(folder / "backup")
-    best = read_history(log)["val_loss"].min() if done and log.is_file() else None
+        done = restore_backup(model, folder / "backup")
     if done:
-        print(f"Resuming the fine-tune of {cfg.run_name} after epoch {done} of "
+        print(f"Resuming the fine-tune of run {folder.name} after epoch {done} of "
               f"{cfg.finetune_epochs} (backup in {folder / 'backup'}).")
+    log = folder / "history_finetune.csv"
     callbacks = [  # in this order: an epoch is backed up only once it is logged and checkpointed
         keras.callbacks.CSVLogger(str(log), append=bool(done)),
-        keras.callbacks.ModelCheckpoint(str(folder / "finetuned.weights.h5"), monitor="val_loss",
-                                        save_best_only=True, save_weights_only=True,
-                                        initial_value_threshold=best),
-        keras.callbacks.BackupAndRestore(str(folder / "backup"), double_checkpoint=True),
+        BestCheckpoint(folder, read_best(folder)),
+        EpochBackup(folder / "backup"),
     ]
-    model.fit(train, validation_data=val, epochs=cfg.finetune_epochs, callbacks=callbacks,
-              shuffle=False, verbose=verbose)  # the dataset shuffles itself
+    model.fit(train, validation_data=val, epochs=cfg.finetune_epochs, initial_epoch=done,
+              callbacks=callbacks, shuffle=False, verbose=verbose)  # the dataset shuffles itself
     final = build_model(cfg.image_size, weights=None)
-    final.load_weights(folder / "finetuned.weights.h5")
-    final.save(folder / "finetuned.keras")
+    best = load_best_weights(final, folder)
+    save_model_atomically(final, folder / "finetuned.keras")
     val_pred = predict_scores(final, parts["val"], cfg.image_size)
-    record = update_run(folder, finetune={"epochs": len(read_history(log)),
+    record = update_run(folder, finetune={"epochs": len(read_history(log, best)),
+                                          "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
                                           "val": regression_metrics(parts["val"]["score"], val_pred),
                                           "precision": precision_policy(strategy)},
                         finished=True)
+    shutil.rmtree(folder / "backup", ignore_errors=True)
+    for leftover in [folder / best["weights"], *folder.glob("*.tmp.*")]:  # finetuned.keras holds it all
+        leftover.unlink()
     return record
 
 
@@ -1128,15 +1283,46 @@ def load_run_model(folder: Path) -> keras.Model:
     raise RunNotFoundError(f"No trained model in {folder}: run notebooks 02 and 03 first.")
 
 
-def latest_run(root: Path | None = None, finished: bool = True) -> Path:
-    """The most recently updated run folder (only finished ones unless told otherwise)."""
-    records = sorted((Path(root or work_dir()) / "runs").glob("*/run.json"),
-                     key=lambda p: p.stat().st_mtime, reverse=True)
-    for record in records:
-        if not finished or json.loads(record.read_text()).get("finished"):
-            return record.parent
-    raise RunNotFoundError(f"No {'finished ' if finished else ''}run in "
-                            f"{Path(root or work_dir()) / 'runs'}: run notebooks 02 and 03 first.")
+def choose_run(cfg: Config, dataset: str | None = None, name: str | None = None,
+               root: Path | None = None) -> Path:
+    """The saved run called name, if given; else the run made with these settings (and this
+    dataset, when given): a finished fine-tune if there is one, else one whose stage 1 is done,
+    the most recently updated of equals."""
+    if name:
+        folder = Path(root or work_dir()) / "runs" / name
+        if not read_run(folder):
+            saved = ", ".join(f.name for f, _ in saved_runs(root)) or "none yet"
+            raise RunNotFoundError(f"There is no run called {name!r} in {folder.parent}. Saved runs: "
+                                   f"{saved}. Set RUN_NAME to one of them, or to None.")
+        return folder
+    wanted = {**asdict(cfg), "recipe": RECIPE_VERSION, "smoke": smoke_mode()}
+    candidates = [(bool(record.get("finished")), folder) for folder, record in saved_runs(root)
+                  if {**record.get("config", {}), "recipe": record.get("recipe"),
+                      "smoke": record.get("smoke")} == wanted
+                  and record.get("frozen") and dataset in (None, record.get("dataset"))]
+    if candidates:
+        return max(candidates, key=lambda c: c[0])[1]  # max keeps the first (newest) of equals
+    others = "\n".join(f"  {folder.name}: {differences(record, {'config': asdict(cfg)})}"
+                       for folder, record in saved_runs(root))
+    raise RunNotFoundError(
+        f"No run of {cfg.protocol} with these settings in {Path(root or work_dir()) / 'runs'}: run "
+        "notebook 02 (and 03) with them first, or name a saved run in RUN_NAME."
+        + (f"\nSaved runs and how their settings differ:\n{others}" if others else ""))
+
+
+def describe_run(folder: Path) -> str:
+    """A line naming a run: protocol, main settings, stage reached, and its test PC if evaluated."""
+    record, folder = read_run(folder), Path(folder)
+    cfg = record["config"]
+    stage = (f"fine-tuned (best epoch {record['finetune']['best_epoch']} of {cfg['finetune_epochs']})"
+             if record.get("finished") else "stage 1 only (frozen head)")
+    evaluation = folder / "evaluation.json"
+    tested = (f", test PC {json.loads(evaluation.read_text())['pc']:.3f}" if evaluation.is_file()
+              else ", not evaluated yet")
+    smoke = (" SMOKE RUN (synthetic data, untrained weights): its figures mean nothing."
+             if record.get("smoke") else "")
+    return (f"Run {folder.name}: protocol {record['protocol']}, {cfg['image_size']} px, weights "
+            f"{cfg['weights']}, dataset {record['dataset']}, {stage}{tested}.{smoke}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1295,7 +1481,8 @@ def evaluate_run(folder: Path, data_root: Path, samples: int = 1000) -> dict:
     groups = group_metrics(predictions, main)
     human = work_dir() / "human_agreement.json"
     report = {
-        "run": folder.name, "protocol": record["protocol"], "model": main,
+        "run": folder.name, "fingerprint": record["fingerprint"], "smoke": record["smoke"],
+        "protocol": record["protocol"], "model": main,
         **{m: v[0] for m, v in intervals[main].items()},
         "n": len(predictions),
         "ci95": {m: v[1:] for m, v in intervals[main].items()},
@@ -1335,12 +1522,13 @@ def run_protocol(protocol: str, cfg: Config, data_root: Path, verbose: int = 1) 
     trained or evaluated again. Returns the per-fold figures (with mean and SD for 5-fold).
     """
     protocols = [f"fold{k}" for k in range(1, 6)] if protocol == "5-fold" else [protocol]
+    dataset = dataset_id(data_root)
     reports = []
     for name in protocols:
         fold = replace(cfg, protocol=name)
-        folder = run_dir(fold)
+        folder = run_dir(fold, dataset)
         if (folder / "evaluation.json").is_file() and read_run(folder).get("finished"):
-            print(f"{name}: already trained and evaluated.")
+            print(f"{name}: already trained and evaluated with these settings ({folder.name}).")
         else:
             print(f"{name}: training (stage 1, then stage 2) ...")
             train_frozen_head(fold, data_root, verbose=0)
@@ -1538,14 +1726,12 @@ def measure_framing(paths: list[str], limit: int = 200, seed: int = 0) -> dict:
             "images_tried": len(chosen)}
 
 
-def framing_for(data_root: Path | None = None) -> dict:
-    """The dataset's framing, measured once and kept in the work folder as framing.json."""
-    path = work_dir() / "framing.json"
+def framing_for(data_root: Path) -> dict:
+    """The dataset's framing, measured once per dataset and kept in the work folder as
+    framing-<dataset fingerprint>.json (runs keep a copy in their record for notebook 05)."""
+    path = work_dir() / f"framing-{dataset_id(data_root)}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    if data_root is None:
-        raise FramingError(f"No {path}: run notebook 01 once (it measures how the dataset frames "
-                           "its faces), or give this function the dataset folder.")
     drawn = Path(data_root) / "synthetic_framing.json"
     framing = (json.loads(drawn.read_text()) if drawn.is_file()
                else measure_framing(all_labels(data_root)["path"].tolist()))

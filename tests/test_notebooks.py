@@ -51,51 +51,24 @@ def test_every_setup_cell_and_badge_names_the_same_project_home():
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """FBP_SMOKE=1 with a fresh work folder shared by the series, 01 to 05 in order."""
+    """FBP_SMOKE=1 with a fresh work folder shared by the series, 01 to 05 in order; yields the
+    smoke sub-folder the series works in."""
     work = tmp_path_factory.mktemp("series-work")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FBP_SMOKE", "1")
         patch.setenv("FBP_WORK_DIR", str(work))
         patch.delenv("FBP_DATA_DIR", raising=False)
-        yield work
+        yield work / "smoke"
 
 
-def test_01_runs_in_smoke_mode(smoke):
-    execute(NOTEBOOKS[0])
-    assert json.loads((smoke / "human_agreement.json").read_text())["raters"] == 60
+def default_run(smoke):
+    """The one fold1 run of the smoke series (the default protocol with the default settings)."""
+    [folder] = (smoke / "runs").glob("fold1-*")
+    return folder
 
 
-def test_02_runs_in_smoke_mode(smoke):
-    execute(NOTEBOOKS[1])
-    record = utils.read_run(smoke / "runs" / "fold1")
-    assert (smoke / "runs" / "fold1" / "frozen.keras").is_file()
-    assert record["frozen"]["val"]["pc"] > 0.8 and len(record["dataset_scores"]) == 300
-
-
-def test_03_runs_in_smoke_mode(smoke):
-    execute(NOTEBOOKS[2])
-    record = utils.read_run(smoke / "runs" / "fold1")
-    assert record["finished"] and (smoke / "runs" / "fold1" / "finetuned.keras").is_file()
-    assert not (smoke / "runs" / "fold1" / "backup").exists()
-
-
-def test_04_runs_in_smoke_mode_and_the_protocols_end_to_end(smoke, monkeypatch):
-    execute(NOTEBOOKS[3])
-    fold1 = smoke / "runs" / "fold1"
-    report = json.loads((fold1 / "evaluation.json").read_text())
-    assert {"pc", "mae", "rmse", "n", "protocol", "groups", "ci95"} <= set(report)
-    assert report["protocol"] == "fold1" and report["n"] == 60 and report["pc"] >= 0.8
-    assert set(report["groups"]) == set(utils.GROUPS) and report["human"]["raters"] == 60
-    assert all((fold1 / f"{name}.png").is_file() for name in ("predictions", "groups", "worst_faces"))
-    for name in ["fold2", "fold3", "fold4", "fold5", "60-40"]:
-        assert json.loads((smoke / "runs" / name / "evaluation.json").read_text())["pc"] > 0.5
-    # running a protocol again trains nothing
-    monkeypatch.setattr(utils, "build_model", lambda *a, **k: pytest.fail("trained again"))
-    table = utils.run_protocol("5-fold", utils.Config().smoke(), smoke / "synthetic" / utils.DATASET_DIRNAME)
-    assert list(table.index) == ["fold1", "fold2", "fold3", "fold4", "fold5", "mean", "SD"]
-
-
-def test_05_speaks_of_every_photo_and_scores_every_face(smoke, tmp_path, monkeypatch):
+def photo_folder(tmp_path):
+    """A face, two faces, no face, a text file and a cut-short JPEG, as FBP_PHOTO would name them."""
     import numpy as np
     from PIL import Image
     from skimage import data
@@ -109,9 +82,63 @@ def test_05_speaks_of_every_photo_and_scores_every_face(smoke, tmp_path, monkeyp
     whole = (tmp_path / "me.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 3])
     names = ["me.jpg", "us.jpg", "coffee.jpg", "notes.jpg", "cut.jpg"]
-    monkeypatch.setenv("FBP_PHOTO", os.pathsep.join(str(tmp_path / n) for n in names))
-    notebook = execute(NOTEBOOKS[4])
-    text = "\n".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    return os.pathsep.join(str(tmp_path / n) for n in names)
+
+
+def output_text(notebook) -> str:
+    """Everything a notebook printed."""
+    return "\n".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+
+
+def test_01_runs_in_smoke_mode(smoke):
+    execute(NOTEBOOKS[0])
+    assert json.loads((smoke / "human_agreement.json").read_text())["raters"] == 60
+
+
+def test_02_runs_in_smoke_mode(smoke):
+    execute(NOTEBOOKS[1])
+    record = utils.read_run(default_run(smoke))
+    assert (default_run(smoke) / "frozen.keras").is_file() and record["smoke"] is True
+    assert record["frozen"]["val"]["pc"] > 0.8 and len(record["dataset_scores"]) == 300
+    assert record["framing"] == utils.SYNTHETIC_FRAMING
+
+
+def test_05_scores_as_soon_as_stage_one_is_done(smoke, tmp_path, monkeypatch):
+    monkeypatch.setenv("FBP_PHOTO", str(tmp_path / "me.jpg"))
+    photo_folder(tmp_path)
+    text = output_text(execute(NOTEBOOKS[4]))
+    assert "stage 1 only (frozen head)" in text and "SMOKE RUN" in text
+    assert "scoring with the frozen-head model" in text and "me.jpg, face 1: score" in text
+
+
+def test_03_runs_in_smoke_mode(smoke):
+    execute(NOTEBOOKS[2])
+    record = utils.read_run(default_run(smoke))
+    assert record["finished"] and (default_run(smoke) / "finetuned.keras").is_file()
+    assert not (default_run(smoke) / "backup").exists()
+
+
+def test_04_runs_in_smoke_mode_and_the_protocols_end_to_end(smoke, monkeypatch):
+    execute(NOTEBOOKS[3])
+    fold1 = default_run(smoke)
+    report = json.loads((fold1 / "evaluation.json").read_text())
+    assert {"pc", "mae", "rmse", "n", "protocol", "groups", "ci95"} <= set(report)
+    assert report["protocol"] == "fold1" and report["n"] == 60 and report["pc"] >= 0.8
+    assert set(report["groups"]) == set(utils.GROUPS) and report["human"]["raters"] == 60
+    assert all((fold1 / f"{name}.png").is_file() for name in ("predictions", "groups", "worst_faces"))
+    for name in ["fold2", "fold3", "fold4", "fold5", "60-40"]:
+        [folder] = (smoke / "runs").glob(f"{name}-*")
+        assert json.loads((folder / "evaluation.json").read_text())["pc"] > 0.5
+    # running a protocol again trains nothing
+    monkeypatch.setattr(utils, "build_model", lambda *a, **k: pytest.fail("trained again"))
+    table = utils.run_protocol("5-fold", utils.Config().smoke(), smoke / "synthetic" / utils.DATASET_DIRNAME)
+    assert list(table.index) == ["fold1", "fold2", "fold3", "fold4", "fold5", "mean", "SD"]
+
+
+def test_05_speaks_of_every_photo_and_scores_every_face(smoke, tmp_path, monkeypatch):
+    monkeypatch.setenv("FBP_PHOTO", photo_folder(tmp_path))
+    text = output_text(execute(NOTEBOOKS[4]))
+    assert "fine-tuned (best epoch" in text and "scoring with the frozen-head model" not in text
     assert "me.jpg, face 1: score" in text and "us.jpg, face 2: score" in text
     assert "coffee.jpg: no face found" in text and "notes.jpg: this is not an image" in text
     assert "cut.jpg: the image cannot be read" in text

@@ -1,0 +1,233 @@
+"""Runs you can trust: a run is identified by everything that shaped it, smoke runs share nothing
+with real ones, and a lost VM (killed anywhere) never corrupts the best model or names the wrong
+epoch."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+import utils
+
+SMOKE = replace(utils.Config().smoke(), finetune_epochs=3)
+
+
+def stage_one_trained(cfg, root, monkeypatch) -> bool:
+    """Run stage 1 and say whether it built (so trained) a model."""
+    built = []
+    real = utils.build_model
+    monkeypatch.setattr(utils, "build_model", lambda *a, **k: built.append(1) or real(*a, **k))
+    utils.train_frozen_head(cfg, root)
+    monkeypatch.setattr(utils, "build_model", real)
+    return bool(built)
+
+
+def test_a_smoke_run_and_a_real_run_share_nothing(small_root, work, monkeypatch):
+    monkeypatch.setenv("FBP_SMOKE", "1")
+    assert utils.work_dir() == work / "smoke"
+    assert stage_one_trained(SMOKE, small_root, monkeypatch)
+    smoke_run = utils.choose_run(SMOKE)
+    assert smoke_run.parent == work / "smoke" / "runs" and utils.read_run(smoke_run)["smoke"] is True
+    assert "SMOKE RUN" in utils.describe_run(smoke_run)
+    monkeypatch.delenv("FBP_SMOKE")
+    with pytest.raises(utils.RunNotFoundError, match="No run of fold1 with these settings"):
+        utils.choose_run(SMOKE)  # the same settings outside smoke mode: the smoke run is not offered
+    assert stage_one_trained(SMOKE, small_root, monkeypatch)  # trains anew, in the real work folder
+    real_run = utils.choose_run(SMOKE)
+    assert real_run.parent == work / "runs" and utils.read_run(real_run)["smoke"] is False
+    assert "SMOKE" not in utils.describe_run(real_run)
+
+
+def test_a_changed_setting_trains_a_new_run_and_keeps_the_old(small_root, work, monkeypatch, capsys):
+    assert stage_one_trained(SMOKE, small_root, monkeypatch)
+    first = utils.choose_run(SMOKE)
+    changed = replace(SMOKE, head_lr=2e-3)
+    assert stage_one_trained(changed, small_root, monkeypatch)
+    out = capsys.readouterr().out
+    assert f"{first.name}: head_lr 0.001 -> 0.002" in out  # says what differs from the saved run
+    second = utils.choose_run(changed)
+    assert second != first and (first / "frozen.keras").is_file()
+    assert not stage_one_trained(changed, small_root, monkeypatch)  # matching settings: skipped
+    assert "already done with these settings and data" in capsys.readouterr().out
+
+
+def test_other_data_is_another_run(small_root, work, monkeypatch, tmp_path):
+    assert stage_one_trained(SMOKE, small_root, monkeypatch)
+    other = utils.make_synthetic_dataset(tmp_path / "other", n=60, image_size=48, seed=1,
+                                         with_ratings=False)
+    assert utils.dataset_id(other) != utils.dataset_id(small_root)
+    assert stage_one_trained(SMOKE, other, monkeypatch)
+    runs = {utils.choose_run(SMOKE, utils.dataset_id(root)) for root in (other, small_root)}
+    assert len(runs) == 2
+
+
+def test_fine_tune_with_other_settings_than_stage_one_says_what_differs(small_root, work):
+    utils.train_frozen_head(SMOKE, small_root)
+    with pytest.raises(utils.RunNotFoundError, match=r"run notebook 02 with the same settings(.|\n)*"
+                       r"finetune_lr 1e-05 -> 2e-05"):
+        utils.fine_tune(replace(SMOKE, finetune_lr=2e-5), small_root)
+
+
+def test_choose_run_prefers_a_finished_fine_tune_and_takes_stage_one_alone(work):
+    cfg, dataset = SMOKE, "d" * 16
+    identity = utils.run_identity(cfg, dataset)
+    frozen_only = utils.run_dir(cfg, dataset)
+    utils.update_run(frozen_only, **identity, frozen={"epochs": 3})
+    assert utils.choose_run(cfg) == frozen_only  # 05 works as soon as stage 1 is done
+    assert "stage 1 only" in utils.describe_run(frozen_only)
+    for protocol in ("60/40", "fold2"):  # other protocols, even newer, are not the default's run
+        other = replace(cfg, protocol=protocol)
+        utils.update_run(utils.run_dir(other, dataset), **utils.run_identity(other, dataset),
+                         frozen={"epochs": 3}, finished=True, finetune={"best_epoch": 2})
+    time.sleep(0.01)
+    assert utils.choose_run(cfg) == frozen_only
+    older_dataset = utils.run_dir(cfg, "e" * 16)
+    utils.update_run(older_dataset, **utils.run_identity(cfg, "e" * 16), frozen={"epochs": 3},
+                     finished=True, finetune={"best_epoch": 2})
+    assert utils.choose_run(cfg) == older_dataset  # finished beats stage 1 only
+    assert utils.choose_run(cfg, dataset) == frozen_only  # unless the dataset is named
+    with pytest.raises(utils.RunNotFoundError, match="image_size 64 -> 350"):
+        utils.choose_run(utils.Config())
+
+
+def test_framing_is_kept_per_dataset(small_root, work, tmp_path):
+    framing = utils.framing_for(small_root)
+    assert framing == utils.SYNTHETIC_FRAMING
+    assert (work / f"framing-{utils.dataset_id(small_root)}.json").is_file()
+    real_like = utils.make_synthetic_dataset(tmp_path / "other", n=60, image_size=48, seed=1,
+                                             with_ratings=False)
+    (real_like / "synthetic_framing.json").unlink()  # a dataset whose framing must be measured
+    with pytest.raises(utils.FramingError, match="Faces were found in only 0"):
+        utils.framing_for(real_like)  # not the other dataset's (drawn) framing
+
+
+def state_epoch(backup) -> int:
+    """The epoch of the last backup, 0 if none."""
+    state = backup / "state.json"
+    return json.loads(state.read_text())["epoch"] if state.is_file() else 0
+
+
+RESUMABLE = textwrap.dedent("""
+    import sys
+    from dataclasses import replace
+    sys.path.insert(0, {root!r})
+    import utils
+    cfg = replace(utils.Config().smoke(), finetune_epochs=3)
+    utils.train_frozen_head(cfg, {data!r})
+    utils.fine_tune(cfg, {data!r}, verbose=2)
+""")
+
+
+def test_a_killed_fine_tune_resumes_from_its_last_epoch(small_root, work, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(RESUMABLE.format(root=str(ROOT), data=str(small_root)))
+    folder = utils.run_dir(SMOKE, utils.dataset_id(small_root))
+    backup = folder / "backup"
+    env = {**os.environ, "FBP_WORK_DIR": str(work)}
+    first = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while state_epoch(backup) < 1 and first.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    killed_after = state_epoch(backup)
+    assert 1 <= killed_after < 3, "the kill should land after the first epoch and before the end"
+    assert not (folder / "finetuned.keras").exists()
+
+    second = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"Resuming the fine-tune of run {folder.name} after epoch {killed_after} of 3" in second.stdout
+    assert f"Epoch {killed_after + 1}/3" in second.stdout and "Epoch 1/3" not in second.stdout
+    history = utils.read_history(folder / "history_finetune.csv")
+    assert history["epoch"].tolist() == [1, 2, 3]
+    assert utils.read_run(folder)["finished"]
+    assert (folder / "finetuned.keras").is_file() and not backup.exists()
+    assert not list(folder.glob("*.npz")) and not list(folder.glob("*.tmp*"))
+
+
+class Killed(Exception):
+    """Stands for the VM going away."""
+
+
+def kill_at_epoch_2(monkeypatch, callback, method="on_epoch_end"):
+    """Make a callback's method 'lose the VM' at the end of epoch 2 (before it does its work)."""
+    real = getattr(callback, method)
+
+    def maybe_kill(self, epoch, logs=None):
+        if epoch == 1:
+            raise Killed
+        return real(self, epoch, logs)
+
+    monkeypatch.setattr(callback, method, maybe_kill)
+
+
+def half_written_checkpoint(monkeypatch):
+    """Make the second write of the best checkpoint stop halfway, as a kill would."""
+    real, calls = np.savez, []
+
+    def savez(file, *arrays):
+        calls.append(file)
+        if len(calls) == 2:
+            file.write(b"PK\x03\x04 half a file")
+            raise Killed
+        return real(file, *arrays)
+
+    monkeypatch.setattr(utils.np, "savez", savez)
+
+
+def final_val_loss(folder, root) -> float:
+    """The validation loss of the saved fine-tuned model, measured anew."""
+    model = keras.models.load_model(folder / "finetuned.keras", safe_mode=True)
+    model.compile(loss="mse")
+    val = utils.load_protocol(root, SMOKE.protocol)["val"]
+    return model.evaluate(utils.make_dataset(val, SMOKE.image_size, 16), verbose=0)
+
+
+@pytest.mark.parametrize("where", ["between log and checkpoint", "during the checkpoint write",
+                                   "between checkpoint and backup"])
+def test_a_vm_lost_at_the_worst_moment_keeps_the_best_epoch(small_root, work, monkeypatch, where):
+    utils.train_frozen_head(SMOKE, small_root)
+    folder = utils.run_dir(SMOKE, utils.dataset_id(small_root))
+    with monkeypatch.context() as patch:
+        if where == "between log and checkpoint":
+            kill_at_epoch_2(patch, utils.BestCheckpoint)
+        elif where == "during the checkpoint write":
+            patch.setattr(utils.BestCheckpoint, "improves", lambda self, logs: True)  # epoch 2 writes
+            half_written_checkpoint(patch)
+        else:
+            kill_at_epoch_2(patch, utils.EpochBackup)
+        with pytest.raises(Killed):
+            utils.fine_tune(SMOKE, small_root, verbose=0)
+    assert state_epoch(folder / "backup") == 1
+    best_before = utils.read_best(folder)
+    assert (folder / best_before["weights"]).is_file()  # best.json never names a missing file
+
+    record = utils.fine_tune(SMOKE, small_root, verbose=0)  # the new VM resumes
+    best = utils.read_best(folder)
+    history = utils.read_history(folder / "history_finetune.csv", best)
+    assert history["epoch"].tolist() == [1, 2, 3]
+    assert record["finetune"]["best_epoch"] == best["epoch"]
+    assert record["finetune"]["best_val_loss"] == pytest.approx(history["val_loss"].min())
+    assert history.set_index("epoch").loc[best["epoch"], "val_loss"] == pytest.approx(best["val_loss"])
+    assert final_val_loss(folder, small_root) == pytest.approx(best["val_loss"], rel=1e-3)
+
+
+def test_the_log_keeps_the_row_of_the_checkpoint_on_disk(tmp_path):
+    log = tmp_path / "h.csv"
+    pd.DataFrame({"epoch": [0, 1, 1, 2], "val_loss": [3.0, 2.0, 2.5, 1.0]}).to_csv(log, index=False)
+    assert utils.read_history(log)["val_loss"].tolist() == [3.0, 2.5, 1.0]  # else the last row
+    best = {"epoch": 2, "val_loss": 2.0}  # the checkpoint on disk is epoch 2's first run
+    history = utils.read_history(log, best)
+    assert history["epoch"].tolist() == [1, 2, 3] and history["val_loss"].tolist() == [3.0, 2.0, 1.0]
