@@ -31,7 +31,8 @@ import tensorflow as tf
 
 REPO_DIR = Path(__file__).resolve().parent
 LOCAL_DATA_DIR = REPO_DIR / "data"
-DRIVE_MOUNT = Path("/content/drive")
+COLAB_CONTENT = Path(os.environ.get("FBP_CONTENT_DIR", "/content"))  # Colab's working folder (tests move it)
+DRIVE_MOUNT = COLAB_CONTENT / "drive"
 DRIVE_HOME = DRIVE_MOUNT / "MyDrive"
 DRIVE_PROJECT = DRIVE_HOME / "scut-fbp5500"
 
@@ -73,7 +74,7 @@ def work_dir() -> Path:
     elif in_colab() and DRIVE_HOME.is_dir():
         path = DRIVE_PROJECT
     elif in_colab():
-        path = Path("/content/scut-fbp5500-work")
+        path = COLAB_CONTENT / "scut-fbp5500-work"
         print(f"Drive is not mounted: work goes to {path} and is lost with the VM. "
               "Run the 'mount Drive' cell to keep it.")
     else:
@@ -86,17 +87,24 @@ def work_dir() -> Path:
 
 def show_errors_plainly() -> None:
     """In a notebook, show the project's own errors (bad data, photos, missing runs) as their
-    message alone: they say what is wrong and what to do, and a traceback would bury that."""
+    message alone: they say what is wrong and what to do, and a traceback would bury that.
+    Any handler already installed (Colab's hint on a failed import) keeps its errors."""
     from IPython import get_ipython
 
+    shell = get_ipython()
+    if shell is None or getattr(shell, "fbp_plain_errors", False):
+        return
+    handled, previous = tuple(shell.custom_exceptions), shell.CustomTB
+
     def plain(shell, etype, value, tb, tb_offset=None):
+        if not issubclass(etype, USER_ERRORS):
+            return previous(etype, value, tb, tb_offset)
         message = [f"{etype.__name__}: {value}"]
         shell._showtraceback(etype, value, message)  # IPython ignores a custom handler's return
         return message
 
-    shell = get_ipython()
-    if shell is not None:
-        shell.set_custom_exc(USER_ERRORS, plain)
+    shell.set_custom_exc(handled + USER_ERRORS, plain)
+    shell.fbp_plain_errors = True
 
 
 def describe_runtime() -> str:
@@ -168,6 +176,15 @@ def gdrive_url(file_id: str = GDRIVE_FILE_ID) -> str:
     return f"https://drive.google.com/uc?id={file_id}"
 
 
+def own_copy_help() -> str:
+    """Where to put a copy of the zip that the user got by other means, for this place only."""
+    if in_colab():
+        return (f"Download the zip yourself (or from the dataset's Baidu mirror) and upload it to "
+                f"{COLAB_CONTENT / ZIP_NAME} (Files pane, left) or to 'My Drive' as {ZIP_NAME}")
+    return (f"Download the zip yourself (or from the dataset's Baidu mirror) and put it in "
+            f"{LOCAL_DATA_DIR / ZIP_NAME}")
+
+
 def refused_download_help(reason: str) -> str:
     """The message shown when Google Drive will not serve the zip, with the two ways out."""
     return (
@@ -175,12 +192,29 @@ def refused_download_help(reason: str) -> str:
         "Busy shared files are often refused ('too many users have viewed or downloaded "
         "this file'). Two ways out:\n"
         f"  1. Open https://drive.google.com/file/d/{GDRIVE_FILE_ID}/view, add the file to "
-        f"your own Drive (right-click > Make a copy) and name it {ZIP_NAME} in 'My Drive'; "
+        f"your own Drive (right-click > Make a copy) and name it {ZIP_NAME} in 'My Drive'"
+        f"{'' if in_colab() else f', download it from there into {LOCAL_DATA_DIR}'}; "
         "then re-run this cell: the notebook finds it there.\n"
-        f"  2. Download the zip yourself (or from the dataset's Baidu mirror) and upload it "
-        f"to /content/{ZIP_NAME} in Colab (Files pane), or put it in {LOCAL_DATA_DIR} "
-        "locally; then re-run this cell."
+        f"  2. {own_copy_help()}; then re-run this cell."
     )
+
+
+def no_connection_help() -> str:
+    """The message shown when Google Drive cannot be reached at all."""
+    return ("No connection: Google Drive (drive.google.com) could not be reached, so the "
+            "SCUT-FBP5500 zip cannot be downloaded. Check that this machine is online and re-run "
+            f"this cell. Without a connection: {own_copy_help()}; then re-run this cell.")
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """True when an error (or one it was raised from) means the network could not be reached."""
+    import requests
+
+    while error is not None:
+        if isinstance(error, requests.ConnectionError | requests.Timeout | ConnectionError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def is_html_file(path: Path) -> bool:
@@ -240,6 +274,8 @@ def download_zip(destination: Path, file_id: str = GDRIVE_FILE_ID) -> Path:
         gdown.download(url=gdrive_url(file_id), output=str(partial), quiet=False)
     except Exception as error:  # gdown raises several types for quota, network and HTML pages
         partial.unlink(missing_ok=True)
+        if is_connection_error(error):
+            raise DownloadRefusedError(no_connection_help()) from None
         raise DownloadRefusedError(refused_download_help(str(error).splitlines()[0])) from error
     if not partial.is_file():
         raise DownloadRefusedError(refused_download_help("nothing was written"))
@@ -254,7 +290,7 @@ def download_zip(destination: Path, file_id: str = GDRIVE_FILE_ID) -> Path:
 
 def zip_candidates() -> list[Path]:
     """Places where a copy of the release zip may already be: the cache, the user's Drive, uploads."""
-    places = [work_dir() / ZIP_NAME, DRIVE_HOME / ZIP_NAME, Path("/content") / ZIP_NAME,
+    places = [work_dir() / ZIP_NAME, DRIVE_HOME / ZIP_NAME, COLAB_CONTENT / ZIP_NAME,
               LOCAL_DATA_DIR / ZIP_NAME]
     return list(dict.fromkeys(places))
 
@@ -1686,7 +1722,12 @@ def detect_faces(image, max_side: int = DETECTION_SIDE) -> list[Face]:
     scale = min(1.0, max_side / max(image.size))
     small = image if scale == 1.0 else image.resize(
         (round(image.width * scale), round(image.height * scale)), reducing_gap=2.0)
-    found = face_detector().detect_faces(np.asarray(small))
+    try:
+        found = face_detector().detect_faces(np.asarray(small))
+    except ValueError as error:  # Keras < 3.14: a stage left with no candidate gets an empty batch
+        if "empty output" not in str(error):
+            raise
+        found = []
     faces = [Face(box=tuple(float(v) / scale for v in f["box"]),
                   left_eye=tuple(float(v) / scale for v in f["keypoints"]["left_eye"]),
                   right_eye=tuple(float(v) / scale for v in f["keypoints"]["right_eye"]),
@@ -1917,14 +1958,28 @@ def photo_reporter(model: keras.Model, framing: dict, scores: np.ndarray):
     return report
 
 
+def colab_uploads() -> list[tuple[str, bytes]]:
+    """Photos through Colab's uploader (any size). It saves every file it receives; here it saves
+    them into a temporary folder that is deleted as soon as they are read, so none stays on disk."""
+    import tempfile
+
+    from google.colab import files  # type: ignore[import-not-found]
+
+    with tempfile.TemporaryDirectory(prefix="photos-") as folder:
+        uploaded = files.upload(target_dir=folder)
+    return [(Path(name).name, content) for name, content in uploaded_files(uploaded)]
+
+
 def ask_for_photos(report) -> list[PhotoResult] | None:
     """Photos from FBP_PHOTO if set; else Colab's uploader (any size); else an upload widget."""
     if photos_from_env():
         return report(photos_from_env())
     if in_colab():
-        from google.colab import files  # type: ignore[import-not-found]
-
-        return report(uploaded_files(files.upload()))
+        photos = colab_uploads()
+        if not photos:
+            print("No photo was uploaded (the upload was cancelled or no file was chosen). Run this "
+                  "cell again to choose one.")
+        return report(photos)
     from IPython.display import display
 
     display(upload_widget(report))
@@ -1977,6 +2032,21 @@ async function takePhoto(quality) {
 """
 
 
+def camera_problem(error: str) -> str:
+    """What went wrong with the browser's camera, from the JavaScript error, and what to do."""
+    if "NotAllowedError" in error:
+        return ("The browser did not let this page use the camera (NotAllowedError: permission "
+                "denied). To allow it: click the camera or settings icon at the left of the address "
+                "bar, set Camera to Allow for this site, then run this cell again. Or upload a photo "
+                "above instead.")
+    if "NotFoundError" in error:
+        return ("No camera was found (NotFoundError): this computer has no webcam, or it is "
+                "switched off or unplugged. Connect one and run this cell again, or upload a photo "
+                "above instead.")
+    return (f"The camera could not be used ({error}). If another program is using it, close that "
+            "program and run this cell again, or upload a photo above instead.")
+
+
 def take_webcam_photo() -> bytes | None:
     """In Colab, show the webcam with a button and return the JPEG taken; elsewhere None."""
     if not in_colab():
@@ -1985,8 +2055,14 @@ def take_webcam_photo() -> bytes | None:
         return None
     import base64
 
+    from google.colab._message import MessageError  # type: ignore[import-not-found]
     from google.colab.output import eval_js  # type: ignore[import-not-found]
     from IPython.display import Javascript, display
 
     display(Javascript(WEBCAM_JS))
-    return base64.b64decode(eval_js("takePhoto(0.92)").split(",", 1)[1])
+    try:
+        data_url = eval_js("takePhoto(0.92)")
+    except MessageError as error:
+        print(camera_problem(str(error)))
+        return None
+    return base64.b64decode(data_url.split(",", 1)[1])
