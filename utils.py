@@ -1378,19 +1378,19 @@ def group_gaps(predictions: pd.DataFrame, column: str = "finetuned", samples: in
 
 
 def group_gap_note(gaps: pd.DataFrame) -> str:
-    """Sentences naming the groups served worse or better than the other faces, only where the
-    bootstrap interval of the gap excludes zero."""
+    """Sentences naming the groups served worse than the other faces, only where the bootstrap
+    interval of the gap lies above zero."""
     level = gaps["level"].iloc[0]
-    notes = [f"{row['who']} faces ({group}, n={row['N']}) are served "
-             f"{'worse' if row['low'] > 0 else 'better'} than the other faces: RMSE/SD "
+    notes = [f"{row['who']} faces ({group}, n={row['N']}) are served worse than the other "
+             f"faces: RMSE/SD "
              f"{row['RMSE/SD']:.3f} against {row['others']:.3f}, "
-             f"gap {row['gap']:+.3f} ({level:.2%} interval {row['low']:+.3f} to {row['high']:+.3f})."
-             for group, row in gaps.iterrows() if row["low"] > 0 or row["high"] < 0]
-    method = (f"A group is named only when the {level:.2%} paired bootstrap interval of its gap to "
-              "the other faces excludes zero (so chance names one in at most 5 % of test sets); "
+             f"gap {row['gap']:+.3f} ({100 * level:.2f} % interval {row['low']:+.3f} to {row['high']:+.3f})."
+             for group, row in gaps.iterrows() if row["low"] > 0]
+    method = (f"A group is named only when the {100 * level:.2f} % paired bootstrap interval of its gap to "
+              "the other faces lies above zero (so chance names one in at most 5 % of test sets); "
               "RMSE/SD measures the error against the group's own spread of scores.")
     if not notes:
-        return f"No group is served measurably worse or better than the others. {method}"
+        return f"No group is served measurably worse than the others. {method}"
     return " ".join([*notes, method])
 
 
