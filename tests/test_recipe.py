@@ -41,7 +41,8 @@ def brute_force_loo(a: np.ndarray, y: np.ndarray, alpha: float) -> float:
         keep = np.arange(len(y)) != i
         mean_a, mean_y = a[keep].mean(0), y[keep].mean()
         centred = a[keep] - mean_a
-        coef = np.linalg.solve(centred.T @ centred + alpha * np.eye(a.shape[1]), centred.T @ (y[keep] - mean_y))
+        coef = np.linalg.solve(centred.T @ centred + alpha * np.eye(a.shape[1]),
+                               centred.T @ (y[keep] - mean_y))
         errors.append(y[i] - mean_y - (a[i] - mean_a) @ coef)
     return float(np.mean(np.square(errors)))
 
