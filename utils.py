@@ -1537,6 +1537,22 @@ def plot_worst_faces(predictions: pd.DataFrame, column: str = "finetuned", count
     return fig
 
 
+def accuracy_note(folder: Path) -> str:
+    """How far off this run's model typically is: its own test figures from evaluation.json, or,
+    before notebook 04 has run, the paper's, labelled as the paper's."""
+    path = Path(folder) / "evaluation.json"
+    if path.is_file():
+        report = json.loads(path.read_text())
+        stage = "fine-tuned" if report["model"] == "finetuned" else "frozen-head"
+        return (f"This run's {stage} model on its {report['n']:,} test faces ({report['protocol']}, "
+                f"from its evaluation.json): MAE {report['mae']:.2f} and RMSE {report['rmse']:.2f} "
+                f"score points, PC {report['pc']:.3f}.")
+    paper = PUBLISHED.set_index(["protocol", "model"]).loc[("5-fold CV, mean", "ResNeXt-50")]
+    return (f"This run has not been evaluated yet (notebook 04 does it). For scale only, the paper's "
+            f"ResNeXt-50 errs by MAE {paper['MAE']:.2f} and RMSE {paper['RMSE']:.2f} score points "
+            "(the paper's figures, 5-fold mean, not this model's).")
+
+
 def human_comparison(report: dict) -> pd.DataFrame | None:
     """The model's PC beside the raters' own agreement measured in notebook 01 (if it was) and
     the ceiling that agreement sets: sqrt of the 60-rater panel's reliability."""
