@@ -211,6 +211,54 @@ def test_no_ratings_file_means_none(small_root):
     assert utils.read_ratings(small_root) is None
 
 
+def write_workbook(root, sheets: dict) -> None:
+    """An All_Ratings.xlsx with the given sheets (name -> rows of Rater, Filename, Rating)."""
+    import pandas as pd
+
+    with pd.ExcelWriter(root / "All_Ratings.xlsx") as writer:
+        for name, rows in sheets.items():
+            pd.DataFrame(rows, columns=["Rater", "Filename", "Rating", "original Rating"]).to_excel(
+                writer, sheet_name=name, index=False)
+
+
+def every_rating(files, raters=range(1, 61)):
+    return [(r, f, 1 + (r + i) % 5, 1 + (r + i) % 5) for i, f in enumerate(files) for r in raters]
+
+
+def test_ratings_spread_over_several_sheets_are_read_whole(small_root):
+    files = utils.all_labels(small_root)["file"].tolist()
+    write_workbook(small_root, {"Asian": every_rating([f for f in files if f[0] == "A"]),
+                                "Caucasian": every_rating([f for f in files if f[0] == "C"])})
+    ratings = utils.read_ratings(small_root)
+    assert len(ratings) == 60 * 60 and set(ratings["file"]) == set(files)
+
+
+def test_a_sheet_holding_all_ratings_is_taken_beside_partial_ones(small_root):
+    files = utils.all_labels(small_root)["file"].tolist()
+    old_names = [utils.old_name(f) for f in files]                     # the 2018 naming is accepted
+    write_workbook(small_root, {"AF": every_rating(files[:10]), "ALL": every_rating(old_names)})
+    ratings = utils.read_ratings(small_root)
+    assert len(ratings) == 60 * 60 and set(ratings["file"]) == set(files)
+
+
+@pytest.mark.parametrize("problem, found", [("a rater short", "59 raters"),
+                                            ("an image short", "59 images"),
+                                            ("other columns", "no sheet with the columns")])
+def test_an_unrecognised_ratings_workbook_is_refused_with_what_was_found(small_root, problem, found):
+    files = utils.all_labels(small_root)["file"].tolist()
+    rows = {"a rater short": every_rating(files, range(1, 60)),
+            "an image short": every_rating(files[1:]),
+            "other columns": []}[problem]
+    write_workbook(small_root, {"Sheet1": rows})
+    if problem == "other columns":
+        import pandas as pd
+
+        pd.DataFrame({"who": [1], "what": ["AF1.jpg"]}).to_excel(small_root / "All_Ratings.xlsx")
+    expected = f"expected the dataset's 60 images x 60 raters.*{found}"
+    with pytest.raises(utils.DatasetLayoutError, match=expected):
+        utils.read_ratings(small_root)
+
+
 # --- download and extraction ---------------------------------------------------------------
 
 

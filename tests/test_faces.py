@@ -4,6 +4,7 @@ and the upload formats of ipywidgets 7, ipywidgets 8 and Colab."""
 import datetime
 import io
 import os
+from dataclasses import replace
 
 import ipywidgets
 import keras
@@ -120,37 +121,77 @@ def model():
     return utils.build_model(64, weights=None)
 
 
-def test_score_photo_scores_every_face_and_explains_the_rest(model, astronaut, tmp_path):
-    scores = np.linspace(1, 5, 101)
+@pytest.fixture(scope="module")
+def reference():
+    """A reference whose average face is a random feature vector; predictions spread over 1-5."""
+    predicted = np.linspace(1, 5, 201)
+    return utils.Reference(predicted + 0.1, predicted, np.random.default_rng(1).uniform(0, 1, utils.FEATURES),
+                           3.0, 0.5, "a test reference")
+
+
+def test_score_photo_scores_every_face_and_explains_the_rest(model, astronaut, reference):
     pair = Image.fromarray(np.concatenate([data.astronaut(), data.astronaut()[:, ::-1]], axis=1))
-    result = utils.score_photo(model, jpeg(pair), "pair.jpg", FRAMING, scores)
+    result = utils.score_photo(model, jpeg(pair), "pair.jpg", FRAMING, reference)
     assert [f.number for f in result.faces] == [1, 2] and result.message is None
     for face in result.faces:
-        assert face.aligned.size == (64, 64) and 1 <= face.score <= 5
-        assert face.percentile == utils.percentile_of(face.score, scores)
-        assert face.cam.shape == (64, 64)
-    plain = utils.score_photo(model, jpeg(pair), "pair.jpg", FRAMING, scores, with_cam=False)
-    assert [f.cam for f in plain.faces] == [None, None]
-    assert [f.score for f in plain.faces] == pytest.approx([f.score for f in result.faces], abs=1e-4)
-    nothing = utils.score_photo(model, jpeg(Image.fromarray(data.coffee())), "coffee.jpg", FRAMING, scores)
+        assert face.aligned.size == (64, 64) and 1 <= face.score <= 5 and face.spread >= 0
+        point, low, high = utils.calibrated_percentile(face.score, reference)
+        assert (face.percentile, face.likely) == (point, (low, high))
+        assert face.contributions.shape == (2, 2)     # ResNet50's last block at 64 px
+    nothing = utils.score_photo(model, jpeg(Image.fromarray(data.coffee())), "coffee.jpg", FRAMING, reference)
     assert nothing.faces == [] and "coffee.jpg: no face found" in nothing.message
-    broken = utils.score_photo(model, b"GIF89a nonsense", "x.gif", FRAMING, scores)
+    broken = utils.score_photo(model, b"GIF89a nonsense", "x.gif", FRAMING, reference)
     assert broken.image is None and "x.gif" in broken.message
     table = utils.results_table([nothing, result, broken])
     assert table["photo"].tolist() == ["pair.jpg", "pair.jpg", "coffee.jpg", "x.gif"]
     assert table["score"].iloc[0] >= table["score"].iloc[1]
-    assert "more attractive than" in utils.describe_result(result, 5500)
-    assert utils.describe_result(nothing, 5500) == nothing.message
+    text = utils.describe_result(result)
+    assert "more attractive than about" in text and "likely between" in text and "±" in text
+    assert utils.describe_result(nothing) == nothing.message
 
 
-def test_grad_cams_are_finite_face_sized_maps_beside_the_models_own_scores(model):
+def test_the_score_belongs_to_the_face_not_to_the_photo(reference):
+    """The same face pasted alone into a photo and beside another face scores within the spread
+    shown (the photos differ in size, so detection sees the face at different scales)."""
+    keras.utils.set_random_seed(3)
+    model = utils.build_model(96, weights=None)
+    face = Image.fromarray(data.astronaut()).crop((80, 0, 400, 320))
+    other = Image.fromarray(data.astronaut()[:, ::-1]).crop((112, 0, 432, 320))
+    alone, beside = (Image.new("RGB", (width, 500), (120, 120, 120)) for width in (700, 1500))
+    alone.paste(face, (190, 90))
+    beside.paste(face, (190, 90))
+    beside.paste(other, (900, 90))
+    first = utils.score_photo(model, jpeg(alone), "alone.jpg", FRAMING, reference).faces
+    second = utils.score_photo(model, jpeg(beside), "beside.jpg", FRAMING, reference).faces
+    same = min(second, key=lambda f: f.face.box[0])
+    assert len(first) == 1 and len(second) == 2 and first[0].spread > 0
+    assert abs(first[0].score - same.score) <= max(first[0].spread, same.spread)
+
+
+def test_contribution_maps_average_to_the_score_minus_the_average_prediction(model, reference):
     faces = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    scores, cams = utils.scores_and_grad_cams(model, faces)
+    scores, maps = utils.contribution_maps(model, faces, reference.mean_features)
     np.testing.assert_allclose(scores, model.predict(faces, verbose=0).ravel(), rtol=1e-4, atol=1e-4)
-    assert cams.shape == (3, 64, 64) and np.isfinite(cams).all()
-    assert cams.min() >= 0 and cams.max() <= 1 + 1e-6
+    kernel, bias = (w.numpy().astype(float) for w in model.get_layer("score").weights)
+    average = reference.mean_features @ kernel[:, 0] + bias[0]   # the head's prediction for the average face
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)), scores - average, rtol=1e-9, atol=1e-9)
     # each face's map is its own: the same face alone gives the same map
-    np.testing.assert_allclose(utils.scores_and_grad_cams(model, faces[1:2])[1][0], cams[1], atol=1e-4)
+    np.testing.assert_allclose(utils.contribution_maps(model, faces[1:2], reference.mean_features)[1][0],
+                               maps[1], rtol=1e-5, atol=1e-4)
+
+
+def test_contribution_maps_change_sign_with_the_heads_weights(model, reference):
+    faces = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    head = model.get_layer("score")
+    kernel, bias = head.get_weights()
+    _, maps = utils.contribution_maps(model, faces, reference.mean_features)
+    try:
+        head.set_weights([-kernel, bias])
+        _, flipped = utils.contribution_maps(model, faces, reference.mean_features)
+    finally:
+        head.set_weights([kernel, bias])
+    assert np.abs(maps).max() > 0
+    np.testing.assert_allclose(flipped, -maps, rtol=1e-9, atol=1e-12)
 
 
 def test_upload_readers_for_ipywidgets_7_ipywidgets_8_and_colab():
@@ -169,14 +210,6 @@ def test_photos_from_env_split_on_the_os_path_separator(monkeypatch, tmp_path):
     assert [name for name, _ in utils.photos_from_env()] == ["a.jpg", "b.png"]
     monkeypatch.delenv("FBP_PHOTO")
     assert utils.photos_from_env() == []
-
-
-def test_framing_comes_from_the_work_folder_or_is_measured(work, synthetic_root, monkeypatch):
-    with pytest.raises(utils.FramingError, match="run notebook 01"):
-        utils.framing_for()
-    framing = utils.framing_for(synthetic_root)          # a synthetic dataset's drawn geometry
-    assert framing == utils.SYNTHETIC_FRAMING
-    assert utils.framing_for() == framing                # now from the work folder
 
 
 def test_measure_framing_on_real_faces(tmp_path):
@@ -212,3 +245,34 @@ def test_the_upload_widget_hands_the_uploaded_photos_to_the_report(astronaut):
                          "content": memoryview(photo), "last_modified": datetime.datetime.now(datetime.UTC)},)
     button.click()
     assert received == [[("me.jpg", photo)]]
+
+
+def test_a_stage_one_run_holds_the_reference_that_05_needs(small_root, work):
+    cfg = replace(utils.Config().smoke(), protocol="60/40")
+    utils.train_frozen_head(cfg, small_root)
+    folder = utils.run_dir(cfg)
+    reference = utils.load_reference(folder)
+    test = utils.load_protocol(small_root, "60/40")["test"]
+    predicted = utils.predict_scores(utils.load_run_model(folder), test, cfg.image_size)
+    np.testing.assert_allclose(reference.predicted, predicted, atol=1e-3)
+    np.testing.assert_allclose(reference.true, test["score"], atol=1e-4)
+    assert reference.average_prediction == pytest.approx(predicted.mean(), abs=1e-3)
+    assert reference.map_scale > 0
+    assert "frozen-head model's predictions for the 24 test faces" in reference.source
+
+
+def test_the_out_of_fold_reference_is_taken_once_5_fold_has_run(tmp_path):
+    folders = []
+    for k in range(1, 6):
+        folder = tmp_path / f"fold{k}"
+        utils.save_json(folder / "reference-finetuned.json", {
+            "set": "x", "files": [f"AF{k}.jpg"], "true": [float(k)], "predicted": [k + 0.5],
+            "mean_features": [0.0], "average_prediction": 3.0, "map_scale": 1.0})
+        folders.append(folder)
+    with pytest.raises(utils.RunNotFoundError, match="reference-frozen.json is missing"):
+        utils.load_reference(folders[0])                # no finetuned.keras: the stage-1 reference
+    (folders[0] / "finetuned.keras").touch()
+    assert utils.load_reference(folders[0]).predicted.tolist() == [1.5]
+    utils.save_out_of_fold_reference(folders)
+    reference = utils.load_reference(folders[0])
+    assert reference.predicted.tolist() == [1.5, 2.5, 3.5, 4.5, 5.5] and "5-fold" in reference.source

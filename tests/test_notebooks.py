@@ -99,7 +99,8 @@ def test_02_runs_in_smoke_mode(smoke):
     execute(NOTEBOOKS[1])
     record = utils.read_run(default_run(smoke))
     assert (default_run(smoke) / "frozen.keras").is_file() and record["smoke"] is True
-    assert record["frozen"]["val"]["pc"] > 0.8 and len(record["dataset_scores"]) == 300
+    assert record["frozen"]["val"]["pc"] > 0.8
+    assert len(utils.load_reference(default_run(smoke)).true) == 60  # fold1's test part
     assert record["framing"] == utils.SYNTHETIC_FRAMING
 
 

@@ -59,8 +59,9 @@ def test_the_run_record_holds_what_05_needs(small_root, work):
     assert record["protocol"] == "60/40" and record["config"]["image_size"] == 64
     assert record["dataset"] == utils.dataset_id(small_root) and record["recipe"] == utils.RECIPE_VERSION
     assert record["framing"] == utils.SYNTHETIC_FRAMING and record["smoke"] is False
-    scores = utils.all_labels(small_root)["score"]
-    assert sorted(record["dataset_scores"]) == pytest.approx(sorted(scores), abs=1e-4)
+    test = utils.load_protocol(small_root, "60/40")["test"]
+    reference = utils.load_reference(utils.run_dir(cfg, record["dataset"]))
+    assert sorted(reference.true) == pytest.approx(sorted(test["score"]), abs=1e-4)
     assert set(record["versions"]) >= {"tensorflow", "keras", "python"}
     assert record["sizes"] == {"train": 33, "val": 3, "test": 24}  # 10 % of each group, rounded
 
