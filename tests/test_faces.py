@@ -4,7 +4,6 @@ and the upload formats of ipywidgets 7, ipywidgets 8 and Colab."""
 import datetime
 import io
 import os
-from dataclasses import replace
 
 import ipywidgets
 import keras
@@ -245,21 +244,6 @@ def test_the_upload_widget_hands_the_uploaded_photos_to_the_report(astronaut):
                          "content": memoryview(photo), "last_modified": datetime.datetime.now(datetime.UTC)},)
     button.click()
     assert received == [[("me.jpg", photo)]]
-
-
-def test_a_stage_one_run_holds_the_reference_that_05_needs(small_root, work):
-    cfg = replace(utils.Config().smoke(), protocol="60/40")
-    utils.train_frozen_head(cfg, small_root)
-    folder = utils.run_dir(cfg)
-    reference = utils.load_reference(folder)
-    test = utils.load_protocol(small_root, "60/40")["test"]
-    predicted = utils.predict_scores(utils.load_run_model(folder), test, cfg.image_size)
-    np.testing.assert_allclose(reference.predicted, predicted, atol=1e-3)
-    np.testing.assert_allclose(reference.true, test["score"], atol=1e-4)
-    assert reference.average_prediction == pytest.approx(predicted.mean(), abs=1e-3)
-    assert reference.map_scale > 0
-    assert "frozen-head model's predictions for the 24 test faces" in reference.source
-
 
 def test_the_out_of_fold_reference_is_taken_once_5_fold_has_run(tmp_path):
     folders = []

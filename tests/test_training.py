@@ -59,9 +59,15 @@ def test_the_run_record_holds_what_05_needs(small_root, work):
     assert record["protocol"] == "60/40" and record["config"]["image_size"] == 64
     assert record["dataset"] == utils.dataset_id(small_root) and record["recipe"] == utils.RECIPE_VERSION
     assert record["framing"] == utils.SYNTHETIC_FRAMING and record["smoke"] is False
+    folder = utils.run_dir(cfg, record["dataset"])
+    reference = utils.load_reference(folder)  # the percentile's reference: stage 1's test predictions
     test = utils.load_protocol(small_root, "60/40")["test"]
-    reference = utils.load_reference(utils.run_dir(cfg, record["dataset"]))
-    assert sorted(reference.true) == pytest.approx(sorted(test["score"]), abs=1e-4)
+    predicted = utils.predict_scores(utils.load_run_model(folder), test, cfg.image_size)
+    np.testing.assert_allclose(reference.predicted, predicted, atol=1e-3)
+    np.testing.assert_allclose(reference.true, test["score"], atol=1e-4)
+    assert reference.average_prediction == pytest.approx(predicted.mean(), abs=1e-3)
+    assert reference.map_scale > 0
+    assert "frozen-head model's predictions for the 24 test faces" in reference.source
     assert set(record["versions"]) >= {"tensorflow", "keras", "python"}
     assert record["sizes"] == {"train": 33, "val": 3, "test": 24}  # 10 % of each group, rounded
 

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up and run the tests (the README's test command; .ci/run runs it in a fresh clone):
+# the whole suite on the newest versions in .venv, then the tests that touch TensorFlow, Keras and
+# ipywidgets again in .venv-colab, pinned to the versions Colab ships (requirements-colab.txt);
+# there the notebooks run as test_colab.py runs them, as a Colab user does, 04's protocols off.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -r requirements-dev.txt
+.venv/bin/python -m pytest
+python3 -m venv .venv-colab
+.venv-colab/bin/pip install -q --upgrade pip
+.venv-colab/bin/pip install -q -r requirements-dev.txt -c requirements-colab.txt
+.venv-colab/bin/python -m pytest tests/test_faces.py tests/test_model.py tests/test_training.py \
+    tests/test_runs.py tests/test_recipe.py tests/test_colab.py  # test_colab runs the notebooks
