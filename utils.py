@@ -1415,8 +1415,9 @@ def describe_run(folder: Path) -> str:
     stage = (f"fine-tuned (best epoch {record['finetune']['best_epoch']} of {cfg['finetune_epochs']})"
              if record.get("finished") else "stage 1 only (frozen head)")
     evaluation = folder / "evaluation.json"
-    tested = (f", test PC {json.loads(evaluation.read_text())['pc']:.3f}" if evaluation.is_file()
-              else ", not evaluated yet")
+    report = json.loads(evaluation.read_text()) if evaluation.is_file() else None
+    model = report and ("fine-tuned" if report["model"] == "finetuned" else "frozen-head")
+    tested = f", test PC {report['pc']:.3f} ({model} model, notebook 04)" if report else ", not evaluated yet"
     smoke = (" SMOKE RUN (synthetic data, untrained weights): its figures mean nothing."
              if record.get("smoke") else "")
     return (f"Run {folder.name}: protocol {record['protocol']}, {cfg['image_size']} px, weights "

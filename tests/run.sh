@@ -12,5 +12,9 @@ python3 -m venv .venv
 python3 -m venv .venv-colab
 .venv-colab/bin/pip install -q --upgrade pip
 .venv-colab/bin/pip install -q -r requirements-dev.txt -c requirements-colab.txt
+# Within CI's time: test_colab runs the notebooks; of the kill tests, the one whose resume re-runs a
+# checkpointed epoch (the others differ only in where the same callbacks stop); not the
+# shuffled-labels check (a leak of labels into the pipeline does not depend on the version).
 .venv-colab/bin/python -m pytest tests/test_faces.py tests/test_model.py tests/test_training.py \
-    tests/test_runs.py tests/test_recipe.py tests/test_colab.py  # test_colab runs the notebooks
+    tests/test_runs.py tests/test_recipe.py tests/test_colab.py \
+    -k "not shuffled_labels and not killed_before_checkpoint and not killed_during_checkpoint"

@@ -198,7 +198,8 @@ def final_val_loss(folder, root) -> float:
 
 
 @pytest.mark.parametrize("where", ["between log and checkpoint", "during the checkpoint write",
-                                   "between checkpoint and backup"])
+                                   "between checkpoint and backup"],
+                         ids=["killed_before_checkpoint", "killed_during_checkpoint", "killed_before_backup"])
 def test_a_vm_lost_at_the_worst_moment_keeps_the_best_epoch(small_root, work, monkeypatch, where):
     cfg = replace(SMOKE, finetune_epochs=2)
     utils.train_frozen_head(cfg, small_root)
