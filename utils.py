@@ -542,6 +542,11 @@ def save_json(path: Path, data: dict) -> Path:
     return path
 
 
+def human_agreement_path(dataset: str) -> Path:
+    """Where notebook 01 keeps the raters' agreement of a dataset (by its fingerprint) for 04."""
+    return work_dir() / f"human_agreement-{dataset}.json"
+
+
 def agreement_summary(agreement: dict) -> dict:
     """The human figures that notebook 04 compares the model with."""
     return {"raters": agreement["raters"], "images": agreement["images"],
@@ -1626,7 +1631,7 @@ def evaluate_run(folder: Path, data_root: Path, samples: int = 1000) -> dict:
     intervals = {c: bootstrap_metrics(predictions["score"], predictions[c], samples) for c in columns}
     groups = group_metrics(predictions, main)
     gaps = group_gaps(predictions, main, samples)
-    human = work_dir() / "human_agreement.json"
+    human = human_agreement_path(record["dataset"])
     report = {
         "run": folder.name, "fingerprint": record["fingerprint"], "smoke": record["smoke"],
         "protocol": record["protocol"], "model": main,
