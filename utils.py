@@ -25,6 +25,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+for _gpu in tf.config.list_physical_devices("GPU"):  # take GPU memory as needed, so that 04 and a
+    tf.config.experimental.set_memory_growth(_gpu, True)  # fold's notebooks it runs share one GPU
+
 # ---------------------------------------------------------------------------------------
 # Environment: Colab or local, smoke mode, where work is kept
 # ---------------------------------------------------------------------------------------
@@ -58,29 +61,31 @@ def mount_drive() -> Path | None:
 
 
 def flush_drive() -> None:
-    """In Colab, push every pending write to Drive (this unmounts it; later cells remount)."""
-    if in_colab() and DRIVE_HOME.is_dir():
+    """In Colab, push every pending write to Drive (this unmounts it; later cells remount); not in
+    a notebook that a protocol runner started with FBP_WORK_DIR, whose parent still uses Drive."""
+    if in_colab() and DRIVE_HOME.is_dir() and not os.environ.get("FBP_WORK_DIR"):
         from google.colab import drive  # type: ignore[import-not-found]
 
         drive.flush_and_unmount()
         print("Drive flushed: every checkpoint and report is on your Drive.")
 
 
-def work_dir() -> Path:
-    """Folder for checkpoints, caches and reports: FBP_WORK_DIR, else Drive in Colab, else ./work
-    (its smoke/ sub-folder in smoke mode)."""
+def work_home() -> Path:
+    """Where work is kept: FBP_WORK_DIR, else Drive in Colab, else ./work."""
     if os.environ.get("FBP_WORK_DIR"):
-        path = Path(os.environ["FBP_WORK_DIR"]).expanduser()
-    elif in_colab() and DRIVE_HOME.is_dir():
-        path = DRIVE_PROJECT
-    elif in_colab():
-        path = COLAB_CONTENT / "scut-fbp5500-work"
-        print(f"Drive is not mounted: work goes to {path} and is lost with the VM. "
-              "Run the 'mount Drive' cell to keep it.")
-    else:
-        path = REPO_DIR / "work"
-    if smoke_mode():  # smoke runs share nothing with real ones
-        path = path / "smoke"
+        return Path(os.environ["FBP_WORK_DIR"]).expanduser()
+    if in_colab() and DRIVE_HOME.is_dir():
+        return DRIVE_PROJECT
+    if in_colab():
+        print(f"Drive is not mounted: work goes to {COLAB_CONTENT / 'scut-fbp5500-work'} and is lost "
+              "with the VM. Run the 'mount Drive' cell to keep it.")
+        return COLAB_CONTENT / "scut-fbp5500-work"
+    return REPO_DIR / "work"
+
+
+def work_dir() -> Path:
+    """Folder for checkpoints, caches and reports: work_home(), its smoke/ sub-folder in smoke mode."""
+    path = work_home() / "smoke" if smoke_mode() else work_home()  # smoke runs share nothing with real ones
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -641,23 +646,10 @@ def load_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
 
-def augment_batch(images: tf.Tensor, scores: tf.Tensor, seed: int | None = None):
-    """Random horizontal flip, shift and zoom (up to 10 %) of a uint8 batch, in one resampling."""
-    n, size = tf.shape(images)[0], tf.shape(images)[1]
-    scale = tf.random.uniform((n, 1), 0.9, 1.0, seed=seed)
-    top = tf.random.uniform((n, 1), 0.0, 1.0, seed=seed) * (1.0 - scale)
-    left = tf.random.uniform((n, 1), 0.0, 1.0, seed=seed) * (1.0 - scale)
-    flip = tf.random.uniform((n, 1), seed=seed) < 0.5
-    x1, x2 = tf.where(flip, left + scale, left), tf.where(flip, left, left + scale)
-    boxes = tf.concat([top, x1, top + scale, x2], axis=1)
-    crops = tf.image.crop_and_resize(images, boxes, tf.range(n), (size, size))  # uint8 in, float out
-    return tf.cast(crops + 0.5, tf.uint8), scores  # in [0, 255] already: round by adding a half
-
-
 def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, training: bool = False,
                  seed: int = 0):
-    """(uint8 image, score) batches: decoded, resized and cached; shuffled and augmented only
-    when training, else in the frame's order."""
+    """(uint8 image, score) batches: decoded, resized and cached; shuffled when training (the
+    model augments them itself, on the GPU), else in the frame's order."""
     if training:  # a random cache order lets a small shuffle buffer mix the groups well
         frame = frame.sample(frac=1.0, random_state=seed)
     paths = frame["path"].astype(str).to_numpy()
@@ -667,10 +659,7 @@ def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, training
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
     if training:
         data = data.shuffle(min(len(frame), 1024), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size)
-    if training:
-        data = data.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
-    return data.prefetch(tf.data.AUTOTUNE)
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def make_synthetic_dataset(folder: Path, n: int = 300, image_size: int = 96, seed: int = 0,
@@ -847,7 +836,7 @@ def rater_agreement(ratings: pd.DataFrame, splits: int = 20, seed: int = 0) -> d
 
 
 # ---------------------------------------------------------------------------------------
-# Model: the blog's ResNet50 with a one-unit regression head
+# Model: the layers a saved model needs registered, mixed precision, the feature cache
 # ---------------------------------------------------------------------------------------
 
 FEATURES = 2048
@@ -863,55 +852,29 @@ class ImageNetPreprocess(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="fbp")
 class InferenceBatchNormalization(keras.layers.BatchNormalization):
-    """BatchNormalization that always normalises with its stored (ImageNet) statistics, even
-    while training; its scale and offset still learn when trainable.
-
-    Calling the backbone with training=False is not enough in Keras 3: fit's training=True
-    overrides it once the backbone is trainable (keras-team/keras#20285).
-    """
+    """BatchNormalization that always normalises with its stored (ImageNet) statistics, even while
+    training (keras-team/keras#20285: fit's training=True overrides a call with training=False)."""
 
     def call(self, inputs, training=None, mask=None):
         return super().call(inputs, training=False, mask=mask)
 
 
-def with_inference_batchnorm(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """A fresh copy of a layer, BatchNormalization turned into InferenceBatchNormalization."""
-    kind = InferenceBatchNormalization if isinstance(layer, keras.layers.BatchNormalization) else type(layer)
-    return kind.from_config(layer.get_config())
+def with_inference_batchnorm(model: keras.Model) -> keras.Model:
+    """A copy of a model, weights included, with InferenceBatchNormalization for BatchNormalization."""
 
+    def swap(layer):
+        batchnorm = isinstance(layer, keras.layers.BatchNormalization)
+        kind = InferenceBatchNormalization if batchnorm else type(layer)
+        return kind.from_config(layer.get_config())
 
-def build_model(image_size: int = 350, weights: str | None = "imagenet") -> keras.Model:
-    """uint8 image -> ImageNet preprocessing -> ResNet50 (frozen, BN in inference mode) -> Dense(1)."""
-    inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
-    pixels = ImageNetPreprocess(dtype="float32", name="preprocess")(inputs)
-    resnet = keras.applications.ResNet50(include_top=False, pooling="avg", weights=weights,
-                                         input_shape=(image_size, image_size, 3))
-    backbone = keras.models.clone_model(resnet, clone_function=with_inference_batchnorm)
-    backbone.set_weights(resnet.get_weights())
-    backbone.trainable = False
-    features = backbone(pixels, training=False)
-    score = keras.layers.Dense(1, dtype="float32", name="score")(features)
-    return keras.Model(inputs, score, name="fbp_resnet50")
-
-
-def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
-    """Freeze or unfreeze the ResNet50 inside the model (recompile afterwards)."""
-    model.get_layer("resnet50").trainable = trainable
-
-
-def count_trainable(model: keras.Model) -> int:
-    """Number of trainable parameters."""
-    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    copy = keras.models.clone_model(model, clone_function=swap)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:
     """The model up to the 2048-d pooled features (the head's input)."""
     return keras.Model(model.inputs, model.get_layer("score").input, name="features")
-
-
-def head_on_features(model: keras.Model) -> keras.Model:
-    """A model that applies the model's own Dense head to precomputed features (shared weights)."""
-    return keras.Sequential([keras.Input((FEATURES,)), model.get_layer("score")], name="head")
 
 
 def weights_fingerprint(model: keras.Model) -> str:
@@ -922,47 +885,71 @@ def weights_fingerprint(model: keras.Model) -> str:
     return digest.hexdigest()[:16]
 
 
-def pick_strategy() -> tf.distribute.Strategy:
-    """A TPU strategy on a TPU, mirrored on several GPUs, else the default (one GPU or the CPU)."""
-    if os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME") or Path("/dev/accel0").exists():
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    if len(tf.config.list_physical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def precision_policy(strategy: tf.distribute.Strategy) -> str:
-    """mixed_bfloat16 on a TPU, mixed_float16 on a GPU with tensor cores (T4 and newer), else float32."""
-    if isinstance(strategy, tf.distribute.TPUStrategy):
-        return "mixed_bfloat16"
+def precision_policy() -> str:
+    """mixed_float16 on a GPU with tensor cores (a T4 and newer), else float32."""
     gpus = tf.config.list_physical_devices("GPU")
     details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
     capability = details.get("compute_capability")
     return "mixed_float16" if capability and capability >= (7, 0) else "float32"
 
 
-class precision:
-    """Context manager that builds models under a Keras dtype policy, then restores the old one."""
+def use_precision(model: keras.Model, policy: str) -> None:
+    """Make every layer compute under a dtype policy, except the preprocessing and the score
+    (kept in float32 for a stable loss); the weights stay float32 either way."""
+    def layers(parent):
+        for layer in getattr(parent, "layers", []):
+            yield layer
+            yield from layers(layer)
 
-    def __init__(self, policy: str):
-        self.policy, self.previous = policy, keras.mixed_precision.global_policy().name
+    model.dtype_policy = policy
+    for layer in layers(model):
+        if layer.name not in ("preprocess", "score"):
+            layer.dtype_policy = policy
 
-    def __enter__(self):
-        keras.mixed_precision.set_global_policy(self.policy)
 
-    def __exit__(self, *exc):
-        keras.mixed_precision.set_global_policy(self.previous)
+def dataset_fingerprint(frame: pd.DataFrame) -> str:
+    """A hash of the image names, sizes and scores."""
+    sizes = [os.path.getsize(p) for p in frame["path"]]
+    text = "".join(f"{f}:{n}:{s:.6f};" for f, n, s in zip(frame["file"], sizes, frame["score"], strict=True))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def cached_features(model: keras.Model, frame: pd.DataFrame, image_size: int, cache_dir: Path,
+                    batch_size: int = 64) -> pd.DataFrame:
+    """Pooled ResNet50 features of every image in the frame (a row per file), computed once and
+    cached on disk under a key of the images, the image size and the backbone's weights."""
+    from tqdm.auto import tqdm
+
+    key = f"{dataset_fingerprint(frame)}-{image_size}px-{weights_fingerprint(model)}"
+    path = Path(cache_dir) / f"features-{key}.npy"
+    if path.is_file():
+        print(f"Features loaded from the cache {path.name}.")
+        return pd.DataFrame(np.load(path), index=frame["file"])
+    extractor = feature_extractor(model)
+    batches = make_dataset(frame, image_size, batch_size)
+    features = [extractor.predict_on_batch(images) for images, _ in
+                tqdm(batches, total=len(batches), desc="ResNet50 features")]
+    features = np.concatenate(features).astype("float32")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path.with_suffix(".tmp.npy"), features)
+    path.with_suffix(".tmp.npy").replace(path)
+    return pd.DataFrame(features, index=frame["file"])
+
+
+def predict_scores(model: keras.Model, frame: pd.DataFrame, image_size: int,
+                   batch_size: int = 64, mirror: bool = False) -> np.ndarray:
+    """Predicted scores of the frame's images (or of their horizontal mirrors), in its order."""
+    images = make_dataset(frame, image_size, batch_size).map(lambda x, y: x)
+    if mirror:
+        images = images.map(lambda x: tf.reverse(x, axis=[2]))
+    return model.predict(images, verbose=0).ravel()
 
 
 # ---------------------------------------------------------------------------------------
-# Training: settings, cached features for the frozen stage, resumable fine-tune, run folders
+# Runs: settings, run folders and records, checkpoints that survive a lost VM, protocols
 # ---------------------------------------------------------------------------------------
 
-
-RECIPE_VERSION = 2  # bump whenever a change to the training code changes what a run's model means
+RECIPE_VERSION = 3  # bump whenever a change to the training code changes what a run's model means
 
 
 @dataclass(frozen=True)
@@ -988,7 +975,9 @@ class Config:
                        finetune_lr=1e-5)
 
     def for_environment(self) -> Config:
-        """Smoke settings when FBP_SMOKE=1, else these."""
+        """The settings a protocol runner passed in FBP_CONFIG, else these (shrunk when FBP_SMOKE=1)."""
+        if os.environ.get("FBP_CONFIG"):
+            return Config(**json.loads(os.environ["FBP_CONFIG"]))
         return self.smoke() if smoke_mode() else self
 
 
@@ -1033,8 +1022,9 @@ def saved_runs(root: Path | None = None) -> list[tuple[Path, dict]]:
 
 
 def identity_fields(record: dict) -> dict:
-    """A record's or identity's settings, dataset, recipe and smoke flag as one flat dict."""
-    return {**record.get("config", {}), **{k: record.get(k) for k in ("dataset", "recipe", "smoke")}}
+    """A record's or identity's settings, recipe, smoke flag (and dataset, if known) as one flat dict."""
+    fields = {**record.get("config", {}), "recipe": record.get("recipe"), "smoke": record.get("smoke")}
+    return {**fields, "dataset": record["dataset"]} if record.get("dataset") else fields
 
 
 def differences(record: dict, identity: dict) -> str:
@@ -1053,63 +1043,24 @@ def other_runs_note(identity: dict, root: Path | None = None) -> str:
     return "Runs of this protocol with other settings or data (kept, not reused):\n" + "\n".join(lines)
 
 
+def open_run(cfg: Config, data_root: Path) -> tuple[Path, dict]:
+    """This run's folder and identity; says which stages it has done, and names the saved runs
+    made with other settings or data (kept, never reused)."""
+    identity = run_identity(cfg, dataset_id(data_root))
+    folder = run_dir(cfg, identity["dataset"])
+    record = read_run(folder)
+    stage = ("fine-tuned" if record.get("finished") else "stage 1 done" if record.get("frozen")
+             else "new")
+    print(f"Run {folder.name} ({stage}).\n{other_runs_note(identity)}".rstrip())
+    return folder, identity
+
+
 def save_model_atomically(model: keras.Model, path: Path) -> None:
     """model.save under a temporary name, then renamed: a lost VM never leaves half a file."""
     path = Path(path)
     temporary = path.with_name(f"{path.stem}.tmp{path.suffix}")
     model.save(temporary)
     temporary.replace(path)
-
-
-def versions() -> dict:
-    """Versions that matter for reproducing a run."""
-    return {"python": sys.version.split()[0], "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__}
-
-
-def dataset_fingerprint(frame: pd.DataFrame) -> str:
-    """A hash of the image names, sizes and scores."""
-    sizes = [os.path.getsize(p) for p in frame["path"]]
-    text = "".join(f"{f}:{n}:{s:.6f};" for f, n, s in zip(frame["file"], sizes, frame["score"], strict=True))
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def cached_features(model: keras.Model, frame: pd.DataFrame, image_size: int, cache_dir: Path,
-                    batch_size: int = 64) -> np.ndarray:
-    """Pooled ResNet50 features of every image in the frame, computed once and cached on disk.
-
-    The cache file is keyed by the images, the image size and the backbone's weights, so a
-    changed setting computes anew instead of reusing stale features.
-    """
-    from tqdm.auto import tqdm
-
-    key = f"{dataset_fingerprint(frame)}-{image_size}px-{weights_fingerprint(model)}"
-    path = Path(cache_dir) / f"features-{key}.npy"
-    if path.is_file():
-        print(f"Features loaded from the cache {path.name}.")
-        return np.load(path)
-    extractor = feature_extractor(model)
-    batches = make_dataset(frame, image_size, batch_size)
-    features = [extractor.predict_on_batch(images) for images, _ in
-                tqdm(batches, total=len(batches), desc="ResNet50 features")]
-    features = np.concatenate(features).astype("float32")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path.with_suffix(".tmp.npy"), features)
-    path.with_suffix(".tmp.npy").replace(path)
-    return features
-
-
-def fit_head(head: keras.Model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-             y_val: np.ndarray, cfg: Config, verbose: int = 0) -> pd.DataFrame:
-    """Train the Dense head on features (Adam, MSE, early stopping on validation loss)."""
-    keras.utils.set_random_seed(cfg.seed)
-    head.compile(optimizer=keras.optimizers.Adam(cfg.head_lr), loss="mse",
-                 metrics=[keras.metrics.MeanAbsoluteError(name="mae"),
-                          keras.metrics.RootMeanSquaredError(name="rmse")])
-    stop = keras.callbacks.EarlyStopping(patience=cfg.head_patience, restore_best_weights=True)
-    history = head.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=64,
-                       epochs=cfg.head_epochs, callbacks=[stop], verbose=verbose)
-    return history_frame(history.history)
 
 
 def history_frame(history: dict) -> pd.DataFrame:
@@ -1121,8 +1072,8 @@ def history_frame(history: dict) -> pd.DataFrame:
 
 def ridge_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
                    alphas=(0.1, 1.0, 10.0, 100.0, 1000.0)) -> tuple[float, np.ndarray]:
-    """Closed-form ridge regression on standardised features; returns (alpha, val predictions)
-    for the alpha with the best training-set leave-one-out error."""
+    """Closed-form ridge on standardised features: (alpha, val predictions) for the alpha with
+    the best training-set leave-one-out error."""
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     a, b = (x_train - mean) / std, (x_val - mean) / std
     y_mean = y_train.mean()
@@ -1138,7 +1089,7 @@ def ridge_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
 def ridge_loo(u: np.ndarray, s: np.ndarray, vt: np.ndarray, y_centred: np.ndarray,
               alpha: float) -> tuple[float, np.ndarray]:
     """Ridge on centred features (given as their SVD) with an unpenalised intercept: its exact
-    leave-one-out MSE and coefficients. The hat matrix's diagonal includes the intercept's 1/n."""
+    leave-one-out MSE and coefficients (the hat matrix's diagonal includes the intercept's 1/n)."""
     shrink = s / (s**2 + alpha)
     coef = vt.T @ (shrink * (u.T @ y_centred))
     fitted = u @ (s * shrink * (u.T @ y_centred))
@@ -1146,41 +1097,32 @@ def ridge_loo(u: np.ndarray, s: np.ndarray, vt: np.ndarray, y_centred: np.ndarra
     return float(np.mean(((y_centred - fitted) / (1 - hat)) ** 2)), coef
 
 
-def train_frozen_head(cfg: Config, data_root: Path, model: keras.Model | None = None,
-                      verbose: int = 0) -> dict:
-    """Stage 1: features once, then the 2049-parameter head on them; saves frozen.keras.
+def versions() -> dict:
+    """Versions that matter for reproducing a run."""
+    return {"python": sys.version.split()[0], "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__}
 
-    Skipped only when this run's folder holds a finished stage 1 with the same fingerprint
-    (settings, dataset, recipe); runs made otherwise are named, kept and never reused."""
-    everything = all_labels(data_root)
-    identity = run_identity(cfg, dataset_fingerprint(everything))
-    folder = run_dir(cfg, identity["dataset"])
-    record = read_run(folder)
-    if record.get("fingerprint") == identity["fingerprint"] and record.get("frozen"):
-        print(f"Stage 1 of run {folder.name} is already done with these settings and data.")
-        return record
-    print(f"Stage 1 of run {folder.name} starts.\n{other_runs_note(identity)}".rstrip())
+
+def record_stage_one(folder: Path, identity: dict, data_root: Path, model: keras.Model,
+                     parts: dict, test_features: np.ndarray, history: dict, frozen: dict) -> dict:
+    """Keep stage 1 in the run's folder: frozen.keras, history_head.csv, the percentile's
+    reference, and run.json with the identity, sizes, framing and the stage's figures."""
     folder.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(cfg.seed)
-    parts = load_protocol(data_root, cfg.protocol, cfg.val_fraction, cfg.seed)
-    model = model or build_model(cfg.image_size, cfg.weights)
-    features = pd.DataFrame(cached_features(model, everything, cfg.image_size,
-                                            work_dir() / "features"), index=everything["file"])
-    x = {name: features.loc[part["file"]].to_numpy() for name, part in parts.items()}
-    y = {name: part["score"].to_numpy("float32") for name, part in parts.items()}
-    history = fit_head(head_on_features(model), x["train"], y["train"], x["val"], y["val"], cfg,
-                       verbose)
-    history.to_csv(folder / "history_head.csv", index=False)
-    val_pred = model.get_layer("score")(x["val"]).numpy().ravel()
-    alpha, ridge_pred = ridge_baseline(x["train"], y["train"], x["val"])
+    history_frame(history).to_csv(folder / "history_head.csv", index=False)
     save_model_atomically(model, folder / "frozen.keras")
-    save_reference(folder, "frozen", model, parts["test"], cfg.image_size, x["test"])
-    return update_run(
-        folder, **identity, versions=versions(),
-        sizes={name: len(part) for name, part in parts.items()},
-        framing=framing_for(data_root),
-        frozen={"epochs": len(history), "val": regression_metrics(y["val"], val_pred),
-                "ridge_alpha": alpha, "ridge_val": regression_metrics(y["val"], ridge_pred)})
+    save_reference(folder, "frozen", model, parts["test"], identity["config"]["image_size"], test_features)
+    return update_run(folder, **identity, versions=versions(), framing=framing_for(data_root),
+                      sizes={name: len(part) for name, part in parts.items()}, frozen=frozen)
+
+
+def stage_one_record(folder: Path, identity: dict) -> dict:
+    """The run's record once notebook 02 has done its stage 1 with these settings and data."""
+    record = read_run(folder)
+    if record.get("fingerprint") != identity["fingerprint"] or not record.get("frozen"):
+        raise RunNotFoundError(
+            f"Stage 1 of run {folder.name} is not done: run notebook 02 with the same settings "
+            f"(and data) first.\n{other_runs_note(identity)}".rstrip())
+    return record
 
 
 def save_arrays_atomically(path: Path, variables: list) -> None:
@@ -1200,10 +1142,9 @@ def load_arrays(path: Path) -> list[np.ndarray]:
 
 
 class EpochBackup(keras.callbacks.Callback):
-    """Saves the training state (model weights and optimizer state) after every epoch, in one
-    file named by its epoch and written atomically, then records it in state.json: a lost VM
-    resumes from the last finished epoch, and a kill during a write never spoils the backup.
-    (Keras' BackupAndRestore writes the optimizer's state twice under mixed precision.)"""
+    """After every epoch, the training state (weights and optimizer state) in one file named by
+    its epoch and written atomically, then recorded in state.json: a lost VM resumes from the
+    last finished epoch. (Keras' BackupAndRestore keeps the optimizer twice under mixed precision.)"""
 
     def __init__(self, folder: Path):
         super().__init__()
@@ -1218,28 +1159,33 @@ class EpochBackup(keras.callbacks.Callback):
         remove_all_but(self.folder, "epoch*.npz", path)
 
 
-def restore_backup(model: keras.Model, folder: Path) -> int:
-    """Load a compiled model's last backed-up state; returns its epoch (0 when there is none)."""
-    state = Path(folder) / "state.json"
+def epochs_done(model: keras.Model, folder: Path, epochs: int) -> int:
+    """Epochs of the fine-tune already done: all of them for a finished run; else the last
+    backed-up epoch, whose state is loaded into the compiled model (0 when there is none)."""
+    if read_run(folder).get("finished"):
+        print(f"Run {Path(folder).name} is already fine-tuned with these settings and data.")
+        return epochs
+    state = Path(folder) / "backup" / "state.json"
     if not state.is_file():
         return 0
     saved = json.loads(state.read_text())
-    arrays = load_arrays(Path(folder) / saved["file"])
+    arrays = load_arrays(state.parent / saved["file"])
     model.set_weights(arrays[: saved["model_arrays"]])
     model.optimizer.build(model.trainable_variables)  # its slots must exist before loading
     for variable, value in zip(model.optimizer.variables, arrays[saved["model_arrays"]:], strict=True):
         variable.assign(value)
+    print(f"Resuming the fine-tune of run {Path(folder).name} after epoch {saved['epoch']} of {epochs}.")
     return int(saved["epoch"])
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Keeps the model weights (no optimizer state) of the epoch with the lowest validation loss:
-    written under a temporary name and renamed, then named with its epoch, loss and logged row
-    in best.json, so the record never names weights that were not saved whole."""
+    """Keeps the weights (no optimizer state) of the epoch with the lowest validation loss:
+    written atomically, then named with its epoch, loss and logged row in best.json, so the
+    record never names weights that were not saved whole."""
 
-    def __init__(self, folder: Path, best: dict | None):
+    def __init__(self, folder: Path):
         super().__init__()
-        self.folder, self.best = Path(folder), best
+        self.folder, self.best = Path(folder), read_best(folder)
 
     def improves(self, logs: dict) -> bool:
         """True when this epoch's validation loss beats the best so far."""
@@ -1270,13 +1216,6 @@ def read_best(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def load_best_weights(model: keras.Model, folder: Path) -> dict:
-    """Load the best epoch's weights into a model built like the trained one; returns best.json."""
-    best = read_best(folder)
-    model.set_weights(load_arrays(Path(folder) / best["weights"]))
-    return best
-
-
 def read_history(path: Path, best: dict | None = None) -> pd.DataFrame:
     """A CSV training log, keeping the last row of an epoch logged twice around a lost VM,
     except the row of the best checkpoint on disk (given as best.json), which is always kept."""
@@ -1290,92 +1229,32 @@ def read_history(path: Path, best: dict | None = None) -> pd.DataFrame:
     return frame[keep].reset_index(drop=True)
 
 
-def finetune_schedule(cfg: Config, steps_per_epoch: int) -> keras.optimizers.schedules.CosineDecay:
-    """One epoch of linear warm-up to the peak rate, then cosine decay to zero."""
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0, warmup_target=cfg.finetune_lr, warmup_steps=steps_per_epoch,
-        decay_steps=max(1, steps_per_epoch * (cfg.finetune_epochs - 1)))
+def decay_shrinkage(schedule, weight_decay: float, steps: int) -> float:
+    """The factor by which AdamW's decay alone shrinks a decayed weight over so many steps of a
+    learning-rate schedule: each step multiplies it by 1 - learning_rate * weight_decay."""
+    rates = np.array([float(schedule(step)) for step in range(steps)])
+    return float(np.prod(1 - rates * weight_decay))
 
 
-NO_DECAY = ("bias", "gamma", "beta")  # biases and BatchNormalization's scale and offset
-
-
-def finetune_optimizer(cfg: Config, steps_per_epoch: int) -> keras.optimizers.AdamW:
-    """AdamW on the fine-tune schedule; its decay spares biases and BatchNormalization."""
-    optimizer = keras.optimizers.AdamW(finetune_schedule(cfg, steps_per_epoch),
-                                       weight_decay=cfg.weight_decay)
-    optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY))
-    return optimizer
-
-
-def decay_shrinkage(cfg: Config, steps_per_epoch: int) -> float:
-    """The factor by which AdamW's decay alone shrinks a decayed weight over the whole fine-tune:
-    each step multiplies it by 1 - learning_rate * weight_decay."""
-    schedule = finetune_schedule(cfg, steps_per_epoch)
-    rates = np.array([float(schedule(step)) for step in range(steps_per_epoch * cfg.finetune_epochs)])
-    return float(np.prod(1 - rates * cfg.weight_decay))
-
-
-def fine_tune(cfg: Config, data_root: Path, verbose: int = 1) -> dict:
-    """Stage 2: unfreeze everything, train with augmentation; resumes after a lost VM."""
-    identity = run_identity(cfg, dataset_id(data_root))
-    folder = run_dir(cfg, identity["dataset"])
+def record_finetune(folder: Path, model: keras.Model, parts: dict, image_size: int) -> dict:
+    """Finish the fine-tune once: the best epoch's weights into the (float32) model, saved as
+    finetuned.keras with its reference and figures in run.json; backups and checkpoints go."""
     record = read_run(folder)
-    if record.get("fingerprint") != identity["fingerprint"] or not record.get("frozen"):
-        raise RunNotFoundError(
-            f"Stage 1 of run {folder.name} is not done: run notebook 02 with the same settings "
-            f"(and data) first.\n{other_runs_note(identity)}".rstrip())
     if record.get("finished"):
-        print(f"Run {folder.name} is already fine-tuned with these settings and data.")
         return record
-    parts = load_protocol(data_root, cfg.protocol, cfg.val_fraction, cfg.seed)
-    train = make_dataset(parts["train"], cfg.image_size, cfg.batch_size, training=True, seed=cfg.seed)
-    val = make_dataset(parts["val"], cfg.image_size, cfg.batch_size)
-    strategy = pick_strategy()
-    with strategy.scope(), precision(precision_policy(strategy)):
-        model = build_model(cfg.image_size, weights=None)
-        model.load_weights(folder / "frozen.keras")
-        set_backbone_trainable(model, True)
-        model.compile(
-            optimizer=finetune_optimizer(cfg, len(train)),
-            loss="mse", metrics=[keras.metrics.MeanAbsoluteError(name="mae"),
-                                 keras.metrics.RootMeanSquaredError(name="rmse")],
-            jit_compile="auto")
-        done = restore_backup(model, folder / "backup")
-    if done:
-        print(f"Resuming the fine-tune of run {folder.name} after epoch {done} of "
-              f"{cfg.finetune_epochs} (backup in {folder / 'backup'}).")
-    log = folder / "history_finetune.csv"
-    callbacks = [  # in this order: an epoch is backed up only once it is logged and checkpointed
-        keras.callbacks.CSVLogger(str(log), append=bool(done)),
-        BestCheckpoint(folder, read_best(folder)),
-        EpochBackup(folder / "backup"),
-    ]
-    model.fit(train, validation_data=val, epochs=cfg.finetune_epochs, initial_epoch=done,
-              callbacks=callbacks, shuffle=False, verbose=verbose)  # the dataset shuffles itself
-    final = build_model(cfg.image_size, weights=None)
-    best = load_best_weights(final, folder)
-    save_model_atomically(final, folder / "finetuned.keras")
-    save_reference(folder, "finetuned", final, parts["test"], cfg.image_size)
-    val_pred = predict_scores(final, parts["val"], cfg.image_size)
-    record = update_run(folder, finetune={"epochs": len(read_history(log, best)),
-                                          "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
-                                          "val": regression_metrics(parts["val"]["score"], val_pred),
-                                          "precision": precision_policy(strategy)},
-                        finished=True)
+    best = read_best(folder)
+    model.set_weights(load_arrays(Path(folder) / best["weights"]))
+    save_model_atomically(model, folder / "finetuned.keras")
+    save_reference(folder, "finetuned", model, parts["test"], image_size)
+    val_pred = predict_scores(model, parts["val"], image_size)
+    record = update_run(folder, finished=True, finetune={
+        "epochs": len(read_history(folder / "history_finetune.csv", best)), "best_epoch": best["epoch"],
+        "best_val_loss": best["val_loss"], "val": regression_metrics(parts["val"]["score"], val_pred),
+        "precision": precision_policy()})
     shutil.rmtree(folder / "backup", ignore_errors=True)
     for leftover in [folder / best["weights"], *folder.glob("*.tmp.*")]:  # finetuned.keras holds it all
         leftover.unlink()
     return record
-
-
-def predict_scores(model: keras.Model, frame: pd.DataFrame, image_size: int,
-                   batch_size: int = 64, mirror: bool = False) -> np.ndarray:
-    """Predicted scores of the frame's images (or of their horizontal mirrors), in its order."""
-    images = make_dataset(frame, image_size, batch_size).map(lambda x, y: x)
-    if mirror:
-        images = images.map(lambda x: tf.reverse(x, axis=[2]))
-    return model.predict(images, verbose=0).ravel()
 
 
 def load_run_model(folder: Path) -> keras.Model:
@@ -1398,11 +1277,11 @@ def choose_run(cfg: Config, dataset: str | None = None, name: str | None = None,
             raise RunNotFoundError(f"There is no run called {name!r} in {folder.parent}. Saved runs: "
                                    f"{saved}. Set RUN_NAME to one of them, or to None.")
         return folder
-    wanted = {**asdict(cfg), "recipe": RECIPE_VERSION, "smoke": smoke_mode()}
+    wanted = identity_fields({"config": asdict(cfg), "recipe": RECIPE_VERSION, "smoke": smoke_mode(),
+                              "dataset": dataset})
     candidates = [(bool(record.get("finished")), folder) for folder, record in saved_runs(root)
-                  if {**record.get("config", {}), "recipe": record.get("recipe"),
-                      "smoke": record.get("smoke")} == wanted
-                  and record.get("frozen") and dataset in (None, record.get("dataset"))]
+                  if record.get("frozen")
+                  and all(identity_fields(record).get(k) == v for k, v in wanted.items())]
     if candidates:
         return max(candidates, key=lambda c: c[0])[1]  # max keeps the first (newest) of equals
     others = "\n".join(f"  {folder.name}: {differences(record, {'config': asdict(cfg)})}"
@@ -1427,6 +1306,68 @@ def describe_run(folder: Path) -> str:
              if record.get("smoke") else "")
     return (f"Run {folder.name}: protocol {record['protocol']}, {cfg['image_size']} px, weights "
             f"{cfg['weights']}, dataset {record['dataset']}, {stage}{tested}.{smoke}")
+
+
+def run_notebook(name: str, cfg: Config, data_root: Path) -> None:
+    """Run a notebook of the series (e.g. '03_finetune') top to bottom in a kernel of its own, with
+    these settings (FBP_CONFIG) and data, in this work folder; its executed copy, with every
+    output, is kept in the run's folder."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    path = REPO_DIR / "notebooks" / f"{name}.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    env = {**os.environ, "FBP_CONFIG": json.dumps(asdict(cfg)), "FBP_DATA_DIR": str(data_root),
+           "FBP_WORK_DIR": str(work_home())}
+    copy = run_dir(cfg, dataset_id(data_root)) / f"{name}.ipynb"
+    try:
+        NotebookClient(notebook, timeout=None, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
+    except CellExecutionError as error:
+        raise RuntimeError(f"{cfg.protocol}: notebook {name} stopped with {error.ename}: {error.evalue}\n"
+                           f"Its outputs are in {copy}. Run this cell again to resume.") from None
+    finally:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, copy)
+
+
+def run_protocol(protocol: str, cfg: Config, data_root: Path) -> pd.DataFrame:
+    """Train and evaluate a protocol: 'fold1'..'fold5', '5-fold' (all five) or '60/40'. Each fold
+    is trained by notebooks 02 and 03 themselves, each in its own kernel (which frees the GPU),
+    and resumes after a lost VM; a finished, evaluated fold is not run again. After 5-fold every
+    fold's folder also gets the out-of-fold predictions of all faces (05's reference). Returns
+    the per-fold figures, with their mean and SD for 5-fold."""
+    import time
+
+    protocols = [f"fold{k}" for k in range(1, 6)] if protocol == "5-fold" else [protocol]
+    dataset = dataset_id(data_root)
+    reports, folders = [], []
+    for name in protocols:
+        fold = replace(cfg, protocol=name)
+        folder = run_dir(fold, dataset)
+        folders.append(folder)
+        for notebook, done in [("02_frozen_head", "frozen"), ("03_finetune", "finished")]:
+            if not read_run(folder).get(done):
+                start = time.perf_counter()
+                print(f"{name}: notebook {notebook} runs ...", flush=True)
+                run_notebook(notebook, fold, data_root)
+                print(f"{name}: notebook {notebook} done in {(time.perf_counter() - start) / 60:.1f} min.")
+        if not (folder / "evaluation.json").is_file():
+            evaluate_run(folder, data_root)
+        reports.append(json.loads((folder / "evaluation.json").read_text()))
+    if protocol == "5-fold":
+        save_out_of_fold_reference(folders)
+    return aggregate_folds(reports)
+
+
+def aggregate_folds(reports: list[dict]) -> pd.DataFrame:
+    """Per-fold PC, MAE and RMSE with their mean and SD across folds, as the paper reports."""
+    table = pd.DataFrame([{k: r[k] for k in ("pc", "mae", "rmse", "n")} for r in reports],
+                         index=[r["protocol"] for r in reports])
+    summary = table[["pc", "mae", "rmse"]].agg(["mean", "std"])
+    summary.index = ["mean", "SD"]
+    return pd.concat([table, summary]).astype({"n": "Int64"}).rename(columns=str.upper)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1460,29 +1401,6 @@ def metrics_table(rows: dict[str, dict]) -> pd.DataFrame:
     table = pd.DataFrame({name: {c: m.get(c) for c in columns} for name, m in rows.items()}).T
     table = table.dropna(axis=1, how="all").rename(columns=str.upper)
     return table.astype({"N": int}) if "N" in table else table
-
-
-def plot_learning_curves(folder: Path):
-    """Training and validation RMSE of both stages of a run, on one epoch axis."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 4))
-    offset = 0
-    for name, colour in [("head", "tab:blue"), ("finetune", "tab:orange")]:
-        path = Path(folder) / f"history_{name}.csv"
-        if not path.is_file():
-            continue
-        history = read_history(path) if name == "finetune" else pd.read_csv(path)
-        epochs = history["epoch"] + offset
-        label = "frozen head" if name == "head" else "fine-tune"
-        ax.plot(epochs, history["rmse"], "--", color=colour, label=f"{label}: train")
-        ax.plot(epochs, history["val_rmse"], "-", color=colour, label=f"{label}: validation")
-        offset = int(epochs.max())
-        ax.axvline(offset + 0.5, color="grey", linewidth=0.8)
-    ax.set(title=f"Learning curves of {Path(folder).name}", xlabel="epoch", ylabel="RMSE (score points)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    return fig
 
 
 COMBOLOSS = "ComboLoss (SEResNeXt-50, 2020)"
@@ -1658,43 +1576,6 @@ def comparison_table(report: dict, intervals: dict) -> pd.DataFrame:
                           "MAE": m["mae"][0], "RMSE": m["rmse"][0], "source": "measured"}
                          for c, m in intervals.items()])
     return pd.concat([ours, published_results(protocol)], ignore_index=True).round(4)
-
-
-def aggregate_folds(reports: list[dict]) -> pd.DataFrame:
-    """Per-fold PC, MAE and RMSE with their mean and SD across folds, as the paper reports."""
-    table = pd.DataFrame([{k: r[k] for k in ("pc", "mae", "rmse", "n")} for r in reports],
-                         index=[r["protocol"] for r in reports])
-    summary = table[["pc", "mae", "rmse"]].agg(["mean", "std"])
-    summary.index = ["mean", "SD"]
-    return pd.concat([table, summary]).astype({"n": "Int64"}).rename(columns=str.upper)
-
-
-def run_protocol(protocol: str, cfg: Config, data_root: Path, verbose: int = 1) -> pd.DataFrame:
-    """Train and evaluate a protocol end to end: 'fold1'..'fold5', '5-fold' (all five) or '60/40'.
-
-    Each fold has its own run folder and resumes after a lost VM; a finished fold is not
-    trained or evaluated again. After 5-fold, every fold's folder also gets the out-of-fold
-    predictions of all faces, the reference of notebook 05's percentile. Returns the per-fold
-    figures (with mean and SD for 5-fold).
-    """
-    protocols = [f"fold{k}" for k in range(1, 6)] if protocol == "5-fold" else [protocol]
-    dataset = dataset_id(data_root)
-    reports, folders = [], []
-    for name in protocols:
-        fold = replace(cfg, protocol=name)
-        folder = run_dir(fold, dataset)
-        folders.append(folder)
-        if (folder / "evaluation.json").is_file() and read_run(folder).get("finished"):
-            print(f"{name}: already trained and evaluated with these settings ({folder.name}).")
-        else:
-            print(f"{name}: training (stage 1, then stage 2) ...")
-            train_frozen_head(fold, data_root, verbose=0)
-            fine_tune(fold, data_root, verbose=verbose)
-            evaluate_run(folder, data_root)
-        reports.append(json.loads((folder / "evaluation.json").read_text()))
-    if protocol == "5-fold":
-        save_out_of_fold_reference(folders)
-    return aggregate_folds(reports)
 
 
 def save_figure(fig, folder: Path, name: str):

@@ -39,3 +39,46 @@ def work(tmp_path, monkeypatch) -> Path:
 def small_root(tmp_path) -> Path:
     """A 60-image synthetic dataset of one's own, free to damage."""
     return utils.make_synthetic_dataset(tmp_path / "small", n=60, image_size=48, with_ratings=False)
+
+
+def run_cells(name: str, tag: str | None = None, **variables) -> dict:
+    """Execute a notebook's code cells (those tagged `tag`, else all) in this process, from the
+    notebooks folder as a kernel would, and return its variables: so tests can patch utils and
+    look at what the cells made. The settings come from FBP_CONFIG / FBP_DATA_DIR as set."""
+    import matplotlib.pyplot as plt
+    import nbformat
+    from IPython.display import display
+
+    notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    namespace = {"display": display, **variables}
+    here = os.getcwd()
+    os.chdir(ROOT / "notebooks")
+    try:
+        for cell in notebook.cells:
+            if cell.cell_type == "code" and (tag is None or tag in cell.metadata.get("tags", [])):
+                exec(compile(cell.source, f"{name}.ipynb", "exec"), namespace)
+    finally:
+        os.chdir(here)
+        plt.close("all")
+    return namespace
+
+
+def model_from_notebook(image_size: int):
+    """The model exactly as notebook 02's cells build it, at this size, with untrained weights."""
+    import keras
+
+    cfg = utils.Config(image_size=image_size, weights=None)
+    return run_cells("02_frozen_head", "model", utils=utils, keras=keras, cfg=cfg)["model"]
+
+
+def train(cfg, root: Path, monkeypatch, notebooks=("02_frozen_head", "03_finetune")) -> dict:
+    """Train a run with notebooks 02 and 03's own cells, as the protocol runner passes settings;
+    returns the last notebook's variables."""
+    import json
+    from dataclasses import asdict
+
+    monkeypatch.setenv("FBP_CONFIG", json.dumps(asdict(cfg)))
+    monkeypatch.setenv("FBP_DATA_DIR", str(root))
+    for name in notebooks:
+        variables = run_cells(name)
+    return variables

@@ -132,7 +132,7 @@ def test_04_runs_in_smoke_mode_and_the_protocols_end_to_end(smoke, monkeypatch):
         [folder] = (smoke / "runs").glob(f"{name}-*")
         assert json.loads((folder / "evaluation.json").read_text())["pc"] > 0.5
     # running a protocol again trains nothing
-    monkeypatch.setattr(utils, "build_model", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(utils, "run_notebook", lambda *a, **k: pytest.fail("trained again"))
     table = utils.run_protocol("5-fold", utils.Config().smoke(), smoke / "synthetic" / utils.DATASET_DIRNAME)
     assert list(table.index) == ["fold1", "fold2", "fold3", "fold4", "fold5", "mean", "SD"]
 

@@ -16,67 +16,59 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ROOT, train
 
 import utils
 
 SMOKE = replace(utils.Config().smoke(), finetune_epochs=3)
 
 
-def stage_one_trained(cfg, root, monkeypatch) -> bool:
-    """Run stage 1 and say whether it built (so trained) a model."""
-    built = []
-    real = utils.build_model
-    monkeypatch.setattr(utils, "build_model", lambda *a, **k: built.append(1) or real(*a, **k))
-    utils.train_frozen_head(cfg, root)
-    monkeypatch.setattr(utils, "build_model", real)
-    return bool(built)
+def stage_one(cfg, root, monkeypatch) -> Path:
+    """Run notebook 02 with these settings and data; returns the run's folder."""
+    return utils.run_dir(cfg, train(cfg, root, monkeypatch, ["02_frozen_head"])["record"]["dataset"])
 
 
 def test_a_smoke_run_and_a_real_run_share_nothing(small_root, work, monkeypatch):
     monkeypatch.setenv("FBP_SMOKE", "1")
     assert utils.work_dir() == work / "smoke"
-    assert stage_one_trained(SMOKE, small_root, monkeypatch)
-    smoke_run = utils.choose_run(SMOKE)
+    smoke_run = stage_one(SMOKE, small_root, monkeypatch)
+    assert utils.choose_run(SMOKE) == smoke_run
     assert smoke_run.parent == work / "smoke" / "runs" and utils.read_run(smoke_run)["smoke"] is True
     assert "SMOKE RUN" in utils.describe_run(smoke_run)
     monkeypatch.delenv("FBP_SMOKE")
     with pytest.raises(utils.RunNotFoundError, match="No run of fold1 with these settings"):
         utils.choose_run(SMOKE)  # the same settings outside smoke mode: the smoke run is not offered
-    assert stage_one_trained(SMOKE, small_root, monkeypatch)  # trains anew, in the real work folder
-    real_run = utils.choose_run(SMOKE)
+    real_run = stage_one(SMOKE, small_root, monkeypatch)  # trains anew, in the real work folder
+    assert utils.choose_run(SMOKE) == real_run
     assert real_run.parent == work / "runs" and utils.read_run(real_run)["smoke"] is False
     assert "SMOKE" not in utils.describe_run(real_run)
 
 
 def test_a_changed_setting_trains_a_new_run_and_keeps_the_old(small_root, work, monkeypatch, capsys):
-    assert stage_one_trained(SMOKE, small_root, monkeypatch)
-    first = utils.choose_run(SMOKE)
+    first = stage_one(SMOKE, small_root, monkeypatch)
     changed = replace(SMOKE, head_lr=2e-3)
-    assert stage_one_trained(changed, small_root, monkeypatch)
+    second = stage_one(changed, small_root, monkeypatch)
     out = capsys.readouterr().out
     assert f"{first.name}: head_lr 0.001 -> 0.002" in out  # says what differs from the saved run
-    second = utils.choose_run(changed)
     assert second != first and (first / "frozen.keras").is_file()
-    assert not stage_one_trained(changed, small_root, monkeypatch)  # matching settings: skipped
-    assert "already done with these settings and data" in capsys.readouterr().out
+    assert utils.choose_run(changed) == second and utils.choose_run(SMOKE) == first
 
 
 def test_other_data_is_another_run(small_root, work, monkeypatch, tmp_path):
-    assert stage_one_trained(SMOKE, small_root, monkeypatch)
+    stage_one(SMOKE, small_root, monkeypatch)
     other = utils.make_synthetic_dataset(tmp_path / "other", n=60, image_size=48, seed=1,
                                          with_ratings=False)
     assert utils.dataset_id(other) != utils.dataset_id(small_root)
-    assert stage_one_trained(SMOKE, other, monkeypatch)
+    stage_one(SMOKE, other, monkeypatch)
     runs = {utils.choose_run(SMOKE, utils.dataset_id(root)) for root in (other, small_root)}
     assert len(runs) == 2
 
 
-def test_fine_tune_with_other_settings_than_stage_one_says_what_differs(small_root, work):
-    utils.train_frozen_head(SMOKE, small_root)
+def test_fine_tune_with_other_settings_than_stage_one_says_what_differs(small_root, work, monkeypatch):
+    stage_one(SMOKE, small_root, monkeypatch)
     with pytest.raises(utils.RunNotFoundError, match=r"run notebook 02 with the same settings(.|\n)*"
                        r"finetune_lr 1e-05 -> 2e-05"):
-        utils.fine_tune(replace(SMOKE, finetune_lr=2e-5), small_root)
+        train(replace(SMOKE, finetune_lr=2e-5), small_root, monkeypatch, ["03_finetune"])
 
 
 def test_choose_run_prefers_a_finished_fine_tune_and_takes_stage_one_alone(work):
@@ -121,17 +113,19 @@ def state_epoch(backup) -> int:
 RESUMABLE = textwrap.dedent("""
     import sys
     from dataclasses import replace
-    sys.path.insert(0, {root!r})
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    import pytest
+    import conftest
     import utils
     cfg = replace(utils.Config().smoke(), finetune_epochs=3)
-    utils.train_frozen_head(cfg, {data!r})
-    utils.fine_tune(cfg, {data!r}, verbose=2)
+    conftest.train(cfg, Path({data!r}), pytest.MonkeyPatch())
 """)
 
 
 def test_a_killed_fine_tune_resumes_from_its_last_epoch(small_root, work, tmp_path):
     script = tmp_path / "train.py"
-    script.write_text(RESUMABLE.format(root=str(ROOT), data=str(small_root)))
+    script.write_text(RESUMABLE.format(tests=str(ROOT / "tests"), data=str(small_root)))
     folder = utils.run_dir(SMOKE, utils.dataset_id(small_root))
     backup = folder / "backup"
     env = {**os.environ, "FBP_WORK_DIR": str(work)}
@@ -202,8 +196,7 @@ def final_val_loss(folder, root) -> float:
                          ids=["killed_before_checkpoint", "killed_during_checkpoint", "killed_before_backup"])
 def test_a_vm_lost_at_the_worst_moment_keeps_the_best_epoch(small_root, work, monkeypatch, where):
     cfg = replace(SMOKE, finetune_epochs=2)
-    utils.train_frozen_head(cfg, small_root)
-    folder = utils.run_dir(cfg, utils.dataset_id(small_root))
+    folder = stage_one(cfg, small_root, monkeypatch)
     with monkeypatch.context() as patch:
         if where == "between log and checkpoint":
             kill_at_epoch_2(patch, utils.BestCheckpoint)
@@ -213,12 +206,12 @@ def test_a_vm_lost_at_the_worst_moment_keeps_the_best_epoch(small_root, work, mo
         else:
             kill_at_epoch_2(patch, utils.EpochBackup)
         with pytest.raises(Killed):
-            utils.fine_tune(cfg, small_root, verbose=0)
+            train(cfg, small_root, patch, ["03_finetune"])
     assert state_epoch(folder / "backup") == 1
     best_before = utils.read_best(folder)
     assert (folder / best_before["weights"]).is_file()  # best.json never names a missing file
 
-    record = utils.fine_tune(cfg, small_root, verbose=0)  # the new VM resumes
+    record = train(cfg, small_root, monkeypatch, ["03_finetune"])["record"]  # the new VM resumes
     best = utils.read_best(folder)
     history = utils.read_history(folder / "history_finetune.csv", best)
     assert history["epoch"].tolist() == [1, 2]

@@ -1,21 +1,22 @@
-"""Training: it learns what is learnable (and not shuffled labels), never trains a finished stage
-again, records what 05 needs. Run identity and resumption are in test_runs.py."""
+"""Training with notebooks 02 and 03's own cells: it learns what is learnable (and not shuffled
+labels), never trains a finished fine-tune again, records what 05 needs. Run identity and
+resumption are in test_runs.py."""
 
 import shutil
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import train
 
 import utils
 
 SMOKE = utils.Config().smoke()
 
 
-def held_out_pc(root, cfg=SMOKE) -> float:
+def held_out_pc(root, monkeypatch, cfg=SMOKE) -> float:
     """Both stages in smoke mode, then PC on the protocol's test part."""
-    utils.train_frozen_head(cfg, root)
-    utils.fine_tune(cfg, root, verbose=0)
+    train(cfg, root, monkeypatch)
     model = utils.load_run_model(utils.choose_run(cfg))
     test = utils.load_protocol(root, cfg.protocol)["test"]
     return utils.regression_metrics(test["score"], utils.predict_scores(model, test, cfg.image_size))["pc"]
@@ -33,28 +34,32 @@ def shuffled_copy(root, destination):
     return copy
 
 
-def test_the_two_stages_learn_a_learnable_dataset(synthetic_root, work):
-    assert held_out_pc(synthetic_root) >= 0.8
+def test_the_two_stages_learn_a_learnable_dataset(synthetic_root, work, monkeypatch):
+    assert held_out_pc(synthetic_root, monkeypatch) >= 0.8
 
 
-def test_the_two_stages_do_not_learn_shuffled_labels(synthetic_root, work, tmp_path):
-    assert held_out_pc(shuffled_copy(synthetic_root, tmp_path)) < 0.5
+def test_the_two_stages_do_not_learn_shuffled_labels(synthetic_root, work, tmp_path, monkeypatch):
+    assert held_out_pc(shuffled_copy(synthetic_root, tmp_path), monkeypatch) < 0.5
 
 
-def test_a_finished_stage_is_not_trained_again(small_root, work, capsys, monkeypatch):
+def test_a_finished_fine_tune_is_not_trained_again_and_02_keeps_it(small_root, work, monkeypatch,
+                                                                    capsys):
     cfg = replace(SMOKE, finetune_epochs=1)
-    utils.train_frozen_head(cfg, small_root)
-    utils.fine_tune(cfg, small_root, verbose=0)
-    monkeypatch.setattr(utils, "build_model", lambda *a, **k: pytest.fail("trained again"))
-    assert utils.train_frozen_head(cfg, small_root)["frozen"]
-    assert utils.fine_tune(cfg, small_root)["finished"]
-    assert "already" in capsys.readouterr().out
-    assert utils.choose_run(cfg) == utils.run_dir(cfg, utils.dataset_id(small_root))
+    train(cfg, small_root, monkeypatch)
+    folder = utils.choose_run(cfg)
+    assert folder == utils.run_dir(cfg, utils.dataset_id(small_root))
+    finished = (folder / "finetuned.keras").stat().st_mtime_ns
+    again = train(cfg, small_root, monkeypatch, ["03_finetune"])
+    assert "already fine-tuned" in capsys.readouterr().out and again["history"].epoch == []
+    assert (folder / "finetuned.keras").stat().st_mtime_ns == finished
+    # 02 again retrains the head (seconds) in the same run; the fine-tune stays
+    record = train(cfg, small_root, monkeypatch, ["02_frozen_head"])["record"]
+    assert record["finished"] and utils.choose_run(cfg) == folder
 
 
-def test_the_run_record_holds_what_05_needs(small_root, work):
+def test_the_run_record_holds_what_05_needs(small_root, work, monkeypatch):
     cfg = replace(SMOKE, protocol="60/40", finetune_epochs=1)
-    record = utils.train_frozen_head(cfg, small_root)
+    record = train(cfg, small_root, monkeypatch, ["02_frozen_head"])["record"]
     assert utils.run_dir(cfg, record["dataset"]).name == f"60-40-{record['fingerprint']}"
     assert record["protocol"] == "60/40" and record["config"]["image_size"] == 64
     assert record["dataset"] == utils.dataset_id(small_root) and record["recipe"] == utils.RECIPE_VERSION
@@ -72,9 +77,9 @@ def test_the_run_record_holds_what_05_needs(small_root, work):
     assert record["sizes"] == {"train": 33, "val": 3, "test": 24}  # 10 % of each group, rounded
 
 
-def test_fine_tune_needs_stage_one(small_root, work):
-    with pytest.raises(FileNotFoundError, match="run notebook 02"):
-        utils.fine_tune(SMOKE, small_root)
+def test_fine_tune_needs_stage_one(small_root, work, monkeypatch):
+    with pytest.raises(utils.RunNotFoundError, match="run notebook 02"):
+        train(SMOKE, small_root, monkeypatch, ["03_finetune"])
 
 
 def test_ridge_recovers_a_linear_rule():
