@@ -368,11 +368,6 @@ def canonical_name(name: str) -> str:
     return f"{OLD_PREFIXES.get(prefix, prefix)}{number}.jpg"
 
 
-def group_of(name: str) -> str:
-    """The group of an image, AF, AM, CF or CM, from its name."""
-    return canonical_name(name)[:2]
-
-
 def read_labels(path: Path) -> pd.DataFrame:
     """Read a label file ('<file name> <score>' per line) of either release, checked line by line."""
     path = Path(path)
@@ -395,7 +390,7 @@ def read_labels(path: Path) -> pd.DataFrame:
     if not rows:
         raise LabelFormatError(f"{path} holds no labels")
     frame = pd.DataFrame(rows, columns=["file", "original_name", "score"])
-    frame["group"] = frame["file"].map(group_of)
+    frame["group"] = frame["file"].str[:2]  # AF, AM, CF or CM
     return frame
 
 
@@ -516,27 +511,6 @@ def percentile_of(score: float, scores: np.ndarray) -> float:
     return 100.0 * float(np.mean(scores < score))
 
 
-def score_stats(scores: pd.Series) -> pd.Series:
-    """Count, mean, median, SD and range of some scores."""
-    return pd.Series({"count": len(scores), "mean": scores.mean(), "median": scores.median(),
-                      "sd": scores.std(), "min": scores.min(), "max": scores.max()})
-
-
-def group_summary(labels: pd.DataFrame) -> pd.DataFrame:
-    """Count, mean, median, SD and range of the scores per group and overall."""
-    table = labels.groupby("group")["score"].apply(score_stats).unstack()
-    table.loc["all"] = score_stats(labels["score"])
-    table["count"] = table["count"].astype(int)
-    table.insert(0, "who", [GROUP_NAMES.get(g, "all faces") for g in table.index])
-    return table.round(3)
-
-
-def protocol_sizes(root: Path, val_fraction: float = 0.1) -> pd.DataFrame:
-    """How many images each protocol puts in train, val and test."""
-    rows = {p: {k: len(v) for k, v in load_protocol(root, p, val_fraction).items()} for p in PROTOCOLS}
-    return pd.DataFrame(rows).T.rename_axis("protocol")
-
-
 def save_json(path: Path, data: dict) -> Path:
     """Write a JSON report atomically (numbers from numpy become plain floats)."""
     path = Path(path)
@@ -550,93 +524,6 @@ def save_json(path: Path, data: dict) -> Path:
 def human_agreement_path(dataset: str) -> Path:
     """Where notebook 01 keeps the raters' agreement of a dataset (by its fingerprint) for 04."""
     return work_dir() / f"human_agreement-{dataset}.json"
-
-
-def agreement_summary(agreement: dict) -> dict:
-    """The human figures that notebook 04 compares the model with."""
-    return {"raters": agreement["raters"], "images": agreement["images"],
-            "mean_per_image_sd": float(agreement["per_image_sd"].mean()),
-            "mean_rater_vs_others_pc": float(agreement["rater_vs_others_pc"].mean()),
-            "split_half_pc": agreement["split_half_pc"],
-            "full_panel_reliability": agreement["full_panel_reliability"]}
-
-
-def plot_score_distribution(labels: pd.DataFrame):
-    """Histogram of all scores, and one density per group."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
-    sns.histplot(labels["score"], bins=40, ax=left, color="tab:blue")
-    for value, style, name in [(labels["score"].mean(), "-", "mean"),
-                               (labels["score"].median(), "--", "median")]:
-        left.axvline(value, color="k", linestyle=style, label=f"{name} {value:.2f}")
-    left.legend()
-    left.set(title=f"All {len(labels)} faces (SD {labels['score'].std():.2f})",
-             xlabel="mean rating of 60 raters (1-5)", ylabel="faces")
-    sns.kdeplot(data=labels.assign(who=labels["group"].map(GROUP_NAMES)), x="score", hue="who",
-                common_norm=False, clip=(1, 5), ax=right)
-    right.set(title="Per group", xlabel="mean rating of 60 raters (1-5)", ylabel="density",
-              xlim=(1, 5))
-    fig.tight_layout()
-    return fig
-
-
-def plot_faces_by_band(labels: pd.DataFrame, bands: int = 5, per_band: int = 6, seed: int = 0):
-    """A grid of faces, one row per score band from the lowest to the highest."""
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    edges = np.quantile(labels["score"], np.linspace(0, 1, bands + 1))
-    fig, axes = plt.subplots(bands, per_band, figsize=(1.8 * per_band, 2.0 * bands))
-    for row, (low, high) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
-        band = labels[(labels["score"] >= low) & (labels["score"] <= high)]
-        chosen = band.sample(min(per_band, len(band)), random_state=seed).sort_values("score")
-        for col, ax in enumerate(axes[row]):
-            ax.axis("off")
-            if col < len(chosen):
-                face = chosen.iloc[col]
-                ax.imshow(Image.open(face["path"]))
-                ax.set_title(f"{face['score']:.2f}", fontsize=9)
-        axes[row][0].text(-0.1, 0.5, f"{low:.2f}-{high:.2f}", transform=axes[row][0].transAxes,
-                          ha="right", va="center", fontsize=9)
-    fig.suptitle("Faces by score band, lowest (top) to highest (bottom)")
-    fig.tight_layout()
-    return fig
-
-
-def plot_percentile_curve(scores, marks=(2.85, 3.15)):
-    """Score -> share of the dataset's faces with a lower score, with some scores marked."""
-    import matplotlib.pyplot as plt
-
-    scores = np.sort(np.asarray(scores, float))
-    grid = np.linspace(1, 5, 401)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(grid, [percentile_of(g, scores) for g in grid], color="tab:blue")
-    for mark in marks:
-        share = percentile_of(mark, scores)
-        ax.plot([mark, mark, 1], [0, share, share], ":", color="tab:red")
-        ax.annotate(f"{mark:.2f} beats {share:.1f} %", (mark, share), xytext=(8, -14),
-                    textcoords="offset points", color="tab:red")
-    ax.set(title=f"More attractive than X % of the {len(scores)} faces", xlabel="score",
-           ylabel="faces with a lower score (%)", xlim=(1, 5), ylim=(0, 100))
-    ax.grid(alpha=0.3)
-    return fig
-
-
-def plot_rater_agreement(agreement: dict):
-    """Histograms of the per-image SD and of each rater's correlation with the others."""
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
-    left.hist(agreement["per_image_sd"], bins=40, color="tab:purple")
-    left.set(title="How much the raters disagree on a face", xlabel="SD of a face's ratings",
-             ylabel="faces")
-    right.hist(agreement["rater_vs_others_pc"], bins=20, color="tab:green")
-    right.set(title="Each rater against the mean of the others",
-              xlabel="Pearson correlation", ylabel="raters")
-    fig.tight_layout()
-    return fig
 
 
 def load_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -664,11 +551,7 @@ def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, training
 
 def make_synthetic_dataset(folder: Path, n: int = 300, image_size: int = 96, seed: int = 0,
                            naming: str = "current", with_ratings: bool = True) -> Path:
-    """Write a small dataset with the exact release layout whose scores show in the pixels.
-
-    Each image is a face-like shape whose brightness and eye size follow the score, on a
-    random background with a random position, size and tint. Returns the dataset root.
-    """
+    """Write a small dataset in the release's layout whose scores show in the pixels; its root."""
     root = Path(folder) / DATASET_DIRNAME
     if (root / EXTRACTED_MARK).is_file():
         return root
@@ -765,9 +648,7 @@ RATERS = 60
 
 
 def read_ratings(root: Path) -> pd.DataFrame | None:
-    """Every rater's rating of every image (Rater, file, Rating) from All_Ratings.xlsx, or None if
-    absent. Takes the sheet that holds them all, else all sheets together, and checks that each of
-    the dataset's images is rated once by each of 60 raters."""
+    """Each image's rating by each of the 60 raters (Rater, file, Rating), or None without the file."""
     path = Path(root) / "All_Ratings.xlsx"
     if not path.is_file():
         return None
@@ -804,35 +685,6 @@ def ratings_complete(ratings: pd.DataFrame, images: set[str]) -> bool:
     """True when each of the images, and no other, is rated once by each of 60 raters."""
     return (set(ratings["file"]) == images and ratings["Rater"].nunique() == RATERS
             and len(ratings) == len(images) * RATERS and not ratings.duplicated(["Rater", "file"]).any())
-
-
-def rater_agreement(ratings: pd.DataFrame, splits: int = 20, seed: int = 0) -> dict:
-    """How much the raters agree: per-image SD, each rater against the others, split halves."""
-    from scipy import stats
-
-    table = ratings.pivot_table(index="file", columns="Rater", values="Rating", aggfunc="mean")
-    per_image_sd = table.std(axis=1, ddof=1)
-    totals, counts = table.sum(axis=1), table.count(axis=1)
-    rater_pc = {}
-    for rater in table.columns:
-        seen = table[rater].notna()
-        others = (totals[seen] - table.loc[seen, rater]) / (counts[seen] - 1)
-        rater_pc[rater] = stats.pearsonr(table.loc[seen, rater], others)[0]
-    rng = np.random.default_rng(seed)
-    halves = []
-    for _ in range(splits):
-        order = rng.permutation(table.columns.to_numpy())
-        first, second = order[: len(order) // 2], order[len(order) // 2:]
-        halves.append(stats.pearsonr(table[first].mean(axis=1), table[second].mean(axis=1))[0])
-    split_half = float(np.mean(halves))
-    return {
-        "raters": int(table.shape[1]),
-        "images": int(table.shape[0]),
-        "per_image_sd": per_image_sd,
-        "rater_vs_others_pc": pd.Series(rater_pc, name="PC"),
-        "split_half_pc": split_half,
-        "full_panel_reliability": 2 * split_half / (1 + split_half),
-    }
 
 
 # ---------------------------------------------------------------------------------------

@@ -91,9 +91,21 @@ def output_text(notebook) -> str:
 
 
 def test_01_runs_in_smoke_mode(smoke):
-    execute(NOTEBOOKS[0])
+    notebook = execute(NOTEBOOKS[0])
+    figures = [o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(figures) == 5  # two score distributions, faces by band, percentile curve, raters
     [agreement] = smoke.glob("human_agreement-*.json")  # kept per dataset
-    assert json.loads(agreement.read_text())["raters"] == 60
+    human = json.loads(agreement.read_text())
+    assert human["raters"] == 60 and human["images"] == 300
+    # Synthetic ratings: a face's taste (SD 0.7) plus each rater's noise (SD 0.7, then rounded to
+    # whole points: variance ~0.57 against 0.49). So a face's ratings spread by ~0.75, one rater
+    # matches the others' mean at ~sqrt(0.49 / 1.06) = 0.68 and two means of 30 raters at
+    # ~0.49 / (0.49 + 0.57 / 30) = 0.96; clipping to 1-5 lowers all three a little.
+    assert 0.65 < human["mean_per_image_sd"] < 0.8
+    assert 0.6 < human["mean_rater_vs_others_pc"] < 0.72
+    assert 0.94 < human["split_half_pc"] < 0.97
+    half = human["split_half_pc"]
+    assert human["full_panel_reliability"] == pytest.approx(2 * half / (1 + half))  # Spearman-Brown
 
 
 def test_02_runs_in_smoke_mode(smoke):
