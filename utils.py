@@ -1593,8 +1593,8 @@ def group_gap_note(gaps: pd.DataFrame) -> str:
     method = (f"A group is named only when the {level:.2f} % paired bootstrap interval of its gap to "
               "the other faces lies above zero (so chance names one in at most 5 % of test sets); "
               "RMSE/SD measures the error against the group's own spread of scores.")
-    return " ".join([*notes, method] if notes else ["No group is served measurably worse than the others.",
-                                                     method])
+    verdict = notes or ["No group is served measurably worse than the others."]
+    return " ".join([*verdict, method])
 
 
 def evaluate_run(folder: Path, data_root: Path, samples: int = 1000) -> dict:
@@ -1615,7 +1615,7 @@ def evaluate_run(folder: Path, data_root: Path, samples: int = 1000) -> dict:
         "n": len(predictions),
         "ci95": {m: v[1:] for m, v in intervals[main].items()},
         "stages": {c: {m: v[0] for m, v in intervals[c].items()} for c in columns},
-        "groups": groups.drop(columns="who").to_dict(orient="index"),
+        "groups": groups.to_dict(orient="index"),
         "group_gaps": gaps.drop(columns="who").to_dict(orient="index"),
         "human": json.loads(human.read_text()) if human.is_file() else None,
     }
