@@ -1270,13 +1270,6 @@ PUBLISHED = pd.DataFrame(
     columns=["protocol", "model", "PC", "MAE", "RMSE", "source"])
 
 
-def published_results(protocol: str) -> pd.DataFrame:
-    """The paper's and the best published results for the protocol family of a run, and the
-    same fold's published figures where there are any (ComboLoss' fold 1)."""
-    families = ["60/40"] if protocol == "60/40" else [protocol, "5-fold CV, mean"]
-    return PUBLISHED[PUBLISHED["protocol"].isin(families)].reset_index(drop=True)
-
-
 def bootstrap_metrics(y_true, y_pred, samples: int = 1000, seed: int = 0) -> dict:
     """PC, MAE, RMSE and Spearman with 95 % bootstrap intervals: {metric: (value, low, high)}."""
     from scipy import stats
@@ -1297,15 +1290,8 @@ def bootstrap_metrics(y_true, y_pred, samples: int = 1000, seed: int = 0) -> dic
             for name, values in draws.items()}
 
 
-def interval_table(rows: dict[str, dict]) -> pd.DataFrame:
-    """Bootstrap results of several models as 'value [low, high]' strings, one row each."""
-    return pd.DataFrame({name: {m.upper(): f"{v:.4f} [{lo:.4f}, {hi:.4f}]" for m, (v, lo, hi) in r.items()}
-                         for name, r in rows.items()}).T
-
-
 def predict_test_part(folder: Path, data_root: Path) -> pd.DataFrame:
-    """The run's test part with each stage's predicted score, and the fine-tuned model's with
-    test-time augmentation (mirrored), in the label files' order."""
+    """The run's test faces with each stage's prediction and the fine-tuned one's mirror TTA."""
     record = read_run(folder)
     cfg = Config(**record["config"])
     test = load_protocol(data_root, cfg.protocol, cfg.val_fraction, cfg.seed)["test"]
@@ -1323,13 +1309,12 @@ def predict_test_part(folder: Path, data_root: Path) -> pd.DataFrame:
 
 
 def group_metrics(predictions: pd.DataFrame, column: str = "finetuned") -> pd.DataFrame:
-    """PC, MAE, RMSE, the true scores' SD and RMSE/SD of one prediction column per group."""
-    table = {g: regression_metrics(rows["score"], rows[column])
-             for g, rows in predictions.groupby("group")}
-    table = metrics_table(table).drop(columns="SPEARMAN")
-    table["SD"] = predictions.groupby("group")["score"].std()
+    """PC, MAE, RMSE, N, the true scores' SD and RMSE/SD of one prediction column per group."""
+    by_group = predictions.groupby("group")
+    table = pd.DataFrame({g: regression_metrics(rows["score"], rows[column]) for g, rows in by_group}).T
+    table = table.drop(columns="spearman").rename(columns=str.upper).astype({"N": int})
+    table["SD"] = by_group["score"].std()
     table["RMSE/SD"] = table["RMSE"] / table["SD"]
-    table.insert(0, "who", [GROUP_NAMES[g] for g in table.index])
     return table
 
 
@@ -1349,18 +1334,13 @@ def bootstrap_counts(n: int, samples: int, seed: int) -> np.ndarray:
 
 def group_gaps(predictions: pd.DataFrame, column: str = "finetuned", samples: int = 1000,
                seed: int = 0) -> pd.DataFrame:
-    """Each group's RMSE/SD minus that of the other faces, with a paired bootstrap interval.
-
-    RMSE/SD is the error as a share of the group's own spread of scores, so a group with more
-    spread is not called worse for it. The intervals are Bonferroni-corrected (98.75 % for four
-    groups), so that, all groups together, chance names a group at most 5 % of the time.
-    """
+    """Each group's RMSE/SD minus the other faces', with a Bonferroni-corrected paired bootstrap interval."""
     true = predictions["score"].to_numpy(float)
     error = predictions[column].to_numpy(float) - true
     groups = predictions["group"].to_numpy()
     names = sorted(set(groups))
     weights = np.vstack([np.ones(len(true)), bootstrap_counts(len(true), samples, seed)])
-    tail = 100 * 0.05 / len(names) / 2
+    tail = 100 * 0.05 / len(names) / 2  # 98.75 % intervals for four groups: 5 % for all together
     rows = {}
     for group in names:
         inside = groups == group
@@ -1370,25 +1350,21 @@ def group_gaps(predictions: pd.DataFrame, column: str = "finetuned", samples: in
         rows[group] = {"who": GROUP_NAMES.get(group, group), "N": int(inside.sum()),
                        "RMSE/SD": own[0], "others": rest[0], "gap": own[0] - rest[0],
                        "low": low, "high": high, "level": 1 - 2 * tail / 100}
-    return pd.DataFrame(rows).T.astype({"N": int, "RMSE/SD": float, "others": float, "gap": float,
-                                        "low": float, "high": float, "level": float})
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def group_gap_note(gaps: pd.DataFrame) -> str:
-    """Sentences naming the groups served worse than the other faces, only where the bootstrap
-    interval of the gap lies above zero."""
-    level = gaps["level"].iloc[0]
-    notes = [f"{row['who']} faces ({group}, n={row['N']}) are served worse than the other "
-             f"faces: RMSE/SD "
-             f"{row['RMSE/SD']:.3f} against {row['others']:.3f}, "
-             f"gap {row['gap']:+.3f} ({100 * level:.2f} % interval {row['low']:+.3f} to {row['high']:+.3f})."
+    """Sentences naming the groups served worse, only where the gap's interval lies above zero."""
+    level = 100 * gaps["level"].iloc[0]
+    notes = [f"{row['who']} faces ({group}, n={row['N']}) are served worse than the other faces: RMSE/SD "
+             f"{row['RMSE/SD']:.3f} against {row['others']:.3f}, gap {row['gap']:+.3f} "
+             f"({level:.2f} % interval {row['low']:+.3f} to {row['high']:+.3f})."
              for group, row in gaps.iterrows() if row["low"] > 0]
-    method = (f"A group is named only when the {100 * level:.2f} % paired bootstrap interval of its gap to "
+    method = (f"A group is named only when the {level:.2f} % paired bootstrap interval of its gap to "
               "the other faces lies above zero (so chance names one in at most 5 % of test sets); "
               "RMSE/SD measures the error against the group's own spread of scores.")
-    if not notes:
-        return f"No group is served measurably worse than the others. {method}"
-    return " ".join([*notes, method])
+    verdict = notes or ["No group is served measurably worse than the others."]
+    return " ".join([*verdict, method])
 
 
 def evaluate_run(folder: Path, data_root: Path, samples: int = 1000) -> dict:
@@ -1409,7 +1385,7 @@ def evaluate_run(folder: Path, data_root: Path, samples: int = 1000) -> dict:
         "n": len(predictions),
         "ci95": {m: v[1:] for m, v in intervals[main].items()},
         "stages": {c: {m: v[0] for m, v in intervals[c].items()} for c in columns},
-        "groups": groups.drop(columns="who").to_dict(orient="index"),
+        "groups": groups.to_dict(orient="index"),
         "group_gaps": gaps.drop(columns="who").to_dict(orient="index"),
         "human": json.loads(human.read_text()) if human.is_file() else None,
     }
@@ -1419,15 +1395,15 @@ def evaluate_run(folder: Path, data_root: Path, samples: int = 1000) -> dict:
             "group_gaps": gaps}
 
 
-def comparison_table(report: dict, intervals: dict) -> pd.DataFrame:
-    """This run's stages beside the published results for the same protocol family."""
+def comparison_table(report: dict) -> pd.DataFrame:
+    """This run's stages beside the published results for its protocol family (and same fold)."""
     names = {"frozen": "this run: frozen head", "finetuned": "this run: fine-tuned",
              "finetuned_tta": "this run: fine-tuned + mirror TTA"}
     protocol = report["protocol"]
-    ours = pd.DataFrame([{"protocol": protocol, "model": names[c], "PC": m["pc"][0],
-                          "MAE": m["mae"][0], "RMSE": m["rmse"][0], "source": "measured"}
-                         for c, m in intervals.items()])
-    return pd.concat([ours, published_results(protocol)], ignore_index=True).round(4)
+    ours = pd.DataFrame([{"protocol": protocol, "model": names[stage], "PC": m["pc"], "MAE": m["mae"],
+                          "RMSE": m["rmse"], "source": "measured"} for stage, m in report["stages"].items()])
+    families = ["60/40"] if protocol == "60/40" else [protocol, "5-fold CV, mean"]
+    return pd.concat([ours, PUBLISHED[PUBLISHED["protocol"].isin(families)]], ignore_index=True).round(4)
 
 
 def save_figure(fig, folder: Path, name: str):
@@ -1436,72 +1412,8 @@ def save_figure(fig, folder: Path, name: str):
     return fig
 
 
-def plot_predictions(predictions: pd.DataFrame, column: str = "finetuned"):
-    """The blog's plots, done well: predicted vs true, both distributions, residuals vs true."""
-    import matplotlib.pyplot as plt
-
-    true, pred = predictions["score"].to_numpy(), predictions[column].to_numpy()
-    fig, (scatter, hist, resid) = plt.subplots(1, 3, figsize=(16, 4.6))
-    scatter.scatter(true, pred, s=8, alpha=0.5)
-    scatter.plot([1, 5], [1, 5], "k--", linewidth=1, label="y = x")
-    slope, intercept = np.polyfit(true, pred, 1)
-    scatter.plot([1, 5], [intercept + slope, intercept + 5 * slope], color="tab:red",
-                 label=f"fit: slope {slope:.2f}")
-    scatter.set(title=f"Predicted against true (PC {np.corrcoef(true, pred)[0, 1]:.3f})",
-                xlabel="true score (mean of 60 raters)", ylabel="predicted score", xlim=(1, 5), ylim=(1, 5))
-    scatter.legend()
-    bins = np.linspace(1, 5, 41)
-    hist.hist(true, bins=bins, alpha=0.6, label="true")
-    hist.hist(pred, bins=bins, alpha=0.6, label="predicted")
-    hist.set(title="Distributions of true and predicted scores", xlabel="score", ylabel="faces")
-    hist.legend()
-    resid.scatter(true, pred - true, s=8, alpha=0.5)
-    resid.axhline(0, color="k", linewidth=1)
-    resid.set(title="Residuals: below 0 under-rates, above over-rates", xlabel="true score",
-              ylabel="predicted - true")
-    fig.tight_layout()
-    return fig
-
-
-def plot_group_metrics(groups: pd.DataFrame):
-    """PC and RMSE/SD per group as bars."""
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
-    labels = [f"{who}\n(n={n})" for who, n in zip(groups["who"], groups["N"], strict=True)]
-    left.bar(labels, groups["PC"], color="tab:blue")
-    left.set(title="Pearson correlation per group (higher is better)", ylabel="PC",
-             ylim=(max(0.0, groups["PC"].min() - 0.1), 1))
-    right.bar(labels, groups["RMSE/SD"], color="tab:orange")
-    right.set(title="RMSE as a share of the group's score SD (lower is better)", ylabel="RMSE / SD")
-    fig.tight_layout()
-    return fig
-
-
-def plot_worst_faces(predictions: pd.DataFrame, column: str = "finetuned", count: int = 5):
-    """The faces the model over-rates and under-rates most, with true and predicted scores."""
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    error = predictions[column] - predictions["score"]
-    rows = [("over-rated", predictions.loc[error.nlargest(count).index]),
-            ("under-rated", predictions.loc[error.nsmallest(count).index])]
-    fig, axes = plt.subplots(2, count, figsize=(2.2 * count, 6), squeeze=False)
-    for (title, faces), row in zip(rows, axes, strict=True):
-        for ax, (_, face) in zip(row, faces.iterrows(), strict=False):
-            ax.imshow(Image.open(face["path"]))
-            ax.set_title(f"true {face['score']:.2f}\npredicted {face[column]:.2f}", fontsize=9)
-        for ax in row:
-            ax.axis("off")
-        row[0].text(-0.08, 0.5, title, transform=row[0].transAxes, rotation=90, ha="right", va="center")
-    fig.suptitle("Where the model errs most")
-    fig.tight_layout()
-    return fig
-
-
 def accuracy_note(folder: Path) -> str:
-    """How far off this run's model typically is: its own test figures from evaluation.json, or,
-    before notebook 04 has run, the paper's, labelled as the paper's."""
+    """How far off this run's model is: its test figures if evaluated, else the paper's, so labelled."""
     path = Path(folder) / "evaluation.json"
     if path.is_file():
         report = json.loads(path.read_text())
@@ -1516,8 +1428,7 @@ def accuracy_note(folder: Path) -> str:
 
 
 def human_comparison(report: dict) -> pd.DataFrame | None:
-    """The model's PC beside the raters' own agreement measured in notebook 01 (if it was) and
-    the ceiling that agreement sets: sqrt of the 60-rater panel's reliability."""
+    """The model's PC beside the raters' agreement (notebook 01) and its ceiling, sqrt(rho_60)."""
     human = report.get("human")
     if not human:
         return None

@@ -51,13 +51,18 @@ def test_bootstrap_intervals_contain_the_point_and_shrink_with_more_faces():
     assert large["mae"][1] < 0.4 < large["mae"][2]  # the noise's true MAE is 0.5 * sqrt(2/pi)
 
 
-def test_published_results_follow_the_protocol():
-    assert set(utils.published_results("fold3")["protocol"]) == {"5-fold CV, mean"}
-    fold1 = utils.published_results("fold1")
-    combo = fold1[fold1["protocol"] == "fold1"].iloc[0]  # like for like with a fold-1 run
+def test_the_comparison_puts_each_stage_beside_the_published_results_of_its_protocol():
+    stages = {"frozen": {"pc": 0.85, "mae": 0.27, "rmse": 0.35},
+              "finetuned": {"pc": 0.9, "mae": 0.22, "rmse": 0.29}}
+    fold3 = utils.comparison_table({"protocol": "fold3", "stages": stages})
+    assert fold3["model"].tolist()[:2] == ["this run: frozen head", "this run: fine-tuned"]
+    assert fold3.loc[1, ["PC", "MAE", "RMSE", "source"]].tolist() == [0.9, 0.22, 0.29, "measured"]
+    assert set(fold3["protocol"][2:]) == {"5-fold CV, mean"}
+    fold1 = utils.comparison_table({"protocol": "fold1", "stages": stages})
+    combo = fold1[fold1["protocol"] == "fold1"].iloc[-1]  # like for like with a fold-1 run
     assert (combo["MAE"], combo["RMSE"], combo["PC"]) == (0.2119, 0.2751, 0.9157)
-    sixty = utils.published_results("60/40").set_index("model")
-    assert sixty.loc["ResNeXt-50", "PC"] == 0.8777 and len(sixty) == 4
+    sixty = utils.comparison_table({"protocol": "60/40", "stages": stages}).set_index("model")
+    assert sixty.loc["ResNeXt-50", "PC"] == 0.8777 and len(sixty) == 6
     assert any("best of its ablation settings" in name for name in sixty.index)
 
 

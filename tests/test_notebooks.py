@@ -139,7 +139,8 @@ def test_04_runs_in_smoke_mode_and_the_protocols_end_to_end(smoke, monkeypatch):
     assert {"pc", "mae", "rmse", "n", "protocol", "groups", "ci95"} <= set(report)
     assert report["protocol"] == "fold1" and report["n"] == 60 and report["pc"] >= 0.8
     assert set(report["groups"]) == set(utils.GROUPS) and report["human"]["raters"] == 60
-    assert all((fold1 / f"{name}.png").is_file() for name in ("predictions", "groups", "worst_faces"))
+    assert all((fold1 / f"{name}.png").is_file() for name in ("predicted_vs_true", "distributions",
+                                                              "residuals", "groups", "worst_faces"))
     for name in ["fold2", "fold3", "fold4", "fold5"]:
         [folder] = (smoke / "runs").glob(f"{name}-*")
         assert json.loads((folder / "evaluation.json").read_text())["pc"] > 0.5
