@@ -1480,6 +1480,8 @@ def read_photo(source: Path | bytes, name: str | None = None):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     name = name or Path(source).name
+    if isinstance(source, Path) and not source.is_file():
+        raise PhotoError(f"{source}: no such file.")
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         image.load()
@@ -1556,8 +1558,7 @@ def measure_framing(paths: list[str], limit: int = 200, seed: int = 0) -> dict:
 
 
 def framing_for(data_root: Path) -> dict:
-    """The dataset's framing, measured once per dataset and kept in the work folder as
-    framing-<dataset fingerprint>.json (runs keep a copy in their record for notebook 05)."""
+    """The dataset's framing, measured once and kept in the work folder as framing-<dataset>.json."""
     path = work_dir() / f"framing-{dataset_id(data_root)}.json"
     if path.is_file():
         return json.loads(path.read_text())
@@ -1608,10 +1609,7 @@ def feature_maps(model: keras.Model, layer: str) -> keras.Model:
 
 def contribution_maps(model: keras.Model, faces: np.ndarray, mean_features: np.ndarray,
                       layer: str = "conv5_block3_out") -> tuple[np.ndarray, np.ndarray]:
-    """The scores of a batch of uint8 faces and, from the same forward pass, each face's signed
-    contribution map: per cell of ResNet50's last block, (features - the reference's mean
-    features) times the head's weights. The map's mean is the score minus the head's prediction
-    for the mean features (the average prediction): red cells raised the score, blue lowered it."""
+    """Scores of uint8 faces and their signed maps: per cell, (features - mean) times the head's weights."""
     pixels = model.get_layer("preprocess")(faces)
     maps = np.asarray(feature_maps(model, layer).predict_on_batch(pixels))
     kernel, bias = (keras.ops.convert_to_numpy(w).astype(float) for w in model.get_layer("score").weights)
@@ -1622,8 +1620,7 @@ def contribution_maps(model: keras.Model, faces: np.ndarray, mean_features: np.n
 
 @dataclass
 class Reference:
-    """What a photo's score is compared with: a model's out-of-sample predictions for dataset
-    faces beside the raters' scores of those faces, and the average face for the maps."""
+    """Out-of-sample predictions for dataset faces beside their raters' scores, and the average face."""
 
     true: np.ndarray
     predicted: np.ndarray
@@ -1645,9 +1642,7 @@ MAP_SAMPLE = 32                # faces whose maps set the colour scale
 
 def save_reference(folder: Path, stage: str, model: keras.Model, frame: pd.DataFrame,
                    image_size: int, features: np.ndarray | None = None) -> Path:
-    """Keep in the run what 05 compares photos with: the stage's predictions for the faces of
-    the frame (the protocol's test part), their true scores, their mean features, and the
-    colour scale of the contribution maps (98th percentile of |cell| over a few of them)."""
+    """Keep the stage's test predictions, true scores, mean features and map colour scale for 05."""
     if features is None:
         images = make_dataset(frame, image_size, 64).map(lambda x, y: x)
         features = feature_extractor(model).predict(images, verbose=0)
@@ -1662,12 +1657,11 @@ def save_reference(folder: Path, stage: str, model: keras.Model, frame: pd.DataF
         "files": frame["file"].tolist(), "true": frame["score"].round(4).tolist(),
         "predicted": predicted.round(4).tolist(), "mean_features": mean_features.tolist(),
         "average_prediction": float(predicted.mean()),
-        "map_scale": float(np.percentile(np.abs(maps), 98))})
+        "map_scale": float(np.percentile(np.abs(maps), 98))})  # 98th percentile of |cell|
 
 
 def save_out_of_fold_reference(folders: list[Path]) -> None:
-    """Join the fine-tuned fold models' test predictions (together, every face once) and keep
-    them in every fold's folder as the percentile reference of the 5-fold protocol."""
+    """Join the fine-tuned folds' test predictions into every fold's 5-fold reference."""
     parts = [json.loads((Path(f) / "reference-finetuned.json").read_text()) for f in folders]
     joined = {key: [v for part in parts for v in part[key]] for key in ("files", "true", "predicted")}
     for folder in folders:
@@ -1676,15 +1670,9 @@ def save_out_of_fold_reference(folders: list[Path]) -> None:
                    "the fine-tuned model of the fold that held it out", **joined})
 
 
-def model_stage(folder: Path) -> str:
-    """The stage whose model a run's best model is: 'finetuned' if that stage is done, else 'frozen'."""
-    return "finetuned" if (Path(folder) / "finetuned.keras").is_file() else "frozen"
-
-
 def load_reference(folder: Path) -> Reference:
-    """The run's reference for its best model: the 5-fold out-of-fold predictions when the whole
-    protocol has been run with the fine-tuned stage, else the stage's own test predictions."""
-    stage = model_stage(folder)
+    """The run's reference: the 5-fold out-of-fold predictions if there, else its best stage's own."""
+    stage = "finetuned" if (Path(folder) / "finetuned.keras").is_file() else "frozen"
     path = Path(folder) / f"reference-{stage}.json"
     if not path.is_file():
         raise RunNotFoundError(f"{path.name} is missing in {folder}: the run was trained by an older "
@@ -1705,13 +1693,9 @@ def neighbour_count(n: int) -> int:
 
 
 def calibrated_percentile(score: float, reference: Reference) -> tuple[float, float, float]:
-    """'More attractive than X %' for a predicted score, and the range it likely stands for.
-
-    X is the score's place among the model's own out-of-sample predictions, so that, as for the
-    dataset's own faces, 'above 95 %' is said of 5 % of faces; comparing a prediction (pulled
-    toward the mean) with true scores would push everyone toward the middle. The range is the
-    10th to 90th percentile of the true percentiles of the reference faces predicted nearest.
-    """
+    """'More attractive than X %' among the model's own out-of-sample predictions, and a likely range."""
+    # Against true scores a prediction (pulled toward the mean) would put everyone in the middle.
+    # The range: 10th to 90th percentile of the true percentiles of the faces predicted nearest.
     order = np.argsort(reference.predicted, kind="stable")
     true_sorted = np.sort(reference.true)
     true_percentiles = 100.0 * np.searchsorted(true_sorted, reference.true[order], side="left") / len(order)
@@ -1722,122 +1706,6 @@ def calibrated_percentile(score: float, reference: Reference) -> tuple[float, fl
     return percentile_of(score, reference.predicted), float(low), float(high)
 
 
-@dataclass
-class ScoredFace:
-    """A face of a photo, aligned like the dataset's, with its score, how much that score moves
-    with the mirror and small shifts of the eye points, and its place in the reference."""
-
-    number: int
-    face: Face
-    aligned: object            # PIL image, the model's input size
-    score: float               # mean over the face, its mirror and the shifted alignments
-    spread: float              # half the range of those scores
-    percentile: float
-    likely: tuple[float, float]
-    contributions: np.ndarray  # signed map of the aligned crop (cells of ResNet50's last block)
-
-
-@dataclass
-class PhotoResult:
-    """What became of one photo: its faces, or why there are none."""
-
-    name: str
-    image: object | None       # PIL image, upright RGB
-    faces: list[ScoredFace]
-    message: str | None = None
-
-
-def score_photo(model: keras.Model, source: Path | bytes, name: str, framing: dict,
-                reference: Reference) -> PhotoResult:
-    """Read a photo, find every face, and score each one as the mean over its alignment, small
-    shifts of its eye points and their mirrors, all in one forward pass."""
-    from PIL import Image
-
-    try:
-        image = read_photo(source, name)
-    except PhotoError as error:
-        return PhotoResult(name, None, [], str(error))
-    faces = detect_faces(image)
-    if not faces:
-        return PhotoResult(name, image, [], f"{name}: no face found. Use a frontal, well-lit photo "
-                           "with the whole face visible, not too small and not turned away.")
-    size = model.input_shape[1]
-    crops = np.stack([np.asarray(align_face(image, shifted_eyes(face, shift), framing, size))
-                      for face in faces for shift in EYE_SHIFTS])
-    variants = np.concatenate([crops, crops[:, :, ::-1]])  # then their mirrors
-    predicted, maps = contribution_maps(model, variants, reference.mean_features)
-    per_face = predicted.reshape(2, len(faces), len(EYE_SHIFTS)).transpose(1, 0, 2).reshape(len(faces), -1)
-    scored = []
-    for i, (face, scores) in enumerate(zip(faces, per_face, strict=True)):
-        score = float(np.clip(scores.mean(), 1.0, 5.0))  # the rating scale
-        percentile, low, high = calibrated_percentile(score, reference)
-        first = i * len(EYE_SHIFTS)
-        scored.append(ScoredFace(i + 1, face, Image.fromarray(crops[first]), score, float(np.ptp(scores)) / 2,
-                                 percentile, (low, high), maps[first]))
-    return PhotoResult(name, image, scored)
-
-
-def describe_result(result: PhotoResult) -> str:
-    """The result of a photo in plain words."""
-    if result.message:
-        return result.message
-    return "\n".join(
-        f"{result.name}, face {f.number}: score {f.score:.2f} (±{f.spread:.2f} across its mirror and "
-        f"1.5 px shifts of the eyes), more attractive than about {f.percentile:.0f} % of the dataset "
-        f"(likely between {f.likely[0]:.0f} % and {f.likely[1]:.0f} %)" for f in result.faces)
-
-
-def results_table(results: list[PhotoResult]) -> pd.DataFrame:
-    """Every face of every photo, best first; photos without a face at the end, with the reason."""
-    columns = ["photo", "face", "score", "±", "more attractive than", "likely between"]
-    rows = [dict(zip(columns, [r.name, f.number, round(f.score, 2), round(f.spread, 2),
-                               f"{f.percentile:.0f} %", f"{f.likely[0]:.0f}-{f.likely[1]:.0f} %"],
-                     strict=True)) for r in results for f in r.faces]
-    table = pd.DataFrame(rows, columns=columns).sort_values("score", ascending=False).astype(object)
-    problems = pd.DataFrame([{"photo": r.name, "note": r.message} for r in results if r.message])
-    return pd.concat([table, problems], ignore_index=True).fillna("")
-
-
-def plot_photo_result(result: PhotoResult, reference: Reference, max_faces: int = 4):
-    """The photo with numbered faces; per face the aligned crop, its contribution map on the
-    reference's colour scale, and its place among the reference's predicted scores."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    faces = result.faces[:max_faces]
-    fig, axes = plt.subplots(len(faces), 4, figsize=(17, 3.9 * len(faces)), squeeze=False)
-    photo = axes[0][0]
-    photo.imshow(result.image)
-    for f in faces:
-        x, y, w, h = f.face.box
-        photo.add_patch(Rectangle((x, y), w, h, fill=False, color="yellow", linewidth=2))
-        photo.text(x, y, str(f.number), color="black", backgroundcolor="yellow", fontsize=10)
-    photo.set_title(result.name)
-    for (first, crop, contribution, where), f in zip(axes, faces, strict=True):
-        if first is not photo:
-            first.set_visible(False)
-        size = f.aligned.size[0]
-        crop.imshow(f.aligned)
-        crop.set_title(f"face {f.number}: {f.score:.2f} ± {f.spread:.2f}\nmore attractive than about "
-                       f"{f.percentile:.0f} % ({f.likely[0]:.0f}-{f.likely[1]:.0f} %)")
-        contribution.imshow(f.aligned)
-        shown = contribution.imshow(f.contributions, cmap="RdBu_r", alpha=0.55, interpolation="bilinear",
-                                    vmin=-reference.map_scale, vmax=reference.map_scale,
-                                    extent=(0, size, size, 0))
-        fig.colorbar(shown, ax=contribution, fraction=0.046, label="score points")
-        contribution.set_title(f"against the average face: red raised, blue lowered\n(cells average "
-                               f"to {f.contributions.mean():+.2f} = this crop's score - average)")
-        where.hist(reference.predicted, bins=40, color="lightgrey")
-        where.axvline(f.score, color="tab:red", linewidth=2, label=f"face {f.number}")
-        where.set(title=f"among the model's predictions for\n{len(reference.predicted):,} held-out "
-                  "dataset faces", xlabel="predicted score", ylabel="faces", xlim=(1, 5))
-        where.legend()
-        for ax in (photo, crop, contribution):
-            ax.axis("off")
-    fig.tight_layout()
-    return fig
-
-
 def photos_from_env() -> list[tuple[str, Path]]:
     """The photos named in FBP_PHOTO (paths joined by the OS path separator)."""
     paths = [p for p in os.environ.get("FBP_PHOTO", "").split(os.pathsep) if p.strip()]
@@ -1845,39 +1713,15 @@ def photos_from_env() -> list[tuple[str, Path]]:
 
 
 def uploaded_files(value) -> list[tuple[str, bytes]]:
-    """(name, bytes) of uploads: ipywidgets 7 ({name: {'content': ...}}), ipywidgets 8 (a tuple
-    of dicts with 'name' and 'content') or Colab's files.upload() ({name: bytes})."""
-    if isinstance(value, dict):
+    """(name, bytes) of uploads from ipywidgets 7 or 8 or from Colab's files.upload()."""
+    if isinstance(value, dict):  # ipywidgets 7: {name: {'content': ...}}; Colab: {name: bytes}
         return [(name, bytes(item["content"] if isinstance(item, dict) else item))
                 for name, item in value.items()]
-    return [(item["name"], bytes(item["content"])) for item in value]
-
-
-def photo_reporter(model: keras.Model, framing: dict, reference: Reference):
-    """A function that scores a list of (name, path or bytes) photos and shows everything."""
-    from IPython.display import display
-
-    def report(photos: list[tuple[str, Path | bytes]]) -> list[PhotoResult]:
-        results = []
-        for name, source in photos:
-            if isinstance(source, Path) and not source.is_file():
-                result = PhotoResult(name, None, [], f"{source}: no such file.")
-            else:
-                result = score_photo(model, source, name, framing, reference)
-            print(describe_result(result))
-            if result.faces:
-                display(plot_photo_result(result, reference))
-            results.append(result)
-        if len(results) > 1:
-            display(results_table(results))
-        return results
-
-    return report
+    return [(item["name"], bytes(item["content"])) for item in value]  # ipywidgets 8
 
 
 def colab_uploads() -> list[tuple[str, bytes]]:
-    """Photos through Colab's uploader (any size). It saves every file it receives; here it saves
-    them into a temporary folder that is deleted as soon as they are read, so none stays on disk."""
+    """Photos through Colab's uploader, which saves them: into a folder deleted once they are read."""
     import tempfile
 
     from google.colab import files  # type: ignore[import-not-found]
@@ -1887,41 +1731,36 @@ def colab_uploads() -> list[tuple[str, bytes]]:
     return [(Path(name).name, content) for name, content in uploaded_files(uploaded)]
 
 
-def ask_for_photos(report) -> list[PhotoResult] | None:
-    """Photos from FBP_PHOTO if set; else Colab's uploader (any size); else an upload widget."""
+def ask_for_photos() -> list[tuple[str, Path | bytes]]:
+    """Photos from FBP_PHOTO if set; else Colab's uploader; else an upload widget that fills the list."""
     if photos_from_env():
-        return report(photos_from_env())
+        return photos_from_env()
     if in_colab():
         photos = colab_uploads()
         if not photos:
             print("No photo was uploaded (the upload was cancelled or no file was chosen). Run this "
                   "cell again to choose one.")
-        return report(photos)
+        return photos
     from IPython.display import display
 
-    display(upload_widget(report))
-    return None
+    photos = []
+    display(upload_widget(photos))
+    return photos
 
 
-def upload_widget(report):
-    """An upload button for photos (ipywidgets 7 or 8) and a button that reports on them."""
+def upload_widget(photos: list):
+    """An upload button (ipywidgets 7 or 8) that puts the chosen photos, in memory, into the list."""
     import ipywidgets as widgets
 
     upload = widgets.FileUpload(accept="image/*", multiple=True, description="Photos")
-    button = widgets.Button(description="Score them", button_style="primary")
-    output = widgets.Output()
+    said = widgets.Label("Choose photos, then run the cells below this one.")
 
-    def on_click(_):
-        with output:
-            output.clear_output()
-            photos = uploaded_files(upload.value)
-            if photos:
-                report(photos)
-            else:
-                print("Choose one or more photos with the 'Photos' button first.")
+    def on_upload(change):
+        photos[:] = uploaded_files(change["new"])
+        said.value = f"{len(photos)} photo(s) chosen: now run the cells below this one."
 
-    button.on_click(on_click)
-    return widgets.VBox([widgets.HBox([upload, button]), output])
+    upload.observe(on_upload, names="value")
+    return widgets.HBox([upload, said])
 
 
 WEBCAM_JS = """
@@ -1929,22 +1768,27 @@ async function takePhoto(quality) {
   const box = document.createElement('div');
   const button = document.createElement('button');
   button.textContent = 'Take the photo';
+  const skip = document.createElement('button');
+  skip.textContent = 'No webcam photo';
   const video = document.createElement('video');
   video.style.display = 'block';
-  box.append(button, video);
+  box.append(button, skip, video);
   document.body.appendChild(box);
   const stream = await navigator.mediaDevices.getUserMedia({video: {facingMode: 'user'}});
   video.srcObject = stream;
   await video.play();
   google.colab.output.setIframeHeight(document.documentElement.scrollHeight, true);
-  await new Promise((resolve) => { button.onclick = resolve; });
+  const taken = await new Promise((resolve) => {
+    button.onclick = () => resolve(true);
+    skip.onclick = () => resolve(false);
+  });
   const canvas = document.createElement('canvas');
   canvas.width = video.videoWidth;
   canvas.height = video.videoHeight;
   canvas.getContext('2d').drawImage(video, 0, 0);
   stream.getVideoTracks().forEach((track) => track.stop());
   box.remove();
-  return canvas.toDataURL('image/jpeg', quality);
+  return taken ? canvas.toDataURL('image/jpeg', quality) : '';
 }
 """
 
@@ -1965,7 +1809,7 @@ def camera_problem(error: str) -> str:
 
 
 def take_webcam_photo() -> bytes | None:
-    """In Colab, show the webcam with a button and return the JPEG taken; elsewhere None."""
+    """In Colab, show the webcam with a button and return the JPEG taken; elsewhere or skipped None."""
     if not in_colab():
         print("Taking a photo with the webcam needs Colab (the browser holds the camera; this "
               "runtime has none). Upload a photo above instead.")
@@ -1981,5 +1825,8 @@ def take_webcam_photo() -> bytes | None:
         data_url = eval_js("takePhoto(0.92)")
     except MessageError as error:
         print(camera_problem(str(error)))
+        return None
+    if not data_url:
+        print("No webcam photo taken.")
         return None
     return base64.b64decode(data_url.split(",", 1)[1])

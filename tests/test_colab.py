@@ -79,7 +79,7 @@ def test_uploaded_photos_never_stay_on_disk(colab, tmp_path, monkeypatch, capsys
     write_script(colab, uploads=[{"astronaut.jpg": str(photo)}] * 2)
     received = []
     for _ in range(2):  # the same name twice: Colab alone would keep 'astronaut (1).jpg' as well
-        utils.ask_for_photos(received.append)
+        received.append(utils.ask_for_photos())
     assert received == [[("astronaut.jpg", photo.read_bytes())]] * 2
     assert "Saving astronaut.jpg to" in capsys.readouterr().out
     assert not [p for p in vm.rglob("*") if p.is_file()]
@@ -98,7 +98,7 @@ def test_the_stand_in_uploader_saves_like_colabs(colab, tmp_path, monkeypatch, c
 
 def test_a_cancelled_upload_says_no_photo_was_uploaded(colab, capsys):
     write_script(colab, uploads=[{}])
-    assert utils.ask_for_photos(lambda photos: photos) == []
+    assert utils.ask_for_photos() == []
     assert "No photo was uploaded" in capsys.readouterr().out
 
 
@@ -111,6 +111,12 @@ def test_a_blocked_or_missing_camera_says_what_happened(colab, capsys, error, sa
     write_script(colab, camera=[{"error": error}])
     assert utils.take_webcam_photo() is None
     assert said in capsys.readouterr().out
+
+
+def test_no_webcam_photo_when_the_user_skips_it(colab, capsys):
+    write_script(colab, camera=[{"skip": True}])
+    assert utils.take_webcam_photo() is None
+    assert "No webcam photo taken" in capsys.readouterr().out
 
 
 def test_the_webcam_photo_comes_back_as_jpeg_bytes(colab, tmp_path):

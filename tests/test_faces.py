@@ -1,5 +1,5 @@
-"""Faces: reading any photo, finding faces, framing them like the dataset, scoring, Grad-CAM,
-and the upload formats of ipywidgets 7, ipywidgets 8 and Colab."""
+"""Faces: reading any photo, finding faces, framing them like the dataset, contribution maps,
+the percentile reference and the upload formats of ipywidgets 7, ipywidgets 8 and Colab."""
 
 import datetime
 import io
@@ -108,6 +108,11 @@ def test_a_text_file_named_jpg_is_named_as_not_an_image(tmp_path):
         utils.read_photo(path)
 
 
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(utils.PhotoError, match="gone.jpg: no such file"):
+        utils.read_photo(tmp_path / "gone.jpg")
+
+
 def test_a_truncated_jpeg_is_named(astronaut):
     data_ = jpeg(astronaut)
     with pytest.raises(utils.PhotoError, match="cut.jpg: the image cannot be read"):
@@ -126,45 +131,6 @@ def reference():
     predicted = np.linspace(1, 5, 201)
     return utils.Reference(predicted + 0.1, predicted, np.random.default_rng(1).uniform(0, 1, utils.FEATURES),
                            3.0, 0.5, "a test reference")
-
-
-def test_score_photo_scores_every_face_and_explains_the_rest(model, astronaut, reference):
-    pair = Image.fromarray(np.concatenate([data.astronaut(), data.astronaut()[:, ::-1]], axis=1))
-    result = utils.score_photo(model, jpeg(pair), "pair.jpg", FRAMING, reference)
-    assert [f.number for f in result.faces] == [1, 2] and result.message is None
-    for face in result.faces:
-        assert face.aligned.size == (64, 64) and 1 <= face.score <= 5 and face.spread >= 0
-        point, low, high = utils.calibrated_percentile(face.score, reference)
-        assert (face.percentile, face.likely) == (point, (low, high))
-        assert face.contributions.shape == (2, 2)     # ResNet50's last block at 64 px
-    nothing = utils.score_photo(model, jpeg(Image.fromarray(data.coffee())), "coffee.jpg", FRAMING, reference)
-    assert nothing.faces == [] and "coffee.jpg: no face found" in nothing.message
-    broken = utils.score_photo(model, b"GIF89a nonsense", "x.gif", FRAMING, reference)
-    assert broken.image is None and "x.gif" in broken.message
-    table = utils.results_table([nothing, result, broken])
-    assert table["photo"].tolist() == ["pair.jpg", "pair.jpg", "coffee.jpg", "x.gif"]
-    assert table["score"].iloc[0] >= table["score"].iloc[1]
-    text = utils.describe_result(result)
-    assert "more attractive than about" in text and "likely between" in text and "±" in text
-    assert utils.describe_result(nothing) == nothing.message
-
-
-def test_the_score_belongs_to_the_face_not_to_the_photo(reference):
-    """The same face pasted alone into a photo and beside another face scores within the spread
-    shown (the photos differ in size, so detection sees the face at different scales)."""
-    keras.utils.set_random_seed(3)
-    model = utils.build_model(96, weights=None)
-    face = Image.fromarray(data.astronaut()).crop((80, 0, 400, 320))
-    other = Image.fromarray(data.astronaut()[:, ::-1]).crop((112, 0, 432, 320))
-    alone, beside = (Image.new("RGB", (width, 500), (120, 120, 120)) for width in (700, 1500))
-    alone.paste(face, (190, 90))
-    beside.paste(face, (190, 90))
-    beside.paste(other, (900, 90))
-    first = utils.score_photo(model, jpeg(alone), "alone.jpg", FRAMING, reference).faces
-    second = utils.score_photo(model, jpeg(beside), "beside.jpg", FRAMING, reference).faces
-    same = min(second, key=lambda f: f.face.box[0])
-    assert len(first) == 1 and len(second) == 2 and first[0].spread > 0
-    assert abs(first[0].score - same.score) <= max(first[0].spread, same.spread)
 
 
 def test_contribution_maps_average_to_the_score_minus_the_average_prediction(model, reference):
@@ -227,12 +193,10 @@ def test_measure_framing_refuses_faceless_images(synthetic_root):
         utils.measure_framing(utils.all_labels(synthetic_root)["path"].tolist(), limit=20)
 
 
-def test_the_upload_widget_hands_the_uploaded_photos_to_the_report(astronaut):
-    received = []
-    widget = utils.upload_widget(received.append)
-    upload, button = widget.children[0].children
-    button.click()
-    assert received == []                                  # nothing chosen yet: a hint, no call
+def test_the_upload_widget_puts_the_chosen_photos_into_the_list(astronaut):
+    photos = []
+    upload, said = utils.upload_widget(photos).children
+    assert "Choose photos" in said.value
     photo = jpeg(astronaut)
     if ipywidgets.__version__.startswith("7."):  # Colab's: what the browser sends, then the count
         upload.set_trait("metadata", [{"name": "me.jpg", "type": "image/jpeg", "size": len(photo),
@@ -242,8 +206,8 @@ def test_the_upload_widget_hands_the_uploaded_photos_to_the_report(astronaut):
     else:
         upload.value = ({"name": "me.jpg", "type": "image/jpeg", "size": len(photo),
                          "content": memoryview(photo), "last_modified": datetime.datetime.now(datetime.UTC)},)
-    button.click()
-    assert received == [[("me.jpg", photo)]]
+    assert photos == [("me.jpg", photo)] and "1 photo(s) chosen" in said.value
+
 
 def test_the_out_of_fold_reference_is_taken_once_5_fold_has_run(tmp_path):
     folders = []
@@ -260,3 +224,11 @@ def test_the_out_of_fold_reference_is_taken_once_5_fold_has_run(tmp_path):
     utils.save_out_of_fold_reference(folders)
     reference = utils.load_reference(folders[0])
     assert reference.predicted.tolist() == [1.5, 2.5, 3.5, 4.5, 5.5] and "5-fold" in reference.source
+
+
+def test_shifted_eyes_move_in_the_detectors_pixels_in_image_order():
+    face = utils.Face(box=(0, 0, 100, 100), left_eye=(70.0, 40.0), right_eye=(30.0, 42.0),
+                      confidence=1.0, pixel=2.0)        # the detector called the eyes the other way
+    moved = utils.shifted_eyes(face, (-1.5, 1.5, 1.5, -1.5))
+    left, right = utils.eyes_of(moved)
+    np.testing.assert_allclose([left, right], [[27.0, 45.0], [73.0, 37.0]])

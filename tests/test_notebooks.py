@@ -68,7 +68,8 @@ def default_run(smoke):
 
 
 def photo_folder(tmp_path):
-    """A face, two faces, no face, a text file and a cut-short JPEG, as FBP_PHOTO would name them."""
+    """A face, two faces, no face, a text file, a cut-short JPEG, and one face pasted alone and
+    beside a smaller one (photos of different sizes), as FBP_PHOTO would name them."""
     import numpy as np
     from PIL import Image
     from skimage import data
@@ -81,7 +82,15 @@ def photo_folder(tmp_path):
     (tmp_path / "notes.jpg").write_text("not a photo")
     whole = (tmp_path / "me.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 3])
-    names = ["me.jpg", "us.jpg", "coffee.jpg", "notes.jpg", "cut.jpg"]
+    face = Image.fromarray(astronaut).crop((80, 0, 400, 320))
+    other = Image.fromarray(astronaut[:, ::-1]).crop((112, 0, 432, 320)).resize((240, 240))
+    alone, beside = (Image.new("RGB", (width, 500), (120, 120, 120)) for width in (700, 1500))
+    alone.paste(face, (190, 90))
+    beside.paste(face, (190, 90))
+    beside.paste(other, (900, 130))
+    alone.save(tmp_path / "alone.jpg")
+    beside.save(tmp_path / "beside.jpg")
+    names = ["me.jpg", "us.jpg", "coffee.jpg", "notes.jpg", "cut.jpg", "alone.jpg", "beside.jpg"]
     return os.pathsep.join(str(tmp_path / n) for n in names)
 
 
@@ -158,6 +167,12 @@ def test_05_speaks_of_every_photo_and_scores_every_face(smoke, tmp_path, monkeyp
     assert "coffee.jpg: no face found" in text and "notes.jpg: this is not an image" in text
     assert "cut.jpg: the image cannot be read" in text
     assert "webcam needs Colab" in text
+    # the score belongs to the face, not to the photo: alone or beside a smaller face, within the spread
+    scored = dict(re.findall(r"^(\w+\.jpg, face \d): score (\d\.\d\d \(±\d\.\d\d)", text, re.MULTILINE))
+    (alone, alone_spread), (beside, beside_spread) = (
+        map(float, scored[key].split(" (±")) for key in ("alone.jpg, face 1", "beside.jpg, face 1"))
+    assert "beside.jpg, face 2" in scored and alone_spread > 0
+    assert abs(alone - beside) <= max(alone_spread, beside_spread) + 0.01  # printed to 2 decimals
 
 
 @pytest.fixture
