@@ -1247,14 +1247,6 @@ def regression_metrics(y_true, y_pred) -> dict:
             "n": len(y_true)}
 
 
-def metrics_table(rows: dict[str, dict]) -> pd.DataFrame:
-    """Metrics of several models as a table, one row each."""
-    columns = ["pc", "mae", "rmse", "spearman", "n"]
-    table = pd.DataFrame({name: {c: m.get(c) for c in columns} for name, m in rows.items()}).T
-    table = table.dropna(axis=1, how="all").rename(columns=str.upper)
-    return table.astype({"N": int}) if "N" in table else table
-
-
 COMBOLOSS = "ComboLoss (SEResNeXt-50, 2020)"
 PUBLISHED = pd.DataFrame(
     [("5-fold CV, mean", "AlexNet", 0.8634, 0.2651, 0.3481, "paper, Table VII"),

@@ -405,26 +405,27 @@ def test_decoded_images_match_the_files(synthetic_root):
         assert np.abs(image.astype(int) - expected).mean() < 2
 
 
-def test_training_batches_are_augmented_and_shuffled(synthetic_root):
+def test_training_batches_are_shuffled_and_left_as_they_are(synthetic_root):
     part = utils.load_protocol(synthetic_root, "fold1")["train"]
     plain = next(iter(utils.make_dataset(part, 48, batch_size=len(part))))
-    augmented = next(iter(utils.make_dataset(part, 48, batch_size=len(part), training=True)))
-    assert augmented[0].dtype == plain[0].dtype and augmented[0].shape == plain[0].shape
-    assert sorted(augmented[1].numpy()) == pytest.approx(sorted(plain[1].numpy()))
-    assert not np.array_equal(augmented[1].numpy(), plain[1].numpy())
-    # the same image before and after augmentation: similar, but not identical
-    first = part["score"].to_numpy()
-    index = int(np.argmin(np.abs(augmented[1].numpy()[0] - first)))
-    before, after = plain[0].numpy()[index].astype(int), augmented[0].numpy()[0].astype(int)
-    assert 0 < np.abs(before - after).mean() < 40
+    shuffled = next(iter(utils.make_dataset(part, 48, batch_size=len(part), training=True)))
+    assert shuffled[0].dtype == plain[0].dtype and shuffled[0].shape == plain[0].shape
+    assert sorted(shuffled[1].numpy()) == pytest.approx(sorted(plain[1].numpy()))
+    assert not np.array_equal(shuffled[1].numpy(), plain[1].numpy())
+    # augmentation is the model's job (notebook 03): the pipeline keeps each image as it is
+    index = int(np.argmin(np.abs(part["score"].to_numpy() - shuffled[1].numpy()[0])))
+    np.testing.assert_array_equal(plain[0].numpy()[index], shuffled[0].numpy()[0])
 
 
-def test_augmentation_flips_and_zooms_within_bounds():
-    import tensorflow as tf
+def test_notebook_03s_augmentation_flips_and_zooms_within_bounds_only_in_training():
+    import keras
+    from conftest import run_cells
 
+    augment = run_cells("03_finetune", "augment", keras=keras, cfg=utils.Config())["augment"]
     ramp = np.tile(np.arange(32, dtype=np.uint8)[None, :, None], (32, 1, 3)) * 8
-    images = tf.constant(np.stack([ramp] * 64))
-    out, _ = utils.augment_batch(images, tf.zeros(64), seed=1)
-    left_to_right = out.numpy()[:, 16, -1, 0].astype(int) - out.numpy()[:, 16, 0, 0].astype(int)
+    images = np.stack([ramp] * 64)
+    out = keras.ops.convert_to_numpy(augment(images, training=True))
+    left_to_right = out[:, 16, -1, 0] - out[:, 16, 0, 0]
     assert (left_to_right > 0).any() and (left_to_right < 0).any()  # some flipped, some not
-    assert (np.abs(left_to_right) >= 0.85 * 248).all()  # a zoom of at most 10 %
+    assert (np.abs(left_to_right) >= 0.8 * 248).all()  # a zoom of at most 10 %, a shift of 5 %
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(augment(images, training=False)), images)

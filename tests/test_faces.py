@@ -9,6 +9,7 @@ import ipywidgets
 import keras
 import numpy as np
 import pytest
+from conftest import model_from_notebook
 from PIL import Image
 from skimage import data
 
@@ -122,7 +123,7 @@ def test_a_truncated_jpeg_is_named(astronaut):
 @pytest.fixture(scope="module")
 def model():
     keras.utils.set_random_seed(0)
-    return utils.build_model(64, weights=None)
+    return model_from_notebook(64)
 
 
 @pytest.fixture(scope="module")
