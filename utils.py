@@ -1,7 +1,12 @@
-"""Shared code for the SCUT-FBP5500 notebook series.
+"""Shared plumbing of the SCUT-FBP5500 notebook series.
 
-Sections: environment, data, model, training, evaluation, faces. A notebook cell calls
-one function from here and shows what it returns; the logic and its tests live here.
+The notebooks hold the recipe: the Keras calls that build, train and evaluate the model, the
+analysis and the steps a photo goes through. This module holds what several notebooks share or a
+reader need not see, in sections: environment (Colab, Drive, work folder), data (fetching,
+validating, tf.data, a synthetic dataset for smoke runs), model (registered layers, precision,
+feature cache), runs (records, checkpoints that survive a lost VM, the protocol runner),
+evaluation (bootstrap, group gaps, published results), faces (detection, alignment, reference,
+uploads and webcam).
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ import keras
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import model_from_notebook
+
 import utils
 
 EPOCHS, SIZE, IMAGES = 3, 32, 32
@@ -51,12 +54,12 @@ def measure(policy: str, ours: bool) -> list[int]:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (IMAGES, SIZE, SIZE, 3), dtype=np.uint8)
     scores = rng.uniform(1, 5, IMAGES).astype("float32")
-    with utils.precision(policy):
-        model = utils.build_model(SIZE, weights=None)
-        utils.set_backbone_trainable(model, True)
-        model.compile(optimizer=keras.optimizers.AdamW(1e-5, weight_decay=1e-4), loss="mse")
+    model = model_from_notebook(SIZE)  # then as notebook 03 prepares it
+    model.get_layer("resnet50").trainable = True
+    utils.use_precision(model, policy)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-5, weight_decay=1e-4), loss="mse")
     if ours:
-        saving = [utils.BestCheckpoint(folder, None), utils.EpochBackup(folder / "backup")]
+        saving = [utils.BestCheckpoint(folder), utils.EpochBackup(folder / "backup")]
     else:
         saving = [keras.callbacks.ModelCheckpoint(str(folder / "best.weights.h5"), save_best_only=True,
                                                   save_weights_only=True, monitor="val_loss"),

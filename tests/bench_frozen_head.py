@@ -11,8 +11,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import keras  # noqa: E402
+from conftest import model_from_notebook  # noqa: E402
 
 import utils  # noqa: E402
 
@@ -23,16 +25,16 @@ def main(images: int = 400, size: int = 224, epochs: int = 10) -> None:
     frame = utils.all_labels(root)
     y = frame["score"].to_numpy("float32")
     keras.utils.set_random_seed(0)
-    model = utils.build_model(size, weights=None)
+    model = model_from_notebook(size)
 
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
         features = utils.cached_features(model, frame, size, Path(cache))
         extract = time.perf_counter() - start
-        head = utils.head_on_features(model)
+        head = keras.Sequential([keras.Input((utils.FEATURES,)), model.get_layer("score")])
         head.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
         start = time.perf_counter()
-        head.fit(features, y, batch_size=32, epochs=epochs, verbose=0)
+        head.fit(features.to_numpy(), y, batch_size=32, epochs=epochs, verbose=0)
         cached_fit = time.perf_counter() - start
 
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")

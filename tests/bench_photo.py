@@ -12,9 +12,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from conftest import model_from_notebook  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
@@ -54,7 +56,7 @@ def score(model: keras.Model, path: Path, reference: utils.Reference) -> tuple[f
 
 def main(runs: int = 5) -> None:
     keras.utils.set_random_seed(0)
-    model = utils.build_model(350, weights=None)
+    model = model_from_notebook(350)
     predicted = np.linspace(1, 5, 1100)
     reference = utils.Reference(predicted, predicted, np.zeros(utils.FEATURES), 3.0, 1.0, "bench")
     with tempfile.TemporaryDirectory() as folder:

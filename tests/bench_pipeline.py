@@ -57,14 +57,22 @@ def measure(mode: str) -> dict:
 
     import utils
 
-    pipeline = utils.make_dataset(frame, 350, 32, training=(mode == "uint8_train"))
+    pipeline = utils.make_dataset(frame, 350, 32, training=mode.startswith("uint8_train"))
+    if mode == "uint8_train_augmented_on_cpu":  # notebook 03's augmentation layers, here on the CPU
+        sys.path.insert(0, str(ROOT / "tests"))
+        from conftest import run_cells
+
+        augment = run_cells("03_finetune", "augment", keras=keras, cfg=utils.Config())["augment"]
+        pipeline = pipeline.map(lambda x, y: (augment(x, training=True), y),
+                                num_parallel_calls=tf.data.AUTOTUNE)
     if mode == "float32_cpu_preprocess":  # what we avoid: float32 and preprocess_input after the cache
         pipeline = pipeline.map(lambda x, y: (keras.applications.resnet50.preprocess_input(
             tf.cast(x, tf.float32)), y), num_parallel_calls=tf.data.AUTOTUNE)
     return {**throughput(frame, pipeline), "peak_rss_gb": peak_rss_gb()}
 
 
-MODES = ["uint8_eval", "uint8_train", "float32_cpu_preprocess", "numpy_float32"]
+MODES = ["uint8_eval", "uint8_train", "uint8_train_augmented_on_cpu", "float32_cpu_preprocess",
+         "numpy_float32"]
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:
