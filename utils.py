@@ -774,10 +774,10 @@ def dataset_fingerprint(frame: pd.DataFrame) -> str:
 def cached_features(model: keras.Model, frame: pd.DataFrame, image_size: int, cache_dir: Path,
                     batch_size: int = 64) -> pd.DataFrame:
     """Pooled ResNet50 features of every image in the frame (a row per file), computed once and
-    cached on disk under a key of the images, the image size and the backbone's weights."""
+    cached on disk under a key of the images, the image size, the backbone's weights and the recipe."""
     from tqdm.auto import tqdm
 
-    key = f"{dataset_fingerprint(frame)}-{image_size}px-{weights_fingerprint(model)}"
+    key = f"{dataset_fingerprint(frame)}-{image_size}px-{weights_fingerprint(model)}-r{RECIPE_VERSION}"
     path = Path(cache_dir) / f"features-{key}.npy"
     if path.is_file():
         print(f"Features loaded from the cache {path.name}.")
@@ -963,7 +963,12 @@ def versions() -> dict:
 def record_stage_one(folder: Path, identity: dict, data_root: Path, model: keras.Model,
                      parts: dict, test_features: np.ndarray, history: dict, frozen: dict) -> dict:
     """Keep stage 1 in the run's folder: frozen.keras, history_head.csv, the percentile's
-    reference, and run.json with the identity, sizes, framing and the stage's figures."""
+    reference, and run.json with the identity, sizes, framing and the stage's figures; a stage 1
+    saved before is kept as it is (notebooks 03-05 build on it)."""
+    if read_run(folder).get("frozen"):
+        print(f"Stage 1 of run {folder.name} was saved before and is kept as it is (notebooks 03-05 "
+              "build on it). To save a new one, change a setting (a new run) or delete the run's folder.")
+        return read_run(folder)
     folder.mkdir(parents=True, exist_ok=True)
     history_frame(history).to_csv(folder / "history_head.csv", index=False)
     save_model_atomically(model, folder / "frozen.keras")
@@ -1012,7 +1017,8 @@ class EpochBackup(keras.callbacks.Callback):
         path = self.folder / f"epoch{epoch + 1:03d}.npz"
         save_arrays_atomically(path, [*self.model.weights, *self.model.optimizer.variables])
         save_json(self.folder / "state.json", {"epoch": epoch + 1, "file": path.name,
-                                               "model_arrays": len(self.model.weights)})
+                                               "model_arrays": len(self.model.weights),
+                                               "precision": self.model.dtype_policy.name})
         remove_all_but(self.folder, "epoch*.npz", path)
 
 
@@ -1026,6 +1032,11 @@ def epochs_done(model: keras.Model, folder: Path, epochs: int) -> int:
     if not state.is_file():
         return 0
     saved = json.loads(state.read_text())
+    if saved.get("precision", model.dtype_policy.name) != model.dtype_policy.name:
+        raise RunNotFoundError(
+            f"Run {Path(folder).name} was training in {saved['precision']} (on a GPU with tensor cores) "
+            f"and this runtime computes in {model.dtype_policy.name}: its optimizer state does not fit. "
+            "Connect to a T4 GPU (Runtime > Change runtime type) and run this notebook again.")
     arrays = load_arrays(state.parent / saved["file"])
     model.set_weights(arrays[: saved["model_arrays"]])
     model.optimizer.build(model.trainable_variables)  # its slots must exist before loading
@@ -1093,23 +1104,24 @@ def decay_shrinkage(schedule, weight_decay: float, steps: int) -> float:
     return float(np.prod(1 - rates * weight_decay))
 
 
-def record_finetune(folder: Path, model: keras.Model, parts: dict, image_size: int) -> dict:
-    """Finish the fine-tune once: the best epoch's weights into the (float32) model, saved as
-    finetuned.keras with its reference and figures in run.json; backups and checkpoints go."""
+def record_finetune(folder: Path, model: keras.Model, parts: dict, image_size: int,
+                    precision: str) -> dict:
+    """Finish the fine-tune once: the best epoch's weights in a copy of the (float32) model, saved
+    as finetuned.keras with its reference and figures in run.json; then backups and checkpoints go."""
     record = read_run(folder)
-    if record.get("finished"):
-        return record
-    best = read_best(folder)
-    model.set_weights(load_arrays(Path(folder) / best["weights"]))
-    save_model_atomically(model, folder / "finetuned.keras")
-    save_reference(folder, "finetuned", model, parts["test"], image_size)
-    val_pred = predict_scores(model, parts["val"], image_size)
-    record = update_run(folder, finished=True, finetune={
-        "epochs": len(read_history(folder / "history_finetune.csv", best)), "best_epoch": best["epoch"],
-        "best_val_loss": best["val_loss"], "val": regression_metrics(parts["val"]["score"], val_pred),
-        "precision": precision_policy()})
-    shutil.rmtree(folder / "backup", ignore_errors=True)
-    for leftover in [folder / best["weights"], *folder.glob("*.tmp.*")]:  # finetuned.keras holds it all
+    if not record.get("finished"):
+        best = read_best(folder)
+        final = type(model).from_config(model.get_config())  # uncompiled: no optimizer state to save
+        final.set_weights(load_arrays(Path(folder) / best["weights"]))
+        save_model_atomically(final, folder / "finetuned.keras")
+        save_reference(folder, "finetuned", final, parts["test"], image_size)
+        val_pred = predict_scores(final, parts["val"], image_size)
+        record = update_run(folder, finished=True, finetune={
+            "epochs": len(read_history(folder / "history_finetune.csv", best)),
+            "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
+            "val": regression_metrics(parts["val"]["score"], val_pred), "precision": precision})
+    shutil.rmtree(folder / "backup", ignore_errors=True)  # finetuned.keras holds it all now
+    for leftover in [*folder.glob("best-epoch*.npz"), *folder.glob("*.tmp.*")]:
         leftover.unlink()
     return record
 
@@ -1171,7 +1183,7 @@ def run_notebook(name: str, cfg: Config, data_root: Path) -> None:
     output, is kept in the run's folder."""
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, DeadKernelError
 
     path = REPO_DIR / "notebooks" / f"{name}.ipynb"
     notebook = nbformat.read(path, as_version=4)
@@ -1181,9 +1193,11 @@ def run_notebook(name: str, cfg: Config, data_root: Path) -> None:
     try:
         NotebookClient(notebook, timeout=None, kernel_name="python3",
                        resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
-    except CellExecutionError as error:
-        raise RuntimeError(f"{cfg.protocol}: notebook {name} stopped with {error.ename}: {error.evalue}\n"
-                           f"Its outputs are in {copy}. Run this cell again to resume.") from None
+    except (CellExecutionError, DeadKernelError) as error:
+        reason = (f"{error.ename}: {error.evalue}" if isinstance(error, CellExecutionError)
+                  else "its kernel died (out of memory?)")
+        raise RuntimeError(f"{cfg.protocol}: notebook {name} stopped, {reason}\nIts outputs are in "
+                           f"{copy}. Run this cell again to resume.") from None
     finally:
         copy.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(notebook, copy)
@@ -1192,27 +1206,27 @@ def run_notebook(name: str, cfg: Config, data_root: Path) -> None:
 def run_protocol(protocol: str, cfg: Config, data_root: Path) -> pd.DataFrame:
     """Train and evaluate a protocol: 'fold1'..'fold5', '5-fold' (all five) or '60/40'. Each fold
     is trained by notebooks 02 and 03 themselves, each in its own kernel (which frees the GPU),
-    and resumes after a lost VM; a finished, evaluated fold is not run again. After 5-fold every
-    fold's folder also gets the out-of-fold predictions of all faces (05's reference). Returns
-    the per-fold figures, with their mean and SD for 5-fold."""
+    and resumes after a lost VM; then the folds are evaluated here. A finished, evaluated fold is
+    not run again. After 5-fold every fold's folder also gets the out-of-fold predictions of all
+    faces (05's reference). Returns the per-fold figures, with their mean and SD for 5-fold."""
     import time
 
-    protocols = [f"fold{k}" for k in range(1, 6)] if protocol == "5-fold" else [protocol]
+    names = [f"fold{k}" for k in range(1, 6)] if protocol == "5-fold" else [protocol]
+    folds = [replace(cfg, protocol=name) for name in names]
     dataset = dataset_id(data_root)
-    reports, folders = [], []
-    for name in protocols:
-        fold = replace(cfg, protocol=name)
-        folder = run_dir(fold, dataset)
-        folders.append(folder)
+    folders = [run_dir(fold, dataset) for fold in folds]
+    for fold, folder in zip(folds, folders, strict=True):  # every fold trained before any is evaluated
         for notebook, done in [("02_frozen_head", "frozen"), ("03_finetune", "finished")]:
             if not read_run(folder).get(done):
                 start = time.perf_counter()
-                print(f"{name}: notebook {notebook} runs ...", flush=True)
+                print(f"{fold.protocol}: notebook {notebook} runs ...", flush=True)
                 run_notebook(notebook, fold, data_root)
-                print(f"{name}: notebook {notebook} done in {(time.perf_counter() - start) / 60:.1f} min.")
+                print(f"{fold.protocol}: notebook {notebook} done in "
+                      f"{(time.perf_counter() - start) / 60:.1f} min.")
+    for folder in folders:
         if not (folder / "evaluation.json").is_file():
             evaluate_run(folder, data_root)
-        reports.append(json.loads((folder / "evaluation.json").read_text()))
+    reports = [json.loads((folder / "evaluation.json").read_text()) for folder in folders]
     if protocol == "5-fold":
         save_out_of_fold_reference(folders)
     return aggregate_folds(reports)

@@ -58,11 +58,15 @@ def measure(mode: str) -> dict:
     import utils
 
     pipeline = utils.make_dataset(frame, 350, 32, training=mode.startswith("uint8_train"))
-    if mode == "uint8_train_augmented_on_cpu":  # notebook 03's augmentation layers, here on the CPU
+    if mode == "uint8_train_augmented":  # notebook 03's augmentation, in the pipeline on the CPU
         sys.path.insert(0, str(ROOT / "tests"))
         from conftest import run_cells
 
-        augment = run_cells("03_finetune", "augment", keras=keras, cfg=utils.Config())["augment"]
+        pipeline = run_cells("03_finetune", "augment", tf=tf, train=pipeline)["train"]
+    if mode == "uint8_train_keras_layers":  # the alternative: Keras' augmentation layers, here on the CPU
+        augment = keras.Sequential([keras.layers.RandomFlip("horizontal"),
+                                    keras.layers.RandomTranslation(0.05, 0.05, fill_mode="nearest"),
+                                    keras.layers.RandomZoom((-0.1, 0.0), fill_mode="nearest")])
         pipeline = pipeline.map(lambda x, y: (augment(x, training=True), y),
                                 num_parallel_calls=tf.data.AUTOTUNE)
     if mode == "float32_cpu_preprocess":  # what we avoid: float32 and preprocess_input after the cache
@@ -71,8 +75,8 @@ def measure(mode: str) -> dict:
     return {**throughput(frame, pipeline), "peak_rss_gb": peak_rss_gb()}
 
 
-MODES = ["uint8_eval", "uint8_train", "uint8_train_augmented_on_cpu", "float32_cpu_preprocess",
-         "numpy_float32"]
+MODES = ["uint8_eval", "uint8_train", "uint8_train_augmented", "uint8_train_keras_layers",
+         "float32_cpu_preprocess", "numpy_float32"]
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:

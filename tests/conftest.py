@@ -63,11 +63,12 @@ def run_cells(name: str, tag: str | None = None, **variables) -> dict:
     return namespace
 
 
-def model_from_notebook(image_size: int):
-    """The model exactly as notebook 02's cells build it, at this size, with untrained weights."""
+def model_from_notebook(image_size: int, seed: int = 0):
+    """The model exactly as notebook 02's cells build it, at this size, with untrained weights
+    drawn from this seed."""
     import keras
 
-    cfg = utils.Config(image_size=image_size, weights=None)
+    cfg = utils.Config(image_size=image_size, weights=None, seed=seed)
     return run_cells("02_frozen_head", "model", utils=utils, keras=keras, cfg=cfg)["model"]
 
 

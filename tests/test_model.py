@@ -13,7 +13,6 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def model():
-    keras.utils.set_random_seed(0)
     return model_from_notebook(SIZE)
 
 
@@ -29,7 +28,6 @@ def test_frozen_it_has_the_blogs_2049_trainable_parameters(model):
 
 
 def test_unfrozen_everything_trains_and_batchnorm_keeps_its_statistics():
-    keras.utils.set_random_seed(0)
     model = model_from_notebook(SIZE)
     reference = keras.applications.ResNet50(include_top=False, pooling="avg", weights=None,
                                             input_shape=(SIZE, SIZE, 3))
@@ -97,6 +95,8 @@ def test_mixed_precision_computes_in_float16_but_scores_in_float32(tmp_path):
     assert conv.compute_dtype == "float16" and conv.variable_dtype == "float32"
     assert model.get_layer("score").compute_dtype == "float32"
     assert model(np.zeros((1, 32, 32, 3), "uint8")).dtype == "float32"
+    model.compile(optimizer=keras.optimizers.AdamW(1e-5), loss="mse")  # as notebook 03 compiles it
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)  # small gradients survive
     utils.use_precision(model, "float32")
     assert conv.compute_dtype == "float32"
 
@@ -125,7 +125,7 @@ def test_a_changed_setting_invalidates_the_feature_cache(model, synthetic_root, 
     assert utils.weights_fingerprint(smaller) == utils.weights_fingerprint(model)
     utils.cached_features(smaller, frame, 48, tmp_path)               # image size
     utils.cached_features(model, frame.head(7), SIZE, tmp_path)       # images
-    other = model_from_notebook(SIZE)                                 # weights
+    other = model_from_notebook(SIZE, seed=1)                         # weights
     assert utils.weights_fingerprint(other) != utils.weights_fingerprint(model)
     utils.cached_features(other, frame, SIZE, tmp_path)
     assert len(list(tmp_path.glob("features-*.npy"))) == 4

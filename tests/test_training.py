@@ -52,9 +52,14 @@ def test_a_finished_fine_tune_is_not_trained_again_and_02_keeps_it(small_root, w
     again = train(cfg, small_root, monkeypatch, ["03_finetune"])
     assert "already fine-tuned" in capsys.readouterr().out and again["history"].epoch == []
     assert (folder / "finetuned.keras").stat().st_mtime_ns == finished
-    # 02 again retrains the head (seconds) in the same run; the fine-tune stays
+    # the saved model holds weights, not the optimizer's state (that would triple its size)
+    assert (folder / "finetuned.keras").stat().st_size < 1.05 * (folder / "frozen.keras").stat().st_size
+    # 02 again trains its head (seconds) but keeps the stage 1 that the fine-tune built on
+    frozen = (folder / "frozen.keras").stat().st_mtime_ns
     record = train(cfg, small_root, monkeypatch, ["02_frozen_head"])["record"]
+    assert "was saved before and is kept" in capsys.readouterr().out
     assert record["finished"] and utils.choose_run(cfg) == folder
+    assert (folder / "frozen.keras").stat().st_mtime_ns == frozen
 
 
 def test_the_run_record_holds_what_05_needs(small_root, work, monkeypatch):
