@@ -1121,7 +1121,7 @@ def record_finetune(folder: Path, model: keras.Model, parts: dict, image_size: i
             "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
             "val": regression_metrics(parts["val"]["score"], val_pred), "precision": precision})
     shutil.rmtree(folder / "backup", ignore_errors=True)  # finetuned.keras holds it all now
-    for leftover in [*folder.glob("best-epoch*.npz"), *folder.glob("*.tmp.*")]:
+    for leftover in {*folder.glob("best-epoch*.npz"), *folder.glob("*.tmp.*")}:
         leftover.unlink()
     return record
 
