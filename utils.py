@@ -965,10 +965,11 @@ def record_stage_one(folder: Path, identity: dict, data_root: Path, model: keras
     """Keep stage 1 in the run's folder: frozen.keras, history_head.csv, the percentile's
     reference, and run.json with the identity, sizes, framing and the stage's figures; a stage 1
     saved before is kept as it is (notebooks 03-05 build on it)."""
-    if read_run(folder).get("frozen"):
+    saved = read_run(folder)
+    if saved.get("frozen"):
         print(f"Stage 1 of run {folder.name} was saved before and is kept as it is (notebooks 03-05 "
               "build on it). To save a new one, change a setting (a new run) or delete the run's folder.")
-        return read_run(folder)
+        return saved
     folder.mkdir(parents=True, exist_ok=True)
     history_frame(history).to_csv(folder / "history_head.csv", index=False)
     save_model_atomically(model, folder / "frozen.keras")
@@ -1177,10 +1178,10 @@ def describe_run(folder: Path) -> str:
             f"{cfg['weights']}, dataset {record['dataset']}, {stage}{tested}.{smoke}")
 
 
-def run_notebook(name: str, cfg: Config, data_root: Path) -> None:
+def run_notebook(name: str, cfg: Config, data_root: Path, folder: Path) -> None:
     """Run a notebook of the series (e.g. '03_finetune') top to bottom in a kernel of its own, with
     these settings (FBP_CONFIG) and data, in this work folder; its executed copy, with every
-    output, is kept in the run's folder."""
+    output, is kept in the run's folder (given, so the dataset is not fingerprinted again)."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, DeadKernelError
@@ -1189,7 +1190,7 @@ def run_notebook(name: str, cfg: Config, data_root: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
     env = {**os.environ, "FBP_CONFIG": json.dumps(asdict(cfg)), "FBP_DATA_DIR": str(data_root),
            "FBP_WORK_DIR": str(work_home())}
-    copy = run_dir(cfg, dataset_id(data_root)) / f"{name}.ipynb"
+    copy = Path(folder) / f"{name}.ipynb"
     try:
         NotebookClient(notebook, timeout=None, kernel_name="python3",
                        resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
@@ -1220,7 +1221,7 @@ def run_protocol(protocol: str, cfg: Config, data_root: Path) -> pd.DataFrame:
             if not read_run(folder).get(done):
                 start = time.perf_counter()
                 print(f"{fold.protocol}: notebook {notebook} runs ...", flush=True)
-                run_notebook(notebook, fold, data_root)
+                run_notebook(notebook, fold, data_root, folder)
                 print(f"{fold.protocol}: notebook {notebook} done in "
                       f"{(time.perf_counter() - start) / 60:.1f} min.")
     for folder in folders:
@@ -1744,8 +1745,9 @@ def colab_uploads() -> list[tuple[str, bytes]]:
 
 def ask_for_photos() -> list[tuple[str, Path | bytes]]:
     """Photos from FBP_PHOTO if set; else Colab's uploader; else an upload widget that fills the list."""
-    if photos_from_env():
-        return photos_from_env()
+    named = photos_from_env()
+    if named:
+        return named
     if in_colab():
         photos = colab_uploads()
         if not photos:
