@@ -3,10 +3,10 @@
 The notebooks hold the recipe: the Keras calls that build, train and evaluate the model, the
 analysis and the steps a photo goes through. This module holds what several notebooks share or a
 reader need not see, in sections: environment (Colab, Drive, work folder), data (fetching,
-validating, tf.data, a synthetic dataset for smoke runs), model (registered layers, precision,
-feature cache), runs (records, checkpoints that survive a lost VM, the protocol runner),
-evaluation (bootstrap, group gaps, published results), faces (detection, alignment, reference,
-uploads and webcam).
+validating, tf.data), model (registered layers, precision, feature cache), runs (records,
+checkpoints that survive a lost VM, the protocol runner), evaluation (bootstrap, group gaps,
+published results), faces (detection, alignment, reference, uploads and webcam). The smoke runs'
+synthetic dataset is made by data/synthetic.py.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import sys
+import time
 import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -344,6 +345,8 @@ def find_or_fetch_dataset() -> Path:
     if os.environ.get("FBP_DATA_DIR"):
         return find_dataset_root(Path(os.environ["FBP_DATA_DIR"]))
     if smoke_mode():
+        from data.synthetic import make_synthetic_dataset
+
         return make_synthetic_dataset(work_dir() / "synthetic")
     local = extracted_dataset(LOCAL_DATA_DIR)
     if local:
@@ -449,6 +452,12 @@ def load_protocol(root: Path, protocol: str = "fold1", val_fraction: float = 0.1
     return parts
 
 
+def old_name(name: str) -> str:
+    """The 2018 release's name of an image: 'AF12.jpg' -> 'fty12.jpg'."""
+    new_to_old = {v: k for k, v in OLD_PREFIXES.items()}
+    return new_to_old[name[:2]] + name[2:]
+
+
 def natural_key(names: pd.Series) -> pd.Series:
     """Sort key putting AF2 before AF10."""
     return names.map(lambda n: (n[:2], int(re.sub(r"\D", "", n) or 0)))
@@ -552,101 +561,6 @@ def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, training
     if training:
         data = data.shuffle(min(len(frame), 1024), seed=seed, reshuffle_each_iteration=True)
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def make_synthetic_dataset(folder: Path, n: int = 300, image_size: int = 96, seed: int = 0,
-                           naming: str = "current", with_ratings: bool = True) -> Path:
-    """Write a small dataset in the release's layout whose scores show in the pixels; its root."""
-    root = Path(folder) / DATASET_DIRNAME
-    if (root / EXTRACTED_MARK).is_file():
-        return root
-    shutil.rmtree(root, ignore_errors=True)
-    rng = np.random.default_rng(seed)
-    counts = group_counts(n)
-    names = [f"{g}{i}.jpg" for g in GROUPS for i in range(1, counts[g] + 1)]
-    latent = np.clip(rng.normal(3.0, 0.7, len(names)), 1.2, 4.8)
-    ratings = np.clip(np.round(latent[:, None] + rng.normal(0, 0.7, (len(names), 60))), 1, 5)
-    scores = ratings.mean(axis=1)
-    (root / "Images").mkdir(parents=True)
-    for name, score in zip(names, scores, strict=True):
-        synthetic_face(score, image_size, rng).save(root / "Images" / name, quality=90)
-    written = names if naming == "current" else [old_name(name) for name in names]
-    write_protocols(root / "train_test_files", written, scores, rng)
-    save_json(root / "synthetic_framing.json", SYNTHETIC_FRAMING)
-    if with_ratings:
-        rows = [(r + 1, name, int(v), int(v)) for i, name in enumerate(names)
-                for r, v in enumerate(ratings[i])]
-        pd.DataFrame(rows, columns=["Rater", "Filename", "Rating", "original Rating"]).to_excel(
-            root / "All_Ratings.xlsx", index=False)
-    (root / EXTRACTED_MARK).touch()
-    return root
-
-
-# Where synthetic_face draws the eyes (fractions of the image): known by construction, since a
-# face detector finds no face in these drawings. Used only for synthetic (smoke) datasets.
-SYNTHETIC_FRAMING = {"eye_center_x": 0.5, "eye_center_y": 0.44, "eye_distance": 0.21,
-                     "box_width": 0.48, "box_height": 0.6,
-                     "note": "drawn geometry of the synthetic faces, not measured"}
-
-
-def group_counts(n: int) -> dict[str, int]:
-    """Images per group in the release's proportions (2000:2000:750:750) for n images."""
-    caucasian = round(n * 750 / 5500)
-    return {"AF": (n - 2 * caucasian) // 2, "AM": n - 2 * caucasian - (n - 2 * caucasian) // 2,
-            "CF": caucasian, "CM": caucasian}
-
-
-def old_name(name: str) -> str:
-    """The 2018 release's name of an image: 'AF12.jpg' -> 'fty12.jpg'."""
-    new_to_old = {v: k for k, v in OLD_PREFIXES.items()}
-    return new_to_old[name[:2]] + name[2:]
-
-
-def synthetic_face(score: float, size: int, rng: np.random.Generator):
-    """A face-like picture whose brightness and eye size grow with the score."""
-    from PIL import Image, ImageDraw
-
-    background = tuple(int(v) for v in rng.integers(0, 120, 3))
-    image = Image.new("RGB", (size, size), background)
-    draw = ImageDraw.Draw(image)
-    half = size * rng.uniform(0.27, 0.33)
-    cx, cy = size / 2 + rng.uniform(-0.06, 0.06) * size, size / 2 + rng.uniform(-0.06, 0.06) * size
-    level = 60 + 45 * (score - 1)
-    tint = rng.integers(-12, 13, 3)
-    skin = tuple(int(np.clip(level + t, 0, 255)) for t in tint)
-    draw.ellipse([cx - half * 0.8, cy - half, cx + half * 0.8, cy + half], fill=skin)
-    eye = half * (0.06 + 0.04 * (score - 1))
-    for dx in (-0.35, 0.35):
-        ex, ey = cx + dx * half, cy - 0.2 * half
-        draw.ellipse([ex - eye, ey - eye, ex + eye, ey + eye], fill=(20, 20, 20))
-    draw.line([cx - 0.3 * half, cy + 0.5 * half, cx + 0.3 * half, cy + 0.5 * half],
-              fill=(90, 30, 30), width=max(1, size // 48))
-    noise = rng.normal(0, 6, (size, size, 3))
-    return Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
-
-
-def write_protocols(folder: Path, names: list[str], scores: np.ndarray,
-                    rng: np.random.Generator) -> None:
-    """Write the release's label files: all labels, 5 cross-validation folds and the 60/40 split."""
-    lines = np.array([f"{n} {s:.6f}" for n, s in zip(names, scores, strict=True)])
-    order = rng.permutation(len(lines))
-    folds = np.array_split(order, 5)
-    cv = folder / "5_folders_cross_validations_files"
-    for k, test in enumerate(folds, start=1):
-        train = np.setdiff1d(order, test)
-        write_lines(cv / f"cross_validation_{k}" / f"train_{k}.txt", lines[rng.permutation(train)])
-        write_lines(cv / f"cross_validation_{k}" / f"test_{k}.txt", lines[test])
-    cut = int(0.6 * len(lines))
-    split = folder / "split_of_60%training and 40%testing"
-    write_lines(split / "train.txt", lines[order[:cut]])
-    write_lines(split / "test.txt", lines[order[cut:]])
-    write_lines(folder / "All_labels.txt", lines)
-
-
-def write_lines(path: Path, lines) -> None:
-    """Write lines to a text file, creating its folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
 
 
 RATERS = 60
@@ -927,33 +841,6 @@ def history_frame(history: dict) -> pd.DataFrame:
     return frame
 
 
-def ridge_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-                   alphas=(0.1, 1.0, 10.0, 100.0, 1000.0)) -> tuple[float, np.ndarray]:
-    """Closed-form ridge on standardised features: (alpha, val predictions) for the alpha with
-    the best training-set leave-one-out error."""
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-    a, b = (x_train - mean) / std, (x_val - mean) / std
-    y_mean = y_train.mean()
-    u, s, vt = np.linalg.svd(a, full_matrices=False)
-    best = None
-    for alpha in alphas:
-        loo, coef = ridge_loo(u, s, vt, y_train - y_mean, alpha)
-        if best is None or loo < best[0]:
-            best = (loo, alpha, b @ coef + y_mean)
-    return best[1], best[2]
-
-
-def ridge_loo(u: np.ndarray, s: np.ndarray, vt: np.ndarray, y_centred: np.ndarray,
-              alpha: float) -> tuple[float, np.ndarray]:
-    """Ridge on centred features (given as their SVD) with an unpenalised intercept: its exact
-    leave-one-out MSE and coefficients (the hat matrix's diagonal includes the intercept's 1/n)."""
-    shrink = s / (s**2 + alpha)
-    coef = vt.T @ (shrink * (u.T @ y_centred))
-    fitted = u @ (s * shrink * (u.T @ y_centred))
-    hat = 1 / len(y_centred) + np.sum(u**2 * (s**2 / (s**2 + alpha)), axis=1)
-    return float(np.mean(((y_centred - fitted) / (1 - hat)) ** 2)), coef
-
-
 def versions() -> dict:
     """Versions that matter for reproducing a run."""
     return {"python": sys.version.split()[0], "tensorflow": tf.__version__,
@@ -1098,13 +985,6 @@ def read_history(path: Path, best: dict | None = None) -> pd.DataFrame:
     return frame[keep].reset_index(drop=True)
 
 
-def decay_shrinkage(schedule, weight_decay: float, steps: int) -> float:
-    """The factor by which AdamW's decay alone shrinks a decayed weight over so many steps of a
-    learning-rate schedule: each step multiplies it by 1 - learning_rate * weight_decay."""
-    rates = np.array([float(schedule(step)) for step in range(steps)])
-    return float(np.prod(1 - rates * weight_decay))
-
-
 def record_finetune(folder: Path, model: keras.Model, parts: dict, image_size: int,
                     precision: str) -> dict:
     """Finish the fine-tune once: the best epoch's weights in a copy of the (float32) model, saved
@@ -1191,6 +1071,8 @@ def run_notebook(name: str, cfg: Config, data_root: Path, folder: Path) -> None:
     env = {**os.environ, "FBP_CONFIG": json.dumps(asdict(cfg)), "FBP_DATA_DIR": str(data_root),
            "FBP_WORK_DIR": str(work_home())}
     copy = Path(folder) / f"{name}.ipynb"
+    start = time.perf_counter()
+    print(f"{cfg.protocol}: notebook {name} runs ...", flush=True)
     try:
         NotebookClient(notebook, timeout=None, kernel_name="python3",
                        resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
@@ -1202,16 +1084,23 @@ def run_notebook(name: str, cfg: Config, data_root: Path, folder: Path) -> None:
     finally:
         copy.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(notebook, copy)
+    print(f"{cfg.protocol}: notebook {name} done in {(time.perf_counter() - start) / 60:.1f} min.")
+
+
+def one_fold_of_a_protocol() -> bool:
+    """True in a notebook that a protocol runner is running for one fold (it passes FBP_CONFIG)."""
+    return bool(os.environ.get("FBP_CONFIG"))
 
 
 def run_protocol(protocol: str, cfg: Config, data_root: Path) -> pd.DataFrame:
-    """Train and evaluate a protocol: 'fold1'..'fold5', '5-fold' (all five) or '60/40'. Each fold
-    is trained by notebooks 02 and 03 themselves, each in its own kernel (which frees the GPU),
-    and resumes after a lost VM; then the folds are evaluated here. A finished, evaluated fold is
-    not run again. After 5-fold every fold's folder also gets the out-of-fold predictions of all
-    faces (05's reference). Returns the per-fold figures, with their mean and SD for 5-fold."""
-    import time
-
+    """Run a protocol: 'fold1'..'fold5', '5-fold' (all five) or '60/40'. Notebooks 02 and 03 train
+    each fold, then notebook 04 evaluates it, each in a kernel of its own (which frees the GPU); a
+    fold resumes after a lost VM and a step done is not run again. After 5-fold every fold's
+    folder also gets the out-of-fold predictions of all faces (05's reference). Returns the
+    per-fold figures, with their mean and SD for 5-fold."""
+    if one_fold_of_a_protocol():
+        raise RuntimeError("This notebook is running one fold for a protocol runner, so it cannot run "
+                           "protocols itself (RUN_FULL_PROTOCOLS must stay off here).")
     names = [f"fold{k}" for k in range(1, 6)] if protocol == "5-fold" else [protocol]
     folds = [replace(cfg, protocol=name) for name in names]
     dataset = dataset_id(data_root)
@@ -1219,14 +1108,10 @@ def run_protocol(protocol: str, cfg: Config, data_root: Path) -> pd.DataFrame:
     for fold, folder in zip(folds, folders, strict=True):  # every fold trained before any is evaluated
         for notebook, done in [("02_frozen_head", "frozen"), ("03_finetune", "finished")]:
             if not read_run(folder).get(done):
-                start = time.perf_counter()
-                print(f"{fold.protocol}: notebook {notebook} runs ...", flush=True)
                 run_notebook(notebook, fold, data_root, folder)
-                print(f"{fold.protocol}: notebook {notebook} done in "
-                      f"{(time.perf_counter() - start) / 60:.1f} min.")
-    for folder in folders:
+    for fold, folder in zip(folds, folders, strict=True):
         if not (folder / "evaluation.json").is_file():
-            evaluate_run(folder, data_root)
+            run_notebook("04_evaluation", fold, data_root, folder)
     reports = [json.loads((folder / "evaluation.json").read_text()) for folder in folders]
     if protocol == "5-fold":
         save_out_of_fold_reference(folders)
@@ -1302,34 +1187,6 @@ def bootstrap_metrics(y_true, y_pred, samples: int = 1000, seed: int = 0) -> dic
             for name, values in draws.items()}
 
 
-def predict_test_part(folder: Path, data_root: Path) -> pd.DataFrame:
-    """The run's test faces with each stage's prediction and the fine-tuned one's mirror TTA."""
-    record = read_run(folder)
-    cfg = Config(**record["config"])
-    test = load_protocol(data_root, cfg.protocol, cfg.val_fraction, cfg.seed)["test"]
-    frame = test[["file", "group", "score", "path"]].copy()
-    for stage in ("frozen", "finetuned"):
-        path = Path(folder) / f"{stage}.keras"
-        if not path.is_file():
-            continue
-        model = keras.models.load_model(path, safe_mode=True)
-        frame[stage] = predict_scores(model, test, cfg.image_size)
-        if stage == "finetuned":
-            mirrored = predict_scores(model, test, cfg.image_size, mirror=True)
-            frame["finetuned_tta"] = (frame[stage] + mirrored) / 2
-    return frame
-
-
-def group_metrics(predictions: pd.DataFrame, column: str = "finetuned") -> pd.DataFrame:
-    """PC, MAE, RMSE, N, the true scores' SD and RMSE/SD of one prediction column per group."""
-    by_group = predictions.groupby("group")
-    table = pd.DataFrame({g: regression_metrics(rows["score"], rows[column]) for g, rows in by_group}).T
-    table = table.drop(columns="spearman").rename(columns=str.upper).astype({"N": int})
-    table["SD"] = by_group["score"].std()
-    table["RMSE/SD"] = table["RMSE"] / table["SD"]
-    return table
-
-
 def relative_rmse(weights: np.ndarray, true: np.ndarray, error: np.ndarray) -> np.ndarray:
     """RMSE over the true scores' SD for each row of weights (how often each face counts)."""
     count = weights.sum(axis=1)
@@ -1379,49 +1236,10 @@ def group_gap_note(gaps: pd.DataFrame) -> str:
     return " ".join([*verdict, method])
 
 
-def evaluate_run(folder: Path, data_root: Path, samples: int = 1000) -> dict:
-    """Test-set evaluation of a run; writes evaluation.json and predictions.csv in its folder."""
-    folder = Path(folder)
-    record = read_run(folder)
-    predictions = predict_test_part(folder, data_root)
-    main = "finetuned" if "finetuned" in predictions else "frozen"
-    columns = [c for c in ("frozen", "finetuned", "finetuned_tta") if c in predictions]
-    intervals = {c: bootstrap_metrics(predictions["score"], predictions[c], samples) for c in columns}
-    groups = group_metrics(predictions, main)
-    gaps = group_gaps(predictions, main, samples)
-    human = human_agreement_path(record["dataset"])
-    report = {
-        "run": folder.name, "fingerprint": record["fingerprint"], "smoke": record["smoke"],
-        "protocol": record["protocol"], "model": main,
-        **{m: v[0] for m, v in intervals[main].items()},
-        "n": len(predictions),
-        "ci95": {m: v[1:] for m, v in intervals[main].items()},
-        "stages": {c: {m: v[0] for m, v in intervals[c].items()} for c in columns},
-        "groups": groups.to_dict(orient="index"),
-        "group_gaps": gaps.drop(columns="who").to_dict(orient="index"),
-        "human": json.loads(human.read_text()) if human.is_file() else None,
-    }
-    save_json(folder / "evaluation.json", report)
-    predictions.drop(columns="path").to_csv(folder / "predictions.csv", index=False)
-    return {"report": report, "predictions": predictions, "intervals": intervals, "groups": groups,
-            "group_gaps": gaps}
-
-
-def comparison_table(report: dict) -> pd.DataFrame:
-    """This run's stages beside the published results for its protocol family (and same fold)."""
-    names = {"frozen": "this run: frozen head", "finetuned": "this run: fine-tuned",
-             "finetuned_tta": "this run: fine-tuned + mirror TTA"}
-    protocol = report["protocol"]
-    ours = pd.DataFrame([{"protocol": protocol, "model": names[stage], "PC": m["pc"], "MAE": m["mae"],
-                          "RMSE": m["rmse"], "source": "measured"} for stage, m in report["stages"].items()])
+def published_results(protocol: str) -> pd.DataFrame:
+    """The published results to set beside a run of this protocol: its family's (and same fold's)."""
     families = ["60/40"] if protocol == "60/40" else [protocol, "5-fold CV, mean"]
-    return pd.concat([ours, PUBLISHED[PUBLISHED["protocol"].isin(families)]], ignore_index=True).round(4)
-
-
-def save_figure(fig, folder: Path, name: str):
-    """Save a figure as a PNG in a run's folder (so it survives the VM) and return it."""
-    fig.savefig(Path(folder) / f"{name}.png", dpi=120, bbox_inches="tight")
-    return fig
+    return PUBLISHED[PUBLISHED["protocol"].isin(families)]
 
 
 def accuracy_note(folder: Path) -> str:
@@ -1437,22 +1255,6 @@ def accuracy_note(folder: Path) -> str:
     return (f"This run has not been evaluated yet (notebook 04 does it). For scale only, the paper's "
             f"ResNeXt-50 errs by MAE {paper['MAE']:.2f} and RMSE {paper['RMSE']:.2f} score points "
             "(the paper's figures, 5-fold mean, not this model's).")
-
-
-def human_comparison(report: dict) -> pd.DataFrame | None:
-    """The model's PC beside the raters' agreement (notebook 01) and its ceiling, sqrt(rho_60)."""
-    human = report.get("human")
-    if not human:
-        return None
-    ceiling = float(np.sqrt(human["full_panel_reliability"]))
-    return pd.DataFrame.from_dict({
-        "model vs mean of 60 raters (test PC)": report["pc"],
-        "one rater vs mean of the other 59": human["mean_rater_vs_others_pc"],
-        "mean of 30 raters vs mean of the other 30": human["split_half_pc"],
-        "panel of 60 vs another panel of 60 (Spearman-Brown rho_60)": human["full_panel_reliability"],
-        "ceiling: sqrt(rho_60), the best PC any model can expect against the 60-rater mean": ceiling,
-        "model PC / ceiling": report["pc"] / ceiling,
-    }, orient="index", columns=["PC"]).round(3)
 
 
 # ---------------------------------------------------------------------------------------

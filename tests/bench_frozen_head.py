@@ -17,10 +17,11 @@ import keras  # noqa: E402
 from conftest import model_from_notebook  # noqa: E402
 
 import utils  # noqa: E402
+from data import synthetic  # noqa: E402
 
 
 def main(images: int = 400, size: int = 224, epochs: int = 10) -> None:
-    root = utils.make_synthetic_dataset(Path("/tmp/fbp-bench/head"), n=images, image_size=size,
+    root = synthetic.make_synthetic_dataset(Path("/tmp/fbp-bench/head"), n=images, image_size=size,
                                         with_ratings=False)
     frame = utils.all_labels(root)
     y = frame["score"].to_numpy("float32")

@@ -20,8 +20,9 @@ DATA = Path("/tmp/fbp-bench/data")
 
 def dataset():
     import utils
+    from data import synthetic
 
-    root = utils.make_synthetic_dataset(DATA, n=5500, image_size=350, with_ratings=False)
+    root = synthetic.make_synthetic_dataset(DATA, n=5500, image_size=350, with_ratings=False)
     return utils.all_labels(root)
 
 

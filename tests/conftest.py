@@ -13,6 +13,7 @@ os.environ.pop("FBP_SMOKE", None)
 os.environ.pop("FBP_DATA_DIR", None)
 
 import utils  # noqa: E402
+from data import synthetic  # noqa: E402
 
 
 def pytest_configure(config):
@@ -24,7 +25,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A 300-image synthetic dataset in the release layout (shared, treat as read-only)."""
-    return utils.make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"))
+    return synthetic.make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"))
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def work(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def small_root(tmp_path) -> Path:
     """A 60-image synthetic dataset of one's own, free to damage."""
-    return utils.make_synthetic_dataset(tmp_path / "small", n=60, image_size=48, with_ratings=False)
+    return synthetic.make_synthetic_dataset(tmp_path / "small", n=60, image_size=48, with_ratings=False)
 
 
 def run_cells(name: str, tag: str | None = None, **variables) -> dict:

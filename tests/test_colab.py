@@ -22,6 +22,7 @@ from PIL import Image
 from skimage import data
 
 import utils
+from data import synthetic
 
 STUB = Path(__file__).resolve().parent / "colab_stub"
 REPO = "scut-fbp5500/how-attractive"
@@ -216,7 +217,7 @@ def photo_files(folder: Path) -> list[Path]:
 
 def test_colab_01_clones_installs_mounts_and_takes_the_zip_from_drive(drive):
     # the release as a user's own copy on Drive: a synthetic one in the exact layout
-    release = utils.make_synthetic_dataset(drive / "release")
+    release = synthetic.make_synthetic_dataset(drive / "release")
     with zipfile.ZipFile(drive / "drive" / "MyDrive" / utils.ZIP_NAME, "w") as archive:
         for path in sorted(release.rglob("*")):
             archive.write(path, path.relative_to(release.parent))

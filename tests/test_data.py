@@ -9,6 +9,7 @@ import pytest
 from conftest import FIXTURES
 
 import utils
+from data import synthetic
 
 # --- labels --------------------------------------------------------------------------
 
@@ -128,7 +129,7 @@ def test_unknown_protocol_and_missing_label_files(small_root):
 
 
 def test_the_2018_naming_reads_like_the_current_one(tmp_path):
-    old = utils.make_synthetic_dataset(tmp_path / "old", n=40, image_size=32, naming="2018",
+    old = synthetic.make_synthetic_dataset(tmp_path / "old", n=40, image_size=32, naming="2018",
                                        with_ratings=False)
     assert "fty1.jpg" in (old / "train_test_files" / "All_labels.txt").read_text()
     labels = utils.validate_dataset(old)
@@ -172,8 +173,8 @@ def test_an_image_replaced_after_validation_is_checked_again(small_root):
 
 
 def test_group_counts_follow_the_release():
-    assert utils.group_counts(5500) == {"AF": 2000, "AM": 2000, "CF": 750, "CM": 750}
-    assert sum(utils.group_counts(301).values()) == 301
+    assert synthetic.group_counts(5500) == {"AF": 2000, "AM": 2000, "CF": 750, "CM": 750}
+    assert sum(synthetic.group_counts(301).values()) == 301
 
 
 # --- the raters' own ratings ---------------------------------------------------------------

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cells
 from scipy import stats
 
 import utils
@@ -51,18 +52,14 @@ def test_bootstrap_intervals_contain_the_point_and_shrink_with_more_faces():
     assert large["mae"][1] < 0.4 < large["mae"][2]  # the noise's true MAE is 0.5 * sqrt(2/pi)
 
 
-def test_the_comparison_puts_each_stage_beside_the_published_results_of_its_protocol():
-    stages = {"frozen": {"pc": 0.85, "mae": 0.27, "rmse": 0.35},
-              "finetuned": {"pc": 0.9, "mae": 0.22, "rmse": 0.29}}
-    fold3 = utils.comparison_table({"protocol": "fold3", "stages": stages})
-    assert fold3["model"].tolist()[:2] == ["this run: frozen head", "this run: fine-tuned"]
-    assert fold3.loc[1, ["PC", "MAE", "RMSE", "source"]].tolist() == [0.9, 0.22, 0.29, "measured"]
-    assert set(fold3["protocol"][2:]) == {"5-fold CV, mean"}
-    fold1 = utils.comparison_table({"protocol": "fold1", "stages": stages})
+def test_the_published_results_beside_a_run_are_those_of_its_protocol_family():
+    fold3 = utils.published_results("fold3")
+    assert set(fold3["protocol"]) == {"5-fold CV, mean"} and len(fold3) == 4
+    fold1 = utils.published_results("fold1")
     combo = fold1[fold1["protocol"] == "fold1"].iloc[-1]  # like for like with a fold-1 run
     assert (combo["MAE"], combo["RMSE"], combo["PC"]) == (0.2119, 0.2751, 0.9157)
-    sixty = utils.comparison_table({"protocol": "60/40", "stages": stages}).set_index("model")
-    assert sixty.loc["ResNeXt-50", "PC"] == 0.8777 and len(sixty) == 6
+    sixty = utils.published_results("60/40").set_index("model")
+    assert sixty.loc["ResNeXt-50", "PC"] == 0.8777 and len(sixty) == 4
     assert any("best of its ablation settings" in name for name in sixty.index)
 
 
@@ -104,11 +101,13 @@ def predictions(errors: dict[str, float], n: int = 120) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def test_group_metrics_and_a_group_served_worse_is_named():
-    table = utils.group_metrics(predictions({"AF": 0.2, "AM": 0.2, "CF": 0.2, "CM": 0.5}))
-    assert list(table.index) == ["AF", "AM", "CF", "CM"] and (table["N"] == 120).all()
-    assert table["RMSE/SD"].to_numpy() == pytest.approx((table["RMSE"] / table["SD"]).to_numpy())
-    gaps = utils.group_gaps(predictions({"AF": 0.2, "AM": 0.2, "CF": 0.2, "CM": 0.5}), samples=400)
+def test_a_group_served_worse_is_named():
+    frame = predictions({"AF": 0.2, "AM": 0.2, "CF": 0.2, "CM": 0.5})
+    gaps = utils.group_gaps(frame, samples=400)
+    assert list(gaps.index) == ["AF", "AM", "CF", "CM"] and (gaps["N"] == 120).all()
+    cm = frame[frame["group"] == "CM"]
+    rmse = np.sqrt(np.mean((cm["finetuned"] - cm["score"]) ** 2))
+    assert gaps.loc["CM", "RMSE/SD"] == pytest.approx(rmse / cm["score"].std())
     note = utils.group_gap_note(gaps)
     assert note.startswith("Caucasian male faces (CM, n=120) are served worse") and "AF" not in note
     assert gaps.loc["CM", "low"] > 0 and "98.75 % paired bootstrap interval" in note
@@ -119,8 +118,10 @@ def test_no_group_named_when_they_are_served_alike():
     assert utils.group_gap_note(gaps).startswith("No group is served measurably worse")
 
 
-def old_gap_rule(groups: pd.DataFrame) -> bool:
+def old_gap_rule(frame: pd.DataFrame) -> bool:
     """The rule this replaced: a group's MAE more than 10 % above the others' (weighted)."""
+    by_group = (frame["finetuned"] - frame["score"]).abs().groupby(frame["group"])
+    groups = pd.DataFrame({"MAE": by_group.mean(), "N": by_group.size()})
     return any(row["MAE"] > 1.1 * np.average(groups.drop(index=g)["MAE"], weights=groups.drop(index=g)["N"])
                for g, row in groups.iterrows())
 
@@ -134,7 +135,7 @@ def test_chance_names_a_group_in_at_most_about_5_percent_of_test_sets():
         true = rng.normal(3.0, 0.65, 1100)
         frame = pd.DataFrame({"group": np.repeat(list(sizes), list(sizes.values())), "score": true,
                               "finetuned": true + rng.normal(0, 0.3, 1100)})
-        old.append(old_gap_rule(utils.group_metrics(frame)))
+        old.append(old_gap_rule(frame))
         gaps = utils.group_gaps(frame, samples=400, seed=repeat)
         new.append(utils.group_gap_note(gaps).startswith("No group") is False)
     assert np.mean(old) > 0.12          # the old rule named a group in about 18 % of them
@@ -152,9 +153,15 @@ def test_aggregation_over_folds():
     assert table.loc["fold2", "N"] == 1100
 
 
-def test_human_comparison_needs_the_raters_and_sets_the_ceiling_at_the_root_of_rho_60():
-    assert utils.human_comparison({"pc": 0.9, "human": None}) is None
+def test_04_sets_the_model_beside_the_raters_with_the_ceiling_at_the_root_of_rho_60(capsys):
+    scores = pd.DataFrame({"PC": [0.855]}, index=["finetuned"])
+    shown = []
+    common = {"utils": utils, "np": np, "pd": pd, "scores": scores, "column": "finetuned",
+              "display": shown.append}
+    run_cells("04_evaluation", "ceiling", human=None, **common)
+    assert "Run notebook 01 with All_Ratings.xlsx" in capsys.readouterr().out and not shown
     human = {"mean_rater_vs_others_pc": 0.6, "split_half_pc": 0.9, "full_panel_reliability": 0.81}
-    table = utils.human_comparison({"pc": 0.855, "human": human})
+    run_cells("04_evaluation", "ceiling", human=human, **common)
+    [table] = shown
     assert table["PC"].tolist() == [0.855, 0.6, 0.9, 0.81, 0.9, 0.95]
     assert table.index[4].startswith("ceiling: sqrt(rho_60)")

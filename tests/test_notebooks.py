@@ -11,6 +11,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 import utils
+from data import synthetic
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 REPO_LINE = re.compile(r'^REPO = "([\w.-]+/[\w.-]+)"', re.MULTILINE)
@@ -123,7 +124,7 @@ def test_02_runs_in_smoke_mode(smoke):
     assert (default_run(smoke) / "frozen.keras").is_file() and record["smoke"] is True
     assert record["frozen"]["val"]["pc"] > 0.8
     assert len(utils.load_reference(default_run(smoke)).true) == 60  # fold1's test part
-    assert record["framing"] == utils.SYNTHETIC_FRAMING
+    assert record["framing"] == synthetic.SYNTHETIC_FRAMING
 
 
 def test_05_scores_as_soon_as_stage_one_is_done(smoke, tmp_path, monkeypatch):
@@ -178,7 +179,7 @@ def test_05_speaks_of_every_photo_and_scores_every_face(smoke, tmp_path, monkeyp
 @pytest.fixture
 def release_like(tmp_path, monkeypatch):
     """5500 tiny images with the 2018 release's label names, as FBP_DATA_DIR; no smoke mode."""
-    root = utils.make_synthetic_dataset(tmp_path / "release", n=5500, image_size=24, naming="2018",
+    root = synthetic.make_synthetic_dataset(tmp_path / "release", n=5500, image_size=24, naming="2018",
                                         with_ratings=False)
     monkeypatch.setenv("FBP_DATA_DIR", str(root))
     monkeypatch.setenv("FBP_WORK_DIR", str(tmp_path / "work"))

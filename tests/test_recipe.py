@@ -1,4 +1,4 @@
-"""The recipe's numbers act as stated: AdamW's weight decay, ridge's leave-one-out error."""
+"""The recipe's numbers act as stated: AdamW's weight decay, 02's ridge's leave-one-out choice."""
 
 from dataclasses import replace
 
@@ -11,10 +11,11 @@ import utils
 
 
 def finetune_optimizer(cfg, steps):
-    """The schedule and AdamW exactly as notebook 03's cells make them."""
-    variables = run_cells("03_finetune", "optimizer", utils=utils, keras=keras, cfg=cfg,
+    """The schedule, AdamW and the shrinkage of a decayed weight exactly as notebook 03's cells
+    make and compute them."""
+    variables = run_cells("03_finetune", "optimizer", utils=utils, keras=keras, np=np, cfg=cfg,
                           train=range(steps))
-    return variables["schedule"], variables["optimizer"]
+    return variables["schedule"], variables["optimizer"], variables["shrink"]
 
 
 def test_adamw_decay_shrinks_the_weights_by_what_the_setting_implies_and_spares_bn_and_biases():
@@ -24,10 +25,10 @@ def test_adamw_decay_shrinks_the_weights_by_what_the_setting_implies_and_spares_
     outputs = keras.layers.Dense(1)(keras.layers.BatchNormalization()(keras.layers.Dense(3)(inputs)))
     model = keras.Model(inputs, outputs)
     before = [w.numpy().copy() for w in model.trainable_weights]
-    schedule, optimizer = finetune_optimizer(cfg, steps)
+    _, optimizer, shrink = finetune_optimizer(cfg, steps)
     for _ in range(steps * cfg.finetune_epochs):  # zero gradients: only the decay moves weights
         optimizer.apply_gradients([(np.zeros(w.shape, "float32"), w) for w in model.trainable_weights])
-    factor = utils.decay_shrinkage(schedule, cfg.weight_decay, steps * cfg.finetune_epochs)
+    factor = 1 - shrink
     assert factor < 1
     for weight, old in zip(model.trainable_weights, before, strict=True):
         if weight.name == "kernel":
@@ -38,10 +39,8 @@ def test_adamw_decay_shrinks_the_weights_by_what_the_setting_implies_and_spares_
 
 def test_the_default_decay_acts_where_the_papers_did_not():
     steps, cfg = 124, utils.Config()            # 4,400 x 0.9 training faces in batches of 32
-    schedule, _ = finetune_optimizer(cfg, steps)
-    total = steps * cfg.finetune_epochs
-    assert 1 - utils.decay_shrinkage(schedule, cfg.weight_decay, total) > 0.004      # about 0.5 %
-    assert 1 - utils.decay_shrinkage(schedule, 1e-4, total) < 2e-5
+    assert finetune_optimizer(cfg, steps)[2] > 0.004                              # about 0.5 %
+    assert finetune_optimizer(replace(cfg, weight_decay=1e-4), steps)[2] < 2e-5
 
 
 def brute_force_loo(a: np.ndarray, y: np.ndarray, alpha: float) -> float:
@@ -58,12 +57,12 @@ def brute_force_loo(a: np.ndarray, y: np.ndarray, alpha: float) -> float:
 
 
 @pytest.mark.parametrize("samples, features", [(40, 5), (20, 30)])  # more features than samples too
-def test_ridge_leave_one_out_error_is_exact(samples, features):
+def test_02s_ridge_chooses_its_penalty_by_the_exact_leave_one_out_error(samples, features):
     rng = np.random.default_rng(0)
-    a = rng.normal(size=(samples, features))
-    y = a @ rng.normal(size=features) + rng.normal(0, 0.5, samples)
-    a = a - a.mean(0)
-    u, s, vt = np.linalg.svd(a, full_matrices=False)
-    for alpha in (0.1, 10.0):
-        loo, _ = utils.ridge_loo(u, s, vt, y - y.mean(), alpha)
-        assert loo == pytest.approx(brute_force_loo(a, y, alpha), rel=1e-8)
+    x = rng.normal(size=(samples, features)) * rng.uniform(0.5, 3, features)
+    y = x @ rng.normal(size=features) + rng.normal(0, 0.5, samples)
+    ridge = run_cells("02_frozen_head", "ridge", x={"train": x, "val": x[:3]}, y={"train": y})["ridge"]
+    standardised = ridge[0].transform(x)
+    errors = {alpha: brute_force_loo(standardised, y, alpha) for alpha in ridge[-1].alphas}
+    assert ridge[-1].alpha_ == min(errors, key=errors.get)
+    assert -ridge[-1].best_score_ == pytest.approx(errors[ridge[-1].alpha_], rel=1e-6)

@@ -19,6 +19,7 @@ import pytest
 from conftest import ROOT, train
 
 import utils
+from data import synthetic
 
 SMOKE = replace(utils.Config().smoke(), finetune_epochs=3)
 
@@ -56,7 +57,7 @@ def test_a_changed_setting_trains_a_new_run_and_keeps_the_old(small_root, work, 
 
 def test_other_data_is_another_run(small_root, work, monkeypatch, tmp_path):
     stage_one(SMOKE, small_root, monkeypatch)
-    other = utils.make_synthetic_dataset(tmp_path / "other", n=60, image_size=48, seed=1,
+    other = synthetic.make_synthetic_dataset(tmp_path / "other", n=60, image_size=48, seed=1,
                                          with_ratings=False)
     assert utils.dataset_id(other) != utils.dataset_id(small_root)
     stage_one(SMOKE, other, monkeypatch)
@@ -95,9 +96,9 @@ def test_choose_run_prefers_a_finished_fine_tune_and_takes_stage_one_alone(work)
 
 def test_framing_is_kept_per_dataset(small_root, work, tmp_path):
     framing = utils.framing_for(small_root)
-    assert framing == utils.SYNTHETIC_FRAMING
+    assert framing == synthetic.SYNTHETIC_FRAMING
     assert (work / f"framing-{utils.dataset_id(small_root)}.json").is_file()
-    real_like = utils.make_synthetic_dataset(tmp_path / "other", n=60, image_size=48, seed=1,
+    real_like = synthetic.make_synthetic_dataset(tmp_path / "other", n=60, image_size=48, seed=1,
                                              with_ratings=False)
     (real_like / "synthetic_framing.json").unlink()  # a dataset whose framing must be measured
     with pytest.raises(utils.FramingError, match="Faces were found in only 0"):

@@ -10,6 +10,7 @@ import pytest
 from conftest import train
 
 import utils
+from data import synthetic
 
 SMOKE = utils.Config().smoke()
 
@@ -68,7 +69,7 @@ def test_the_run_record_holds_what_05_needs(small_root, work, monkeypatch):
     assert utils.run_dir(cfg, record["dataset"]).name == f"60-40-{record['fingerprint']}"
     assert record["protocol"] == "60/40" and record["config"]["image_size"] == 64
     assert record["dataset"] == utils.dataset_id(small_root) and record["recipe"] == utils.RECIPE_VERSION
-    assert record["framing"] == utils.SYNTHETIC_FRAMING and record["smoke"] is False
+    assert record["framing"] == synthetic.SYNTHETIC_FRAMING and record["smoke"] is False
     folder = utils.run_dir(cfg, record["dataset"])
     reference = utils.load_reference(folder)  # the percentile's reference: stage 1's test predictions
     test = utils.load_protocol(small_root, "60/40")["test"]
@@ -85,12 +86,3 @@ def test_the_run_record_holds_what_05_needs(small_root, work, monkeypatch):
 def test_fine_tune_needs_stage_one(small_root, work, monkeypatch):
     with pytest.raises(utils.RunNotFoundError, match="run notebook 02"):
         train(SMOKE, small_root, monkeypatch, ["03_finetune"])
-
-
-def test_ridge_recovers_a_linear_rule():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(200, 10))
-    y = x @ np.arange(10) + 3
-    alpha, prediction = utils.ridge_baseline(x[:150], y[:150], x[150:])
-    assert alpha == 0.1
-    np.testing.assert_allclose(prediction, y[150:], atol=0.1)
