@@ -1017,15 +1017,21 @@ def load_run_model(folder: Path) -> keras.Model:
 
 def choose_run(cfg: Config, dataset: str | None = None, name: str | None = None,
                root: Path | None = None) -> Path:
-    """The saved run called name, if given; else the run made with these settings (and this
-    dataset, when given): a finished fine-tune if there is one, else one whose stage 1 is done,
-    the most recently updated of equals."""
+    """The saved run called name, if given (made on this dataset, when given); else the run made
+    with these settings (and this dataset): a finished fine-tune if there is one, else one whose
+    stage 1 is done, the most recently updated of equals."""
     if name:
         folder = Path(root or work_dir()) / "runs" / name
-        if not read_run(folder):
+        record = read_run(folder)
+        if not record:
             saved = ", ".join(f.name for f, _ in saved_runs(root)) or "none yet"
             raise RunNotFoundError(f"There is no run called {name!r} in {folder.parent}. Saved runs: "
                                    f"{saved}. Set RUN_NAME to one of them, or to None.")
+        if dataset and record.get("dataset") != dataset:
+            raise RunNotFoundError(
+                f"Run {name} was trained on dataset {record.get('dataset')}, and this one is {dataset}: "
+                "its test faces would not be this dataset's. Point FBP_DATA_DIR at the dataset it "
+                "was trained on, or set RUN_NAME to a run of this one.")
         return folder
     wanted = identity_fields({"config": asdict(cfg), "recipe": RECIPE_VERSION, "smoke": smoke_mode(),
                               "dataset": dataset})

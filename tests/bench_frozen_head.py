@@ -22,7 +22,7 @@ from data import synthetic  # noqa: E402
 
 def main(images: int = 400, size: int = 224, epochs: int = 10) -> None:
     root = synthetic.make_synthetic_dataset(Path("/tmp/fbp-bench/head"), n=images, image_size=size,
-                                        with_ratings=False)
+                                            with_ratings=False)
     frame = utils.all_labels(root)
     y = frame["score"].to_numpy("float32")
     keras.utils.set_random_seed(0)

@@ -130,7 +130,7 @@ def test_unknown_protocol_and_missing_label_files(small_root):
 
 def test_the_2018_naming_reads_like_the_current_one(tmp_path):
     old = synthetic.make_synthetic_dataset(tmp_path / "old", n=40, image_size=32, naming="2018",
-                                       with_ratings=False)
+                                           with_ratings=False)
     assert "fty1.jpg" in (old / "train_test_files" / "All_labels.txt").read_text()
     labels = utils.validate_dataset(old)
     assert labels["file"].str.match(r"^(AF|AM|CF|CM)\d+\.jpg$").all()

@@ -180,7 +180,7 @@ def test_05_speaks_of_every_photo_and_scores_every_face(smoke, tmp_path, monkeyp
 def release_like(tmp_path, monkeypatch):
     """5500 tiny images with the 2018 release's label names, as FBP_DATA_DIR; no smoke mode."""
     root = synthetic.make_synthetic_dataset(tmp_path / "release", n=5500, image_size=24, naming="2018",
-                                        with_ratings=False)
+                                            with_ratings=False)
     monkeypatch.setenv("FBP_DATA_DIR", str(root))
     monkeypatch.setenv("FBP_WORK_DIR", str(tmp_path / "work"))
     monkeypatch.delenv("FBP_SMOKE", raising=False)

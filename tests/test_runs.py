@@ -58,7 +58,7 @@ def test_a_changed_setting_trains_a_new_run_and_keeps_the_old(small_root, work, 
 def test_other_data_is_another_run(small_root, work, monkeypatch, tmp_path):
     stage_one(SMOKE, small_root, monkeypatch)
     other = synthetic.make_synthetic_dataset(tmp_path / "other", n=60, image_size=48, seed=1,
-                                         with_ratings=False)
+                                             with_ratings=False)
     assert utils.dataset_id(other) != utils.dataset_id(small_root)
     stage_one(SMOKE, other, monkeypatch)
     runs = {utils.choose_run(SMOKE, utils.dataset_id(root)) for root in (other, small_root)}
@@ -90,6 +90,9 @@ def test_choose_run_prefers_a_finished_fine_tune_and_takes_stage_one_alone(work)
                      finished=True, finetune={"best_epoch": 2})
     assert utils.choose_run(cfg) == older_dataset  # finished beats stage 1 only
     assert utils.choose_run(cfg, dataset) == frozen_only  # unless the dataset is named
+    assert utils.choose_run(cfg, dataset, name=frozen_only.name) == frozen_only
+    with pytest.raises(utils.RunNotFoundError, match=f"trained on dataset {dataset}, and this one is"):
+        utils.choose_run(cfg, "f" * 16, name=frozen_only.name)  # a named run, but other data
     with pytest.raises(utils.RunNotFoundError, match="image_size 64 -> 350"):
         utils.choose_run(utils.Config())
 
@@ -99,7 +102,7 @@ def test_framing_is_kept_per_dataset(small_root, work, tmp_path):
     assert framing == synthetic.SYNTHETIC_FRAMING
     assert (work / f"framing-{utils.dataset_id(small_root)}.json").is_file()
     real_like = synthetic.make_synthetic_dataset(tmp_path / "other", n=60, image_size=48, seed=1,
-                                             with_ratings=False)
+                                                 with_ratings=False)
     (real_like / "synthetic_framing.json").unlink()  # a dataset whose framing must be measured
     with pytest.raises(utils.FramingError, match="Faces were found in only 0"):
         utils.framing_for(real_like)  # not the other dataset's (drawn) framing
