@@ -747,7 +747,7 @@ class Config:
 
     def for_environment(self) -> Config:
         """The settings a protocol runner passed in FBP_CONFIG, else these (shrunk when FBP_SMOKE=1)."""
-        if os.environ.get("FBP_CONFIG"):
+        if one_fold_of_a_protocol():
             return Config(**json.loads(os.environ["FBP_CONFIG"]))
         return self.smoke() if smoke_mode() else self
 

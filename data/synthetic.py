@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":  # run as a script: utils is in the checkout above
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils import DATASET_DIRNAME, EXTRACTED_MARK, GROUPS, old_name, save_json
 
 
