@@ -1194,11 +1194,13 @@ def bootstrap_metrics(y_true, y_pred, samples: int = 1000, seed: int = 0) -> dic
 
 
 def relative_rmse(weights: np.ndarray, true: np.ndarray, error: np.ndarray) -> np.ndarray:
-    """RMSE over the true scores' SD for each row of weights (how often each face counts)."""
+    """RMSE over the true scores' SD for each row of weights (how often each face counts); NaN
+    for a resample of a small group that drew none or one of its faces: no spread to measure."""
     count = weights.sum(axis=1)
-    mean = weights @ true / count
-    variance = (weights @ true**2 / count - mean**2) * count / (count - 1)
-    return np.sqrt(weights @ error**2 / count / variance)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = weights @ true / count
+        variance = (weights * (true - mean[:, None]) ** 2).sum(axis=1) / (count - 1)
+        return np.sqrt(weights @ error**2 / count / np.where(variance > 0, variance, np.nan))
 
 
 def bootstrap_counts(n: int, samples: int, seed: int) -> np.ndarray:

@@ -1,5 +1,7 @@
 """Evaluation: metrics against hand-worked values and scipy, intervals, groups, folds."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -165,3 +167,12 @@ def test_04_sets_the_model_beside_the_raters_with_the_ceiling_at_the_root_of_rho
     [table] = shown
     assert table["PC"].tolist() == [0.855, 0.6, 0.9, 0.81, 0.9, 0.95]
     assert table.index[4].startswith("ceiling: sqrt(rho_60)")
+
+
+def test_small_groups_give_intervals_without_warnings():
+    """Smoke-sized groups: some resamples draw one face only; they count as NaN, quietly."""
+    frame = predictions({"AF": 0.2, "AM": 0.2, "CF": 0.2, "CM": 0.5}, n=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gaps = utils.group_gaps(frame, samples=400)
+    assert np.isfinite(gaps[["RMSE/SD", "others", "gap", "low", "high"]].to_numpy()).all()
