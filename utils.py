@@ -549,8 +549,8 @@ def load_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
 
 def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, training: bool = False,
                  seed: int = 0):
-    """(uint8 image, score) batches: decoded, resized and cached; shuffled when training (the
-    model augments them itself, on the GPU), else in the frame's order."""
+    """(uint8 image, score) batches: decoded, resized and cached; shuffled when training (notebook
+    03 then maps its augmentation over them), else in the frame's order."""
     if training:  # a random cache order lets a small shuffle buffer mix the groups well
         frame = frame.sample(frac=1.0, random_state=seed)
     paths = frame["path"].astype(str).to_numpy()
