@@ -1066,11 +1066,24 @@ def describe_run(folder: Path) -> str:
 
 def run_notebook(name: str, cfg: Config, data_root: Path, folder: Path) -> None:
     """Run a notebook of the series (e.g. '03_finetune') top to bottom in a kernel of its own, with
-    these settings (FBP_CONFIG) and data, in this work folder; its executed copy, with every
-    output, is kept in the run's folder (given, so the dataset is not fingerprinted again)."""
+    these settings (FBP_CONFIG) and data, in this work folder, echoing each line it prints (Keras'
+    bar gives one per epoch); its executed copy, with every output, is kept in the run's folder
+    (given, so the dataset is not fingerprinted again)."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, DeadKernelError
+
+    class EchoingClient(NotebookClient):
+        pending = ""  # the start of a line not finished yet
+
+        def output(self, outs, msg, display_id, cell_index):
+            if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+                *lines, self.pending = (self.pending + msg["content"]["text"]).split("\n")
+                for line in lines:  # a progress bar redraws after "\r": keep its last state
+                    shown = line.rsplit("\r", 1)[-1]
+                    if shown.strip():
+                        print(f"  {cfg.protocol} | {shown}", flush=True)
+            return super().output(outs, msg, display_id, cell_index)
 
     path = REPO_DIR / "notebooks" / f"{name}.ipynb"
     notebook = nbformat.read(path, as_version=4)
@@ -1080,8 +1093,8 @@ def run_notebook(name: str, cfg: Config, data_root: Path, folder: Path) -> None:
     start = time.perf_counter()
     print(f"{cfg.protocol}: notebook {name} runs ...", flush=True)
     try:
-        NotebookClient(notebook, timeout=None, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
+        EchoingClient(notebook, timeout=None, kernel_name="python3",
+                      resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
     except (CellExecutionError, DeadKernelError) as error:
         reason = (f"{error.ename}: {error.evalue}" if isinstance(error, CellExecutionError)
                   else "its kernel died (out of memory?)")

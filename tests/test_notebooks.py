@@ -143,7 +143,10 @@ def test_03_runs_in_smoke_mode(smoke):
 
 
 def test_04_runs_in_smoke_mode_and_the_protocols_end_to_end(smoke, monkeypatch):
-    execute(NOTEBOOKS[3])
+    notebook = execute(NOTEBOOKS[3])
+    [runner] = [c for c in notebook.cells if "utils.run_protocol(" in c.source]
+    printed = "".join(o.get("text", "") for o in runner.outputs)
+    assert all(f"  fold{k} | Epoch 2/2" in printed for k in range(2, 6))  # the folds' progress shows
     fold1 = default_run(smoke)
     report = json.loads((fold1 / "evaluation.json").read_text())
     assert {"pc", "mae", "rmse", "n", "protocol", "groups", "ci95"} <= set(report)

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import keras
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
@@ -232,3 +233,18 @@ def test_the_log_keeps_the_row_of_the_checkpoint_on_disk(tmp_path):
     best = {"epoch": 2, "val_loss": 2.0}  # the checkpoint on disk is epoch 2's first run
     history = utils.read_history(log, best)
     assert history["epoch"].tolist() == [1, 2, 3] and history["val_loss"].tolist() == [3.0, 2.0, 1.0]
+
+
+def test_a_protocol_run_echoes_each_line_its_notebooks_print(tmp_path, monkeypatch, capsys):
+    """One line per finished line of the fold's notebook, a redrawn progress bar in its last state."""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        'print("Epoch 1/2")\nprint("1/9 bar" + "\\b" * 7 + "\\r9/9 done - val_loss: 0.1")\n'
+        'import sys; sys.stdout.write("half "); sys.stdout.flush(); print("a line")')])
+    (tmp_path / "notebooks").mkdir()
+    nbformat.write(notebook, tmp_path / "notebooks" / "tiny.ipynb")
+    monkeypatch.setattr(utils, "REPO_DIR", tmp_path)
+    monkeypatch.setenv("FBP_WORK_DIR", str(tmp_path / "work"))
+    utils.run_notebook("tiny", SMOKE, tmp_path, tmp_path / "fold")
+    echoed = [line for line in capsys.readouterr().out.splitlines() if "|" in line]
+    assert echoed == ["  fold1 | Epoch 1/2", "  fold1 | 9/9 done - val_loss: 0.1", "  fold1 | half a line"]
+    assert (tmp_path / "fold" / "tiny.ipynb").is_file()
