@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 import zipfile
@@ -180,6 +181,10 @@ class BadZipError(DatasetError):
 
 class RunNotFoundError(FileNotFoundError):
     """A notebook needs a trained run (or stage) that is not in the work folder yet."""
+
+
+class NoSpaceError(Exception):
+    """The work folder's disk (in Colab, your Drive) has no room for what a run will write."""
 
 
 def gdrive_url(file_id: str = GDRIVE_FILE_ID) -> str:
@@ -831,6 +836,8 @@ def save_model_atomically(model: keras.Model, path: Path) -> None:
     path = Path(path)
     temporary = path.with_name(f"{path.stem}.tmp{path.suffix}")
     model.save(temporary)
+    if path.exists():  # only when a lost VM kept the record from naming it: nothing for the bin
+        discard(path)
     temporary.replace(path)
 
 
@@ -847,6 +854,39 @@ def versions() -> dict:
             "keras": keras.__version__, "numpy": np.__version__}
 
 
+def code_version() -> dict:
+    """The commit of the checkout that runs (None outside a git checkout) and whether its files differ
+    from it: recorded with every stage, so a run says which code trained it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO_DIR), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "changed": bool(git("status", "--porcelain", "-uno"))}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "changed": None}
+
+
+def describe_code(code: dict | None) -> str:
+    """A commit in words, e.g. 'commit 3a7d21c (with local changes)'."""
+    if not code or not code.get("commit"):
+        return "code of unknown version (not a git checkout)"
+    return f"commit {code['commit'][:7]}" + (" (with local changes)" if code.get("changed") else "")
+
+
+def code_note(recorded: dict | None, what: str) -> str:
+    """'' when the recorded code is this checkout's; else which commit to check out to match it."""
+    now = code_version()
+    if not recorded or recorded == now:
+        return ""
+    note = (f"Note: {what} trained by {describe_code(recorded)}; this checkout is {describe_code(now)}, so "
+            "training goes on with other code.")
+    if recorded.get("commit") and recorded["commit"] != now["commit"]:
+        note += (f" To continue with the same code, run `!git -C {REPO_DIR} fetch --depth 1 origin "
+                 f"{recorded['commit']} && git -C {REPO_DIR} checkout {recorded['commit']}`, restart "
+                 "the kernel and run this notebook again.")
+    return note
+
+
 def record_stage_one(folder: Path, identity: dict, data_root: Path, model: keras.Model,
                      parts: dict, test_features: np.ndarray, history: dict, frozen: dict) -> dict:
     """Keep stage 1 in the run's folder: frozen.keras, history_head.csv, the percentile's
@@ -861,8 +901,9 @@ def record_stage_one(folder: Path, identity: dict, data_root: Path, model: keras
     history_frame(history).to_csv(folder / "history_head.csv", index=False)
     save_model_atomically(model, folder / "frozen.keras")
     save_reference(folder, "frozen", model, parts["test"], identity["config"]["image_size"], test_features)
-    return update_run(folder, **identity, versions=versions(), framing=framing_for(data_root),
-                      sizes={name: len(part) for name, part in parts.items()}, frozen=frozen)
+    return update_run(folder, **identity, versions=versions(), code=code_version(),
+                      framing=framing_for(data_root), sizes={name: len(part) for name, part in parts.items()},
+                      frozen=frozen)
 
 
 def stage_one_record(folder: Path, identity: dict) -> dict:
@@ -875,69 +916,125 @@ def stage_one_record(folder: Path, identity: dict) -> dict:
     return record
 
 
-def save_arrays_atomically(path: Path, variables: list) -> None:
-    """Save variables' values as one .npz under a temporary name, then rename it: a kill during
-    the write leaves the previous file whole."""
-    path = Path(path)
-    temporary = path.with_name(f"{path.stem}.tmp.npz")
-    with open(temporary, "wb") as file:
+def discard(path: Path) -> None:
+    """Delete a file after emptying it: Google Drive keeps a deleted file in its bin, where it
+    counts against the quota for 30 days; emptied first, it keeps nothing there."""
+    os.truncate(path, 0)
+    Path(path).unlink()
+
+
+def save_arrays_in_place(path: Path, variables: list) -> int:
+    """Overwrite a file in place with the variables' values as an .npz (on Drive an overwrite
+    leaves nothing in the bin, a delete or a replacing rename the whole old file); returns its
+    size, once the file on disk has it."""
+    with open(path, "wb") as file:
         np.savez(file, *[keras.ops.convert_to_numpy(v) for v in variables])
-    temporary.replace(path)
+        file.flush()
+        os.fsync(file.fileno())
+        size = file.tell()
+    if Path(path).stat().st_size != size:
+        raise OSError(f"{path} holds {Path(path).stat().st_size:,} bytes after {size:,} were written: "
+                      "is the disk (or your Drive) full?")
+    return size
 
 
-def load_arrays(path: Path) -> list[np.ndarray]:
-    """The arrays of an .npz written by save_arrays_atomically, in order."""
-    with np.load(path) as saved:
-        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+def save_in_turn(folder: Path, record: str, variables: list, **info) -> dict:
+    """Save variables over the older of two files (e.g. state-a.npz and state-b.npz for state.json),
+    then name it, with its size and info, in the JSON record, which keeps the save before as
+    'previous': whenever a VM is lost, the newer whole file is named and the other is untouched."""
+    folder, stem = Path(folder), Path(record).stem
+    latest = read_json(folder / record)
+    name = f"{stem}-b.npz" if latest and latest["file"] == f"{stem}-a.npz" else f"{stem}-a.npz"
+    folder.mkdir(parents=True, exist_ok=True)
+    size = save_arrays_in_place(folder / name, variables)
+    previous = {k: v for k, v in latest.items() if k != "previous"} if latest else None
+    entry = {**info, "file": name, "bytes": size, "previous": previous}
+    save_json(folder / record, entry)
+    return entry
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON record, None if there is none."""
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
+
+
+def newest_whole(folder: Path, entry: dict | None) -> tuple[dict, list[np.ndarray]] | None:
+    """The newest save of a record (its latest, then its previous) whose file is whole, with its
+    arrays; a damaged or missing one is named and skipped."""
+    while entry:
+        path = Path(folder) / entry["file"]
+        try:
+            if entry.get("bytes") not in (None, path.stat().st_size):
+                raise ValueError(f"{path.stat().st_size:,} bytes of {entry['bytes']:,}")
+            with np.load(path) as saved:
+                return entry, [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+            reason = "missing" if isinstance(error, FileNotFoundError) else f"damaged: {error}"
+            print(f"The save of epoch {entry['epoch']} ({path.name}) is {reason} (a VM lost while "
+                  "writing, or a full Drive?); it is skipped.")
+        entry = entry.get("previous")
+    return None
 
 
 class EpochBackup(keras.callbacks.Callback):
-    """After every epoch, the training state (weights and optimizer state) in one file named by
-    its epoch and written atomically, then recorded in state.json: a lost VM resumes from the
-    last finished epoch. (Keras' BackupAndRestore keeps the optimizer twice under mixed precision.)"""
+    """After every epoch, the training state (weights and optimizer state) over the older of two
+    files, then named in state.json: a lost VM resumes from the last whole epoch, and on Drive
+    nothing goes to the bin. (Keras' BackupAndRestore deletes and renames, and keeps the optimizer
+    twice under mixed precision.)"""
 
     def __init__(self, folder: Path):
         super().__init__()
         self.folder = Path(folder)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"epoch{epoch + 1:03d}.npz"
-        save_arrays_atomically(path, [*self.model.weights, *self.model.optimizer.variables])
-        save_json(self.folder / "state.json", {"epoch": epoch + 1, "file": path.name,
-                                               "model_arrays": len(self.model.weights),
-                                               "precision": self.model.dtype_policy.name})
-        remove_all_but(self.folder, "epoch*.npz", path)
+        save_in_turn(self.folder, "state.json", [*self.model.weights, *self.model.optimizer.variables],
+                     epoch=epoch + 1, precision=self.model.dtype_policy.name, code=code_version())
 
 
-def epochs_done(model: keras.Model, folder: Path, epochs: int) -> int:
-    """Epochs of the fine-tune already done: all of them for a finished run; else the last
-    backed-up epoch, whose state is loaded into the compiled model (0 when there is none)."""
+def restore_training(model: keras.Model, folder: Path, epochs: int, steps_per_epoch: int) -> int:
+    """Load the last good training state of the run into the compiled model and return the epochs
+    it has done: all of them for a finished run; else the newest whole backup (weights and optimizer);
+    else the best weights with a fresh optimizer; else none (0). Says which, and when other code
+    trained the run so far."""
+    folder = Path(folder)
     if read_run(folder).get("finished"):
-        print(f"Run {Path(folder).name} is already fine-tuned with these settings and data.")
+        print(f"Run {folder.name} is already fine-tuned with these settings and data.")
         return epochs
-    state = Path(folder) / "backup" / "state.json"
-    if not state.is_file():
-        return 0
-    saved = json.loads(state.read_text())
-    if saved.get("precision", model.dtype_policy.name) != model.dtype_policy.name:
-        raise RunNotFoundError(
-            f"Run {Path(folder).name} was training in {saved['precision']} (on a GPU with tensor cores) "
-            f"and this runtime computes in {model.dtype_policy.name}: its optimizer state does not fit. "
-            "Connect to a T4 GPU (Runtime > Change runtime type) and run this notebook again.")
-    arrays = load_arrays(state.parent / saved["file"])
-    model.set_weights(arrays[: saved["model_arrays"]])
     model.optimizer.build(model.trainable_variables)  # its slots must exist before loading
-    for variable, value in zip(model.optimizer.variables, arrays[saved["model_arrays"]:], strict=True):
-        variable.assign(value)
-    print(f"Resuming the fine-tune of run {Path(folder).name} after epoch {saved['epoch']} of {epochs}.")
+    state = read_json(folder / "backup" / "state.json")
+    found = newest_whole(folder / "backup", state)
+    if found:
+        saved, arrays = found
+        if saved.get("precision", model.dtype_policy.name) != model.dtype_policy.name:
+            raise RunNotFoundError(
+                f"Run {folder.name} was training in {saved['precision']} (on a GPU with tensor cores) "
+                f"and this runtime computes in {model.dtype_policy.name}: its optimizer state does not fit. "
+                "Connect to a T4 GPU (Runtime > Change runtime type) and run this notebook again.")
+        model.set_weights(arrays[:len(model.weights)])
+        for variable, value in zip(model.optimizer.variables, arrays[len(model.weights):], strict=True):
+            variable.assign(value)
+        print(f"Resuming the fine-tune of run {folder.name} after epoch {saved['epoch']} of {epochs}.")
+    elif found := newest_whole(folder, read_best(folder)):
+        saved, arrays = found
+        model.set_weights(arrays)
+        model.optimizer.iterations.assign(saved["epoch"] * steps_per_epoch)  # the schedule goes on
+        print(f"No whole backup of run {folder.name} is left: resuming after epoch {saved['epoch']}, "
+              "whose best weights are whole, with a fresh optimizer state.")
+    else:
+        saved = {"epoch": 0, "code": read_run(folder).get("code")}
+        if state:
+            print(f"No whole backup of run {folder.name} is left: its fine-tune starts again from "
+                  "stage 1's model.")
+    note = code_note(saved.get("code"), "its last epochs were" if saved["epoch"] else "its stage 1 was")
+    if note:
+        print(note)
     return int(saved["epoch"])
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Keeps the weights (no optimizer state) of the epoch with the lowest validation loss:
-    written atomically, then named with its epoch, loss and logged row in best.json, so the
-    record never names weights that were not saved whole."""
+    """Keeps the weights (no optimizer state) of the epoch with the lowest validation loss, over the
+    older of two files, then named with its epoch, loss and logged row in best.json, so the record
+    never names weights that were not saved whole."""
 
     def __init__(self, folder: Path):
         super().__init__()
@@ -949,27 +1046,15 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if not self.improves(logs):
-            return
-        path = self.folder / f"best-epoch{epoch + 1:03d}.npz"
-        save_arrays_atomically(path, self.model.weights)
-        self.best = {"epoch": epoch + 1, "val_loss": float(logs["val_loss"]), "weights": path.name,
-                     "logs": {k: float(v) for k, v in logs.items()}}
-        save_json(self.folder / "best.json", self.best)
-        remove_all_but(self.folder, "best-epoch*.npz", path)
-
-
-def remove_all_but(folder: Path, pattern: str, keep: Path) -> None:
-    """Delete the files matching a pattern in a folder, except one."""
-    for path in Path(folder).glob(pattern):
-        if path != keep:
-            path.unlink()
+        if self.improves(logs):
+            self.best = save_in_turn(self.folder, "best.json", self.model.weights, epoch=epoch + 1,
+                                     val_loss=float(logs["val_loss"]),
+                                     logs={k: float(v) for k, v in logs.items()})
 
 
 def read_best(folder: Path) -> dict | None:
     """The best epoch recorded by BestCheckpoint (best.json), None before the first one."""
-    path = Path(folder) / "best.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(Path(folder) / "best.json")
 
 
 def read_history(path: Path, best: dict | None = None) -> pd.DataFrame:
@@ -988,23 +1073,75 @@ def read_history(path: Path, best: dict | None = None) -> pd.DataFrame:
 def record_finetune(folder: Path, model: keras.Model, parts: dict, image_size: int,
                     precision: str) -> dict:
     """Finish the fine-tune once: the best epoch's weights in a copy of the (float32) model, saved
-    as finetuned.keras with its reference and figures in run.json; then backups and checkpoints go."""
+    as finetuned.keras with its reference and figures in run.json; then backups and checkpoints go
+    (emptied first, so that Drive's bin keeps none of them)."""
+    folder = Path(folder)
     record = read_run(folder)
     if not record.get("finished"):
-        best = read_best(folder)
+        found = newest_whole(folder, read_best(folder))
+        if found is None:
+            raise RunNotFoundError(
+                f"No whole copy of the best weights of run {folder.name} is left. Delete best.json "
+                "and the backup folder in it, then run this notebook again: the fine-tune trains anew.")
+        best, weights = found
         final = type(model).from_config(model.get_config())  # uncompiled: no optimizer state to save
-        final.set_weights(load_arrays(Path(folder) / best["weights"]))
+        final.set_weights(weights)
         save_model_atomically(final, folder / "finetuned.keras")
         save_reference(folder, "finetuned", final, parts["test"], image_size)
         val_pred = predict_scores(final, parts["val"], image_size)
         record = update_run(folder, finished=True, finetune={
             "epochs": len(read_history(folder / "history_finetune.csv", best)),
             "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
-            "val": regression_metrics(parts["val"]["score"], val_pred), "precision": precision})
-    shutil.rmtree(folder / "backup", ignore_errors=True)  # finetuned.keras holds it all now
-    for leftover in {*folder.glob("best-epoch*.npz"), *folder.glob("*.tmp.*")}:
-        leftover.unlink()
+            "val": regression_metrics(parts["val"]["score"], val_pred), "precision": precision,
+            "code": code_version()})
+    leftovers = [*folder.glob("backup/*"), *folder.glob("best-*.npz"), *folder.glob("*.tmp.*")]
+    for leftover in leftovers:  # finetuned.keras holds it all now
+        discard(leftover)
+    if (folder / "backup").is_dir():
+        (folder / "backup").rmdir()
     return record
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files below a folder."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def space_needed(folders: list[Path], model_bytes: int) -> int:
+    """Bytes these runs will still add to the work folder, from the size of one saved model (W): W
+    for each stage's model not saved yet and, while a fine-tune is unfinished, its two backups (the
+    weights and AdamW's two moments: 3 W each) and two copies of its best weights, 8 W at the peak,
+    less what those files hold already (they are overwritten in place). Folds train one at a time."""
+    models = sum(model_bytes for folder in folders for name in ("frozen.keras", "finetuned.keras")
+                 if not (Path(folder) / name).is_file())
+    training = [8 * model_bytes - sum(p.stat().st_size for pattern in ("backup/state-*.npz", "best-*.npz")
+                                      for p in Path(folder).glob(pattern))
+                for folder in folders if not read_run(folder).get("finished")]
+    return models + max(training, default=0)
+
+
+def check_space(folders: list[Path], what: str) -> None:
+    """Stop with a plain message, before anything is written, when the work folder's disk (in Colab
+    your Drive, whose bin counts) has less room than these runs need."""
+    sizes = [(folder / "frozen.keras").stat().st_size for folder in
+             [*map(Path, folders), *(f for f, _ in saved_runs())] if (folder / "frozen.keras").is_file()]
+    if not sizes:
+        raise RunNotFoundError("No stage 1 is saved yet: run notebook 02 first.")
+    needed, free = space_needed(folders, sizes[0]), shutil.disk_usage(work_dir()).free
+    if needed <= free:
+        return
+    on_drive = in_colab() and work_dir().is_relative_to(DRIVE_HOME)
+    runs = sorted(((folder_bytes(f), f.name) for f, _ in saved_runs()), reverse=True)[:3]
+    raise NoSpaceError(
+        f"{'Your Google Drive' if on_drive else f'The disk of {work_dir()}'} has {free / 1e9:.2f} GB "
+        f"free, and {what} needs about {needed / 1e9:.2f} GB more (the models still to save, and while "
+        "a fine-tune runs two backups of its state and two copies of its best weights; estimated from "
+        f"a saved model of {sizes[0] / 1e6:.0f} MB). Nothing was written. Make room, then run this cell "
+        "again:"
+        + ("\n- empty your Drive's bin (drive.google.com/drive/trash): deleted files count against "
+           "your 15 GB until it is emptied, or for 30 days" if on_drive else "")
+        + ("\n- delete run folders you no longer need from " + str(work_dir() / "runs") + ", largest: "
+           + ", ".join(f"{name} ({size / 1e6:,.0f} MB)" for size, name in runs) if runs else ""))
 
 
 def load_run_model(folder: Path) -> keras.Model:
@@ -1054,6 +1191,7 @@ def describe_run(folder: Path) -> str:
     cfg = record["config"]
     stage = (f"fine-tuned (best epoch {record['finetune']['best_epoch']} of {cfg['finetune_epochs']})"
              if record.get("finished") else "stage 1 only (frozen head)")
+    stage += f", trained by {describe_code(record.get('finetune', {}).get('code', record.get('code')))}"
     evaluation = folder / "evaluation.json"
     report = json.loads(evaluation.read_text()) if evaluation.is_file() else None
     model = report and ("fine-tuned" if report["model"] == "finetuned" else "frozen-head")
@@ -1124,6 +1262,7 @@ def run_protocol(protocol: str, cfg: Config, data_root: Path) -> pd.DataFrame:
     folds = [replace(cfg, protocol=name) for name in names]
     dataset = dataset_id(data_root)
     folders = [run_dir(fold, dataset) for fold in folds]
+    check_space(folders, f"the {protocol} protocol")
     for fold, folder in zip(folds, folders, strict=True):  # every fold trained before any is evaluated
         for notebook, done in [("02_frozen_head", "frozen"), ("03_finetune", "finished")]:
             if not read_run(folder).get(done):
@@ -1294,7 +1433,8 @@ class FramingError(Exception):
     """The dataset's face framing could not be measured."""
 
 
-USER_ERRORS = (DatasetError, RunNotFoundError, ConstantPredictionError, FramingError, PhotoError)
+USER_ERRORS = (DatasetError, RunNotFoundError, NoSpaceError, ConstantPredictionError, FramingError,
+               PhotoError)
 
 
 @dataclass

@@ -1,79 +1,112 @@
-"""Benchmark: bytes written per fine-tune epoch by the checkpoint and the backup (what goes to
-Drive in Colab), the previous way (Keras' ModelCheckpoint with weights and optimizer, and
-BackupAndRestore with double_checkpoint) against ours (best weights only, one atomic backup).
+"""Benchmark: what the series occupies on Google Drive and leaves in its bin, measured on the
+stand-in Drive (tests/colab_stub/google/colab/drive.py), which counts a deleted or replaced file's
+bytes in the bin as Drive does.
 
-Run by hand: .venv/bin/python tests/bench_drive_writes.py. ResNet50's weights do not depend on the
-image size, so tiny images give the real file sizes. An epoch's bytes are the sizes of the files
-that were created or rewritten in the run's folder during it (a copy counts: on Drive it is uploaded
-again), from the start of the epoch to the end of its last callback.
+Run by hand: .venv/bin/python tests/bench_drive_writes.py. ResNet50's files do not depend on the
+image size, so smoke runs (64 px, untrained weights, a 60-face synthetic dataset) give the real
+sizes of models, backups and checkpoints. Each protocol's runs are trained with notebooks 02 and
+03's own cells, one after another as 04's runner does: first one fold with a long fine-tune (how
+the bin grows with the epochs), then the other folds and the 60/40 split. The occupancy is polled
+every 0.1 s during training for its peak.
 """
 
+import importlib.util
+import os
 import sys
 import tempfile
+import threading
+from dataclasses import replace
 from pathlib import Path
 
-import keras
-import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import model_from_notebook
+from conftest import train
 
 import utils
+from data import synthetic
 
-EPOCHS, SIZE, IMAGES = 3, 32, 32
-
-
-def file_versions(folder: Path) -> dict:
-    """Every file below a folder with its identity (inode, modification time) and size."""
-    return {p: ((p.stat().st_ino, p.stat().st_mtime_ns), p.stat().st_size)
-            for p in folder.rglob("*") if p.is_file()}
+FEATURES_5500 = 5500 * utils.FEATURES * 4 + 128  # the feature cache of the real dataset (.npy)
+ZIP_BYTES = 172e6                                  # the release zip (its size on Google Drive)
 
 
-class WriteMeter(keras.callbacks.Callback):
-    """Records the bytes of the files written during each epoch (put it first and last)."""
-
-    def __init__(self, folder: Path, per_epoch: list, start: bool):
-        super().__init__()
-        self.folder, self.per_epoch, self.start = folder, per_epoch, start
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.start:
-            self.per_epoch.append(file_versions(self.folder))
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.start:
-            before = self.per_epoch[-1]
-            self.per_epoch[-1] = sum(size for path, (identity, size) in file_versions(self.folder).items()
-                                     if before.get(path, (None,))[0] != identity)
+def stand_in_drive(home: Path):
+    """The stand-in Drive mounted in this process, with the work folder on it."""
+    spec = importlib.util.spec_from_file_location("stub_drive", Path(__file__).parent / "colab_stub"
+                                                  / "google" / "colab" / "drive.py")
+    stub = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stub)
+    os.environ["COLAB_STUB_DRIVE"] = str(home / "google-drive")
+    stub.mount(str(home / "content" / "drive"))
+    os.environ["FBP_WORK_DIR"] = str(home / "content" / "drive" / "MyDrive" / "scut-fbp5500")
+    return stub
 
 
-def measure(policy: str, ours: bool) -> list[int]:
-    """Bytes written in each epoch of a short fine-tune under a dtype policy."""
-    folder = Path(tempfile.mkdtemp())
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, (IMAGES, SIZE, SIZE, 3), dtype=np.uint8)
-    scores = rng.uniform(1, 5, IMAGES).astype("float32")
-    model = model_from_notebook(SIZE)  # then as notebook 03 prepares it
-    model.get_layer("resnet50").trainable = True
-    utils.use_precision(model, policy)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-5, weight_decay=1e-4), loss="mse")
-    if ours:
-        saving = [utils.BestCheckpoint(folder), utils.EpochBackup(folder / "backup")]
-    else:
-        saving = [keras.callbacks.ModelCheckpoint(str(folder / "best.weights.h5"), save_best_only=True,
-                                                  save_weights_only=True, monitor="val_loss"),
-                  keras.callbacks.BackupAndRestore(str(folder / "backup"), double_checkpoint=True,
-                                                   delete_checkpoint=False)]
-    per_epoch: list[int] = []
-    model.fit(images, scores, validation_data=(images, scores), batch_size=16, epochs=EPOCHS, verbose=0,
-              callbacks=[WriteMeter(folder, per_epoch, True), *saving, WriteMeter(folder, per_epoch, False)])
-    return per_epoch
+class Peak:
+    """The largest occupancy of the Drive (files and bin) seen while a block runs."""
+
+    def __init__(self, stub):
+        self.stub, self.peak, self.running = stub, 0, True
+
+    def poll(self):
+        while self.running:
+            try:
+                self.peak = max(self.peak, self.stub.drive_bytes() + self.stub.bin_bytes())
+            except FileNotFoundError:  # a file went while it was being counted
+                pass
+            threading.Event().wait(0.1)
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+
+
+def main():
+    home = Path(tempfile.mkdtemp())
+    stub = stand_in_drive(home)
+    root = synthetic.make_synthetic_dataset(home / "data", n=60, image_size=48, with_ratings=False)
+    monkeypatch = pytest.MonkeyPatch()
+    base = utils.Config().smoke()
+    mb = 1e6
+    try:
+        for epochs in (2, 6):
+            cfg = replace(base, finetune_epochs=epochs, seed=epochs)  # a run of its own each
+            before_files, before_bin = stub.drive_bytes(), stub.bin_bytes()
+            with Peak(stub) as peak:
+                record = train(cfg, root, monkeypatch)["record"]
+            folder = utils.run_dir(cfg, record["dataset"])
+            rise = peak.peak - before_files - before_bin
+            print(f"one run, {epochs} fine-tune epochs: run folder {utils.folder_bytes(folder) / mb:.0f} MB, "
+                  f"peak while training {rise / mb:.0f} MB above the start, "
+                  f"bin +{(stub.bin_bytes() - before_bin) / mb:.3f} MB")
+        stub_start = (stub.drive_bytes(), stub.bin_bytes())
+        protocols = [f"fold{k}" for k in range(1, 6)] + ["60/40"]
+        with Peak(stub) as peak:
+            for protocol in protocols:
+                train(replace(base, protocol=protocol, finetune_epochs=3), root, monkeypatch)
+        records = [(f, utils.read_run(f)) for f in (Path(os.environ["FBP_WORK_DIR"]) / "runs").iterdir()]
+        runs = [f for f, r in records if r["protocol"] in protocols and r["config"]["finetune_epochs"] == 3]
+        held = sum(utils.folder_bytes(f) for f in runs)
+        cache = sum(p.stat().st_size for p in Path(os.environ["FBP_WORK_DIR"]).glob("features-*.npy"))
+        print(f"5-fold + 60/40 (6 runs, 3 epochs each): run folders {held / mb:.0f} MB, peak "
+              f"{(peak.peak - sum(stub_start)) / mb:.0f} MB above the start, bin "
+              f"+{(stub.bin_bytes() - stub_start[1]) / mb:.3f} MB; this dataset's feature cache "
+              f"{cache / mb:.2f} MB")
+        total = held + FEATURES_5500 + ZIP_BYTES
+        print(f"the whole protocol with the release zip ({ZIP_BYTES / mb:.0f} MB) and the real dataset's "
+              f"feature cache ({FEATURES_5500 / mb:.0f} MB): {total / 1e9:.2f} GB after it; "
+              f"{(total + peak.peak - sum(stub_start) - held) / 1e9:.2f} GB at its peak")
+        print("binned files:", stub.binned()[:10], "...")
+    finally:
+        monkeypatch.undo()
+        stub.flush_and_unmount()
 
 
 if __name__ == "__main__":
-    for policy in ("float32", "mixed_float16"):
-        for ours in (False, True):
-            mb = [round(b / 1e6) for b in measure(policy, ours)]
-            name = "ours (best weights only, one atomic backup)" if ours else "before (Keras callbacks)"
-            print(f"{policy:14s} {name:46s} MB written per epoch: {mb}")
+    main()

@@ -229,17 +229,20 @@ def test_colab_01_clones_installs_mounts_and_takes_the_zip_from_drive(drive):
     assert "Mounted at" in text and f"Extracting {content}/drive/MyDrive/{utils.ZIP_NAME}" in text
     assert (drive / "drive" / "MyDrive" / "scut-fbp5500" / utils.ZIP_NAME).is_file()  # the cache
     assert (clone / "data" / utils.DATASET_DIRNAME / "Images").is_dir()
-    assert "300 labelled faces" in text
+    assert "300 labelled faces" in text and "Drive flushed" in text  # 02 reads what 01 kept
     assert "oneDNN" not in text and "cpu_feature_guard" not in text, "TensorFlow's start-up lines"
 
 
 def test_colab_02_and_03_train_in_new_vms_and_keep_the_run_on_drive(drive):
     work = drive / "drive" / "MyDrive" / "scut-fbp5500"
-    run_in_fresh_vm(drive, NOTEBOOKS[1])
+    assert "Drive flushed" in run_in_fresh_vm(drive, NOTEBOOKS[1])  # 03 reads what 02 wrote
     text = run_in_fresh_vm(drive, NOTEBOOKS[2])
     assert "Drive flushed" in text
     assert [r for r in (work).rglob("run.json") if utils.read_run(r.parent).get("finished")]
     assert not (drive / "vm-3" / "content" / "drive").exists(), "03 ends unmounted"
+    bin_file = drive / "drive" / "bin.json"  # what the stand-in Drive's bin holds
+    binned = json.loads(bin_file.read_text()) if bin_file.is_file() else []
+    assert sum(size for _, size in binned) < 1e6, binned  # backups and checkpoints: not in the bin
 
 
 def test_colab_04_evaluates_in_a_new_vm(drive):

@@ -214,7 +214,7 @@ def test_a_vm_lost_at_the_worst_moment_keeps_the_best_epoch(small_root, work, mo
             train(cfg, small_root, patch, ["03_finetune"])
     assert state_epoch(folder / "backup") == 1
     best_before = utils.read_best(folder)
-    assert (folder / best_before["weights"]).is_file()  # best.json never names a missing file
+    assert (folder / best_before["file"]).is_file()  # best.json never names a missing file
 
     record = train(cfg, small_root, monkeypatch, ["03_finetune"])["record"]  # the new VM resumes
     best = utils.read_best(folder)
