@@ -53,7 +53,7 @@ class Peak:
         while self.running:
             try:
                 self.peak = max(self.peak, self.stub.drive_bytes() + self.stub.bin_bytes())
-            except FileNotFoundError:  # a file went while it was being counted
+            except (FileNotFoundError, ValueError):  # a file went, or the bin's record was being written
                 pass
             threading.Event().wait(0.1)
 
@@ -93,7 +93,7 @@ def main():
         records = [(f, utils.read_run(f)) for f in (Path(os.environ["FBP_WORK_DIR"]) / "runs").iterdir()]
         runs = [f for f, r in records if r["protocol"] in protocols and r["config"]["finetune_epochs"] == 3]
         held = sum(utils.folder_bytes(f) for f in runs)
-        cache = sum(p.stat().st_size for p in Path(os.environ["FBP_WORK_DIR"]).glob("features-*.npy"))
+        cache = sum(p.stat().st_size for p in Path(os.environ["FBP_WORK_DIR"]).rglob("features-*.npy"))
         print(f"5-fold + 60/40 (6 runs, 3 epochs each): run folders {held / mb:.0f} MB, peak "
               f"{(peak.peak - sum(stub_start)) / mb:.0f} MB above the start, bin "
               f"+{(stub.bin_bytes() - stub_start[1]) / mb:.3f} MB; this dataset's feature cache "
