@@ -1144,12 +1144,33 @@ def check_space(folders: list[Path], what: str) -> None:
            + ", ".join(f"{name} ({size / 1e6:,.0f} MB)" for size, name in runs) if runs else ""))
 
 
-def load_run_model(folder: Path) -> keras.Model:
-    """A run's best model: fine-tuned if that stage is done, else the frozen-head one."""
+def current_model_path(folder: Path) -> Path:
+    """The file of a run's best model: fine-tuned if that stage is done, else the frozen-head one."""
     for name in ("finetuned.keras", "frozen.keras"):
         if (Path(folder) / name).is_file():
-            return keras.models.load_model(Path(folder) / name, safe_mode=True)
+            return Path(folder) / name
     raise RunNotFoundError(f"No trained model in {folder}: run notebooks 02 and 03 first.")
+
+
+def load_run_model(folder: Path) -> keras.Model:
+    """A run's best model: fine-tuned if that stage is done, else the frozen-head one."""
+    return keras.models.load_model(current_model_path(folder), safe_mode=True)
+
+
+def current_model(folder: Path) -> dict:
+    """Which model a run has now (what 04 evaluates and 05 scores with): its stage and a hash of its file."""
+    path, digest = current_model_path(folder), hashlib.sha1()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return {"stage": path.stem, "file": path.name, "sha1": digest.hexdigest()[:12]}
+
+
+def current_evaluation(folder: Path) -> dict | None:
+    """Notebook 04's evaluation.json if it measured the run's current model; None if there is none,
+    or if it was made from another stage or model file (then 04 must run again)."""
+    report = read_json(Path(folder) / "evaluation.json")
+    return report if report and report.get("evaluated") == current_model(folder) else None
 
 
 def choose_run(cfg: Config, dataset: str | None = None, name: str | None = None,
@@ -1192,10 +1213,11 @@ def describe_run(folder: Path) -> str:
     stage = (f"fine-tuned (best epoch {record['finetune']['best_epoch']} of {cfg['finetune_epochs']})"
              if record.get("finished") else "stage 1 only (frozen head)")
     stage += f", trained by {describe_code(record.get('finetune', {}).get('code', record.get('code')))}"
-    evaluation = folder / "evaluation.json"
-    report = json.loads(evaluation.read_text()) if evaluation.is_file() else None
+    report = current_evaluation(folder)
     model = report and ("fine-tuned" if report["model"] == "finetuned" else "frozen-head")
-    tested = f", test PC {report['pc']:.3f} ({model} model, notebook 04)" if report else ", not evaluated yet"
+    tested = (f", test PC {report['pc']:.3f} ({model} model, notebook 04)" if report
+              else ", not evaluated yet" if not (folder / "evaluation.json").is_file()
+              else ", its current model not evaluated yet (run notebook 04 again)")
     smoke = (" SMOKE RUN (synthetic data, untrained weights): its figures mean nothing."
              if record.get("smoke") else "")
     return (f"Run {folder.name}: protocol {record['protocol']}, {cfg['image_size']} px, weights "
@@ -1267,20 +1289,27 @@ def run_protocol(protocol: str, cfg: Config, data_root: Path) -> pd.DataFrame:
         for notebook, done in [("02_frozen_head", "frozen"), ("03_finetune", "finished")]:
             if not read_run(folder).get(done):
                 run_notebook(notebook, fold, data_root, folder)
-    for fold, folder in zip(folds, folders, strict=True):
-        if not (folder / "evaluation.json").is_file():
+    for fold, folder in zip(folds, folders, strict=True):  # evaluated anew if made from another model
+        if current_evaluation(folder) is None:
             run_notebook("04_evaluation", fold, data_root, folder)
-    reports = [json.loads((folder / "evaluation.json").read_text()) for folder in folders]
+    reports = [current_evaluation(folder) for folder in folders]
     if protocol == "5-fold":
         save_out_of_fold_reference(folders)
     return aggregate_folds(reports)
 
 
 def aggregate_folds(reports: list[dict]) -> pd.DataFrame:
-    """Per-fold PC, MAE and RMSE with their mean and SD across folds, as the paper reports."""
-    table = pd.DataFrame([{k: r[k] for k in ("pc", "mae", "rmse", "n")} for r in reports],
-                         index=[r["protocol"] for r in reports])
-    summary = table[["pc", "mae", "rmse"]].agg(["mean", "std"])
+    """Per-fold PC, MAE and RMSE with each fold's stage, and their mean and SD across folds, as the
+    paper reports; refused when the folds were evaluated at different stages."""
+    table = pd.DataFrame([{k: r[k] for k in ("pc", "mae", "rmse", "n")} | {"stage": r["model"]}
+                          for r in reports], index=[r["protocol"] for r in reports])
+    if table["stage"].nunique() > 1:
+        stages = ", ".join(f"{fold} {stage}" for fold, stage in table["stage"].items())
+        raise RunNotFoundError(
+            f"The folds were evaluated at different stages ({stages}): their mean would mix frozen-head "
+            "figures with fine-tuned ones. Run notebook 03 for the frozen folds and notebook 04 for "
+            "each (the protocol runner in 04 does both), then average.")
+    summary = table[["pc", "mae", "rmse"]].agg(["mean", "std"]).assign(stage=table["stage"].iloc[0])
     summary.index = ["mean", "SD"]
     return pd.concat([table, summary]).astype({"n": "Int64"}).rename(columns=str.upper)
 
@@ -1404,15 +1433,17 @@ def published_results(protocol: str) -> pd.DataFrame:
 
 def accuracy_note(folder: Path) -> str:
     """How far off this run's model is: its test figures if evaluated, else the paper's, so labelled."""
-    path = Path(folder) / "evaluation.json"
-    if path.is_file():
-        report = json.loads(path.read_text())
+    report = current_evaluation(folder)
+    if report:
         stage = "fine-tuned" if report["model"] == "finetuned" else "frozen-head"
         return (f"This run's {stage} model on its {report['n']:,} test faces ({report['protocol']}, "
                 f"from its evaluation.json): MAE {report['mae']:.2f} and RMSE {report['rmse']:.2f} "
                 f"score points, PC {report['pc']:.3f}.")
     paper = PUBLISHED.set_index(["protocol", "model"]).loc[("5-fold CV, mean", "ResNeXt-50")]
-    return (f"This run has not been evaluated yet (notebook 04 does it). For scale only, the paper's "
+    lead = ("Notebook 04 evaluated an earlier model of this run, not this one: run 04 again to "
+            "measure it." if (Path(folder) / "evaluation.json").is_file()
+            else "This run's model has not been evaluated yet (notebook 04 does it).")
+    return (f"{lead} For scale only, the paper's "
             f"ResNeXt-50 errs by MAE {paper['MAE']:.2f} and RMSE {paper['RMSE']:.2f} score points "
             "(the paper's figures, 5-fold mean, not this model's).")
 

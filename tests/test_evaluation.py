@@ -145,14 +145,18 @@ def test_chance_names_a_group_in_at_most_about_5_percent_of_test_sets():
 
 
 def test_aggregation_over_folds():
-    reports = [{"protocol": f"fold{k}", "pc": pc, "mae": mae, "rmse": mae + 0.1, "n": 1100}
+    reports = [{"protocol": f"fold{k}", "pc": pc, "mae": mae, "rmse": mae + 0.1, "n": 1100,
+                "model": "finetuned"}
                for k, (pc, mae) in enumerate([(0.90, 0.22), (0.92, 0.20), (0.88, 0.24),
                                                (0.91, 0.21), (0.89, 0.23)], start=1)]
     table = utils.aggregate_folds(reports)
     assert table.loc["mean", "PC"] == pytest.approx(0.90)
     assert table.loc["SD", "PC"] == pytest.approx(np.std([0.90, 0.92, 0.88, 0.91, 0.89], ddof=1))
     assert table.loc["mean", "MAE"] == pytest.approx(0.22)
-    assert table.loc["fold2", "N"] == 1100
+    assert table.loc["fold2", "N"] == 1100 and set(table["STAGE"]) == {"finetuned"}
+    reports[0]["model"] = "frozen"  # fold 1 evaluated before its fine-tune
+    with pytest.raises(utils.RunNotFoundError, match=r"different stages \(fold1 frozen, fold2 finetuned"):
+        utils.aggregate_folds(reports)
 
 
 def test_04_sets_the_model_beside_the_raters_with_the_ceiling_at_the_root_of_rho_60(capsys):

@@ -248,3 +248,57 @@ def test_a_protocol_run_echoes_each_line_its_notebooks_print(tmp_path, monkeypat
     echoed = [line for line in capsys.readouterr().out.splitlines() if "|" in line]
     assert echoed == ["  fold1 | Epoch 1/2", "  fold1 | 9/9 done - val_loss: 0.1", "  fold1 | half a line"]
     assert (tmp_path / "fold" / "tiny.ipynb").is_file()
+
+
+def fake_fold_notebooks(dataset: str, calls: list):
+    """A stand-in for run_notebook: writes what notebooks 02, 03 and 04 would write for a fold
+    (tiny model files; 04 reports the current model's stage: PC .80 frozen, .90 fine-tuned)."""
+    def run(name, cfg, data_root, folder):
+        calls.append((name, cfg.protocol))
+        folder.mkdir(parents=True, exist_ok=True)
+        if name == "02_frozen_head":
+            (folder / "frozen.keras").write_bytes(f"frozen {cfg.protocol}".encode())
+            utils.update_run(folder, **utils.run_identity(cfg, dataset), frozen={"epochs": 1})
+        elif name == "03_finetune":
+            (folder / "finetuned.keras").write_bytes(f"tuned {cfg.protocol}".encode())
+            utils.save_json(folder / "reference-finetuned.json",
+                            {"files": [cfg.protocol], "true": [3.0], "predicted": [3.1]})
+            utils.update_run(folder, finished=True, finetune={"best_epoch": 1})
+        else:
+            model = utils.current_model(folder)
+            utils.save_json(folder / "evaluation.json", {
+                "protocol": cfg.protocol, "model": model["stage"], "evaluated": model, "n": 10,
+                "pc": 0.9 if model["stage"] == "finetuned" else 0.8, "mae": 0.2, "rmse": 0.3})
+    return run
+
+
+def test_a_protocol_reevaluates_a_fold_evaluated_before_its_fine_tune(small_root, work, monkeypatch):
+    # the user ran 02 and 04 for fold 1, then the 5-fold protocol (which runs 03 for fold 1)
+    dataset, calls = utils.dataset_id(small_root), []
+    monkeypatch.setattr(utils, "run_notebook", fake_fold_notebooks(dataset, calls))
+    fold1 = utils.run_dir(SMOKE, dataset)
+    utils.run_notebook("02_frozen_head", SMOKE, small_root, fold1)
+    utils.run_notebook("04_evaluation", SMOKE, small_root, fold1)
+    assert "test PC 0.800 (frozen-head model" in utils.describe_run(fold1)
+    table = utils.run_protocol("5-fold", SMOKE, small_root)
+    assert calls.count(("04_evaluation", "fold1")) == 2  # evaluated again after its fine-tune
+    assert table["STAGE"].tolist() == ["finetuned"] * 7 and table.loc["fold1", "PC"] == 0.9
+    assert table.loc["mean", "PC"] == pytest.approx(0.9)
+    assert "test PC 0.900 (fine-tuned model" in utils.describe_run(fold1)
+    assert "MAE 0.20" in utils.accuracy_note(fold1)
+    calls.clear()
+    utils.run_protocol("5-fold", SMOKE, small_root)
+    assert calls == []  # every fold trained and evaluated from its current model: nothing to redo
+
+
+def test_no_note_or_description_quotes_an_earlier_models_evaluation(work, small_root, monkeypatch):
+    dataset, calls = utils.dataset_id(small_root), []
+    run = fake_fold_notebooks(dataset, calls)
+    folder = utils.run_dir(SMOKE, dataset)
+    for name in ("02_frozen_head", "04_evaluation", "03_finetune"):  # fine-tuned after 04 ran
+        run(name, SMOKE, small_root, folder)
+    assert utils.current_evaluation(folder) is None
+    note = utils.accuracy_note(folder)
+    assert note.startswith("Notebook 04 evaluated an earlier model of this run, not this one")
+    assert "0.80" not in note and "paper's" in note
+    assert "its current model not evaluated yet (run notebook 04 again)" in utils.describe_run(folder)
