@@ -54,6 +54,19 @@ def test_bootstrap_intervals_contain_the_point_and_shrink_with_more_faces():
     assert large["mae"][1] < 0.4 < large["mae"][2]  # the noise's true MAE is 0.5 * sqrt(2/pi)
 
 
+def test_the_intervals_are_percentiles_of_the_figures_over_resampled_faces():
+    """Resample k draws the faces default_rng(seed).integers(0, n, (samples, n))[k], as the
+    hand-written bootstrap that scipy's replaced did: the same intervals."""
+    rng = np.random.default_rng(5)
+    true = rng.uniform(1, 5, 300)
+    pred = true + rng.normal(0, 0.4, 300)
+    figures = pd.DataFrame([utils.regression_metrics(true[drawn], pred[drawn])
+                            for drawn in np.random.default_rng(7).integers(0, 300, (200, 300))])
+    intervals = utils.bootstrap_metrics(true, pred, samples=200, seed=7)
+    for name in ("pc", "mae", "rmse", "spearman"):
+        assert intervals[name][1:] == pytest.approx(np.percentile(figures[name], [2.5, 97.5]), rel=1e-12)
+
+
 def test_the_published_results_beside_a_run_are_those_of_its_protocol_family():
     fold3 = utils.published_results("fold3")
     assert set(fold3["protocol"]) == {"5-fold CV, mean"} and len(fold3) == 4
@@ -101,6 +114,31 @@ def predictions(errors: dict[str, float], n: int = 120) -> pd.DataFrame:
         rows.append(pd.DataFrame({"group": group, "score": true,
                                   "finetuned": true + rng.normal(0, error, n)}))
     return pd.concat(rows, ignore_index=True)
+
+
+def gaps_by_hand(frame: pd.DataFrame, draws: np.ndarray, group: str) -> np.ndarray:
+    """The group's RMSE/SD minus the other faces' in each resample (a row of drawn faces); NaN where
+    either side drew fewer than two different faces."""
+    def relative_rmse(part: pd.DataFrame) -> float:
+        if part["score"].nunique() < 2:
+            return np.nan
+        return np.sqrt(np.mean((part["finetuned"] - part["score"]) ** 2)) / part["score"].std()
+
+    resamples = [frame.iloc[drawn] for drawn in draws]
+    return np.array([relative_rmse(r[r["group"] == group]) - relative_rmse(r[r["group"] != group])
+                     for r in resamples])
+
+
+@pytest.mark.parametrize("n", [120, 3])
+def test_gap_intervals_are_percentiles_of_the_gaps_over_resampled_faces(n):
+    """As the hand-written bootstrap that scipy's replaced: the same draws, the same intervals; with
+    groups of 3 faces, resamples without a group's spread are left out, not made NaN intervals."""
+    frame = predictions({"AF": 0.2, "AM": 0.2, "CF": 0.2, "CM": 0.5}, n=n)
+    draws = np.random.default_rng(7).integers(0, len(frame), (200, len(frame)))
+    gaps = utils.group_gaps(frame, samples=200, seed=7)
+    for group in gaps.index:
+        expected = np.nanpercentile(gaps_by_hand(frame, draws, group), [0.625, 99.375])
+        assert gaps.loc[group, ["low", "high"]].tolist() == pytest.approx(expected, rel=1e-9)
 
 
 def test_a_group_served_worse_is_named():
