@@ -1629,9 +1629,11 @@ class Reference:
     def describe(self) -> str:
         """How a score becomes 'more attractive than X %', in one sentence."""
         return (f"Percentiles are a score's place among {self.source}, which the model never "
-                f"trained on; the range beside one is where the true percentiles (from the raters' "
-                f"scores) of the {neighbour_count(len(self.predicted))} of those faces with the "
-                "nearest predictions lie, 8 in 10 of them.")
+                "trained on; the range beside one holds, 8 times in 10, where the raters would place "
+                "a face given that score among those faces: the raters' score that a straight line "
+                "fitted to those faces foretells from the model's, plus the 10th to 90th percentile "
+                f"of the line's misses on the {neighbour_count(len(self.predicted))} of them with the "
+                "nearest predictions.")
 
 
 MAP_SAMPLE = 32                # faces whose maps set the colour scale
@@ -1685,22 +1687,28 @@ def load_reference(folder: Path) -> Reference:
 
 
 def neighbour_count(n: int) -> int:
-    """How many reference faces with the nearest predictions make a percentile's range."""
+    """How many reference faces with the nearest predictions give a percentile's range its spread."""
     return min(n, max(20, n // 10))
 
 
 def calibrated_percentile(score: float, reference: Reference) -> tuple[float, float, float]:
     """'More attractive than X %' among the model's own out-of-sample predictions, and a likely range."""
     # Against true scores a prediction (pulled toward the mean) would put everyone in the middle.
-    # The range: 10th to 90th percentile of the true percentiles of the faces predicted nearest.
+    # The range: the raters' score the line fitted to the reference foretells, plus the 10th and
+    # 90th percentiles of the line's misses on the faces predicted nearest, ranked among the
+    # raters' scores. Misses, not the scores themselves: at the ends of the ranking the nearest
+    # faces all lie on one side of the score, and their scores would pull the range inward.
+    from scipy import stats
+
     order = np.argsort(reference.predicted, kind="stable")
-    true_sorted = np.sort(reference.true)
-    true_percentiles = 100.0 * np.searchsorted(true_sorted, reference.true[order], side="left") / len(order)
+    predicted, true = reference.predicted[order], reference.true[order]
+    line = stats.linregress(predicted, true)
+    misses = true - (line.intercept + line.slope * predicted)
     count = neighbour_count(len(order))
-    place = np.searchsorted(reference.predicted[order], score)
-    start = int(np.clip(place - count // 2, 0, len(order) - count))
-    low, high = np.percentile(true_percentiles[start:start + count], [10, 90])
-    return percentile_of(score, reference.predicted), float(low), float(high)
+    start = int(np.clip(np.searchsorted(predicted, score) - count // 2, 0, len(order) - count))
+    foretold = line.intercept + line.slope * score + np.percentile(misses[start:start + count], [10, 90])
+    low, high = (percentile_of(value, reference.true) for value in foretold)
+    return percentile_of(score, reference.predicted), low, high
 
 
 def photos_from_env() -> list[tuple[str, Path]]:
