@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -526,8 +527,9 @@ def validate_dataset(root: Path) -> pd.DataFrame:
 
 def percentile_of(score: float, scores: np.ndarray) -> float:
     """Share (in %) of the scores strictly below a score: 'more attractive than X %'."""
-    scores = np.asarray(scores, dtype=float)
-    return 100.0 * float(np.mean(scores < score))
+    from scipy import stats
+
+    return float(stats.percentileofscore(np.asarray(scores, dtype=float), score, kind="strict"))
 
 
 def save_json(path: Path, data: dict) -> Path:
@@ -1354,40 +1356,62 @@ PUBLISHED = pd.DataFrame(
     columns=["protocol", "model", "PC", "MAE", "RMSE", "source"])
 
 
-def bootstrap_metrics(y_true, y_pred, samples: int = 1000, seed: int = 0) -> dict:
-    """PC, MAE, RMSE and Spearman with 95 % bootstrap intervals: {metric: (value, low, high)}."""
+def bootstrap_interval(statistic, data: tuple, level: float, samples: int, seed: int) -> np.ndarray:
+    """scipy's paired percentile bootstrap: [low, high] of each value the statistic returns. A resample
+    where a value is undefined (NaN: a small group drawn once) is left out of that value's interval,
+    which scipy would make NaN."""
     from scipy import stats
 
+    with warnings.catch_warnings():  # scipy's warning that a NaN resample made its interval NaN
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(data, statistic, n_resamples=samples, paired=True, vectorized=True,
+                                 confidence_level=level, method="percentile", rng=seed)
+    interval = np.array(result.confidence_interval)
+    if np.isnan(interval).any():
+        tail = 50 * (1 - level)
+        kept = np.nanpercentile(result.bootstrap_distribution, [tail, 100 - tail], axis=-1)
+        interval = np.where(np.isnan(interval), kept, interval)
+    return interval
+
+
+METRICS = ("pc", "mae", "rmse", "spearman")
+
+
+def metrics_along(y_true: np.ndarray, y_pred: np.ndarray, axis: int = -1) -> np.ndarray:
+    """PC, MAE, RMSE and Spearman of each row of faces along an axis, stacked in METRICS' order."""
+    from scipy import stats
+
+    error = y_pred - y_true
+    spearman = stats.pearsonr(stats.rankdata(y_true, axis=axis), stats.rankdata(y_pred, axis=axis), axis=axis)
+    return np.stack([stats.pearsonr(y_true, y_pred, axis=axis).statistic, np.abs(error).mean(axis),
+                     np.sqrt((error**2).mean(axis)), spearman.statistic])
+
+
+def bootstrap_metrics(y_true, y_pred, samples: int = 1000, seed: int = 0) -> dict:
+    """PC, MAE, RMSE and Spearman with 95 % bootstrap intervals: {metric: (value, low, high)}."""
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     point = regression_metrics(y_true, y_pred)
-    rows = np.random.default_rng(seed).integers(0, len(y_true), (samples, len(y_true)))
-    t, p = y_true[rows], y_pred[rows]
-
-    def pearson(a, b):
-        a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
-        return (a * b).sum(1) / np.sqrt((a**2).sum(1) * (b**2).sum(1))
-
-    draws = {"pc": pearson(t, p), "mae": np.abs(t - p).mean(1),
-             "rmse": np.sqrt(((t - p) ** 2).mean(1)),
-             "spearman": pearson(stats.rankdata(t, axis=1), stats.rankdata(p, axis=1))}
-    return {name: (point[name], *np.nanpercentile(values, [2.5, 97.5]).tolist())
-            for name, values in draws.items()}
+    low, high = bootstrap_interval(metrics_along, (y_true, y_pred), 0.95, samples, seed)
+    return {name: (point[name], float(low[k]), float(high[k])) for k, name in enumerate(METRICS)}
 
 
-def relative_rmse(weights: np.ndarray, true: np.ndarray, error: np.ndarray) -> np.ndarray:
-    """RMSE over the true scores' SD for each row of weights (how often each face counts); NaN
-    for a resample of a small group that drew none or one of its faces: no spread to measure."""
-    count = weights.sum(axis=1)
+def relative_rmse(inside: np.ndarray, true: np.ndarray, error: np.ndarray, axis: int = -1) -> np.ndarray:
+    """RMSE over the true scores' SD of the faces marked inside, along an axis (a row per resample);
+    NaN for a resample of a small group that drew none or one of its faces: no spread to measure."""
+    count = inside.sum(axis)
+    # scores taken from one face's, so that copies of a single face have a variance of exactly 0
+    true = true - np.take_along_axis(true, inside.argmax(axis, keepdims=True), axis)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = weights @ true / count
-        variance = (weights * (true - mean[:, None]) ** 2).sum(axis=1) / (count - 1)
-        return np.sqrt(weights @ error**2 / count / np.where(variance > 0, variance, np.nan))
+        mean = (inside * true).sum(axis, keepdims=True) / np.expand_dims(count, axis)
+        variance = (inside * (true - mean) ** 2).sum(axis) / (count - 1)
+        return np.sqrt((inside * error**2).sum(axis) / count / np.where(variance > 0, variance, np.nan))
 
 
-def bootstrap_counts(n: int, samples: int, seed: int) -> np.ndarray:
-    """How often each of n faces is drawn in each of the bootstrap resamples (samples x n)."""
-    rows = np.random.default_rng(seed).integers(0, n, (samples, n)) + n * np.arange(samples)[:, None]
-    return np.bincount(rows.ravel(), minlength=samples * n).reshape(samples, n).astype(float)
+def relative_rmse_gaps(codes: np.ndarray, true: np.ndarray, error: np.ndarray, axis: int = -1,
+                       groups: int = 1) -> np.ndarray:
+    """Each group's RMSE/SD minus the other faces', for groups numbered 0 to groups - 1, along an axis."""
+    return np.stack([relative_rmse(codes == group, true, error, axis)
+                     - relative_rmse(codes != group, true, error, axis) for group in range(groups)])
 
 
 def group_gaps(predictions: pd.DataFrame, column: str = "finetuned", samples: int = 1000,
@@ -1395,19 +1419,17 @@ def group_gaps(predictions: pd.DataFrame, column: str = "finetuned", samples: in
     """Each group's RMSE/SD minus the other faces', with a Bonferroni-corrected paired bootstrap interval."""
     true = predictions["score"].to_numpy(float)
     error = predictions[column].to_numpy(float) - true
-    groups = predictions["group"].to_numpy()
-    names = sorted(set(groups))
-    weights = np.vstack([np.ones(len(true)), bootstrap_counts(len(true), samples, seed)])
-    tail = 100 * 0.05 / len(names) / 2  # 98.75 % intervals for four groups: 5 % for all together
+    names, codes = np.unique(predictions["group"].to_numpy(), return_inverse=True)
+    level = 1 - 0.05 / len(names)  # 98.75 % intervals for four groups: 5 % for all together
+    gaps = functools.partial(relative_rmse_gaps, groups=len(names))
+    low, high = bootstrap_interval(gaps, (codes, true, error), level, samples, seed)
     rows = {}
-    for group in names:
-        inside = groups == group
-        own = relative_rmse(weights[:, inside], true[inside], error[inside])
-        rest = relative_rmse(weights[:, ~inside], true[~inside], error[~inside])
-        low, high = np.nanpercentile((own - rest)[1:], [tail, 100 - tail])
+    for code, group in enumerate(map(str, names)):
+        inside = codes == code
+        own, rest = relative_rmse(inside, true, error), relative_rmse(~inside, true, error)
         rows[group] = {"who": GROUP_NAMES.get(group, group), "N": int(inside.sum()),
-                       "RMSE/SD": own[0], "others": rest[0], "gap": own[0] - rest[0],
-                       "low": low, "high": high, "level": 1 - 2 * tail / 100}
+                       "RMSE/SD": own, "others": rest, "gap": own - rest,
+                       "low": low[code], "high": high[code], "level": level}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -1638,9 +1660,11 @@ class Reference:
     def describe(self) -> str:
         """How a score becomes 'more attractive than X %', in one sentence."""
         return (f"Percentiles are a score's place among {self.source}, which the model never "
-                f"trained on; the range beside one is where the true percentiles (from the raters' "
-                f"scores) of the {neighbour_count(len(self.predicted))} of those faces with the "
-                "nearest predictions lie, 8 in 10 of them.")
+                "trained on; the range beside one holds, 8 times in 10, where the raters would place "
+                "a face given that score among those faces: the raters' score that a straight line "
+                "fitted to those faces foretells from the model's, plus the 10th to 90th percentile "
+                f"of the line's misses on the {neighbour_count(len(self.predicted))} of them with the "
+                "nearest predictions.")
 
 
 MAP_SAMPLE = 32                # faces whose maps set the colour scale
@@ -1694,22 +1718,28 @@ def load_reference(folder: Path) -> Reference:
 
 
 def neighbour_count(n: int) -> int:
-    """How many reference faces with the nearest predictions make a percentile's range."""
+    """How many reference faces with the nearest predictions give a percentile's range its spread."""
     return min(n, max(20, n // 10))
 
 
 def calibrated_percentile(score: float, reference: Reference) -> tuple[float, float, float]:
     """'More attractive than X %' among the model's own out-of-sample predictions, and a likely range."""
     # Against true scores a prediction (pulled toward the mean) would put everyone in the middle.
-    # The range: 10th to 90th percentile of the true percentiles of the faces predicted nearest.
+    # The range: the raters' score the line fitted to the reference foretells, plus the 10th and
+    # 90th percentiles of the line's misses on the faces predicted nearest, ranked among the
+    # raters' scores. Misses, not the scores themselves: at the ends of the ranking the nearest
+    # faces all lie on one side of the score, and their scores would pull the range inward.
+    from scipy import stats
+
     order = np.argsort(reference.predicted, kind="stable")
-    true_sorted = np.sort(reference.true)
-    true_percentiles = 100.0 * np.searchsorted(true_sorted, reference.true[order], side="left") / len(order)
+    predicted, true = reference.predicted[order], reference.true[order]
+    line = stats.linregress(predicted, true)
+    misses = true - (line.intercept + line.slope * predicted)
     count = neighbour_count(len(order))
-    place = np.searchsorted(reference.predicted[order], score)
-    start = int(np.clip(place - count // 2, 0, len(order) - count))
-    low, high = np.percentile(true_percentiles[start:start + count], [10, 90])
-    return percentile_of(score, reference.predicted), float(low), float(high)
+    start = int(np.clip(np.searchsorted(predicted, score) - count // 2, 0, len(order) - count))
+    foretold = line.intercept + line.slope * score + np.percentile(misses[start:start + count], [10, 90])
+    low, high = (percentile_of(value, reference.true) for value in foretold)
+    return percentile_of(score, reference.predicted), low, high
 
 
 def photos_from_env() -> list[tuple[str, Path]]:
