@@ -1502,11 +1502,14 @@ class Face:
 
 
 def read_photo(source: Path | bytes, name: str | None = None):
-    """Open a photo as upright RGB: EXIF rotation applied, greyscale, palette and alpha converted."""
+    """Open a photo as upright 8-bit RGB: EXIF rotation applied; HEIC, 16-bit, greyscale, palette
+    and alpha converted."""
     import io
 
+    import pillow_heif
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    pillow_heif.register_heif_opener()  # HEIC, the format of iPhones and Macs
     name = name or Path(source).name
     if isinstance(source, Path) and not source.is_file():
         raise PhotoError(f"{source}: no such file.")
@@ -1516,10 +1519,18 @@ def read_photo(source: Path | bytes, name: str | None = None):
         image = ImageOps.exif_transpose(image)
     except UnidentifiedImageError:
         raise PhotoError(f"{name}: this is not an image file (or a format we cannot read: use "
-                         "JPEG or PNG).") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+                         "JPEG, PNG or HEIC).") from None
+    except Image.DecompressionBombError:
+        raise PhotoError(f"{name}: the photo has too many pixels to read (more than "
+                         f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.3g} million, Pillow's limit against "
+                         "files that unpack into more memory than a machine has). Resize it or "
+                         "export it smaller, e.g. 12 megapixels (plenty: the face is scored at a few "
+                         "hundred pixels), and try again.") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise PhotoError(f"{name}: the image cannot be read ({error}); the file may be cut short. "
                          "Try exporting it again as JPEG.") from None
+    if image.mode.startswith("I"):  # 16-bit greyscale (I;16, or I in older Pillow): 0-65535
+        image = image.point(lambda value: value / 257)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
@@ -1598,20 +1609,61 @@ def framing_for(data_root: Path) -> dict:
 
 
 def align_face(image, face: Face, framing: dict, size: int):
-    """Rotate, scale and crop so that the eyes are level and sit where the dataset has them."""
+    """Rotate, scale and crop so that the eyes are level and sit where the dataset has them; a face
+    larger than the crop is shrunk to its scale first."""
     from PIL import Image
 
     left, right = eyes_of(face)
     angle = np.arctan2(right[1] - left[1], right[0] - left[0])
-    scale = framing["eye_distance"] * size / np.linalg.norm(right - left)
+    scale = framing["eye_distance"] * size / np.linalg.norm(right - left)  # crop pixels per photo pixel
     center = (left + right) / 2
     target = np.array([framing["eye_center_x"], framing["eye_center_y"]]) * size
-    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
-    a, b, d, e = cos, -sin, sin, cos
-    c = center[0] - a * target[0] - b * target[1]
-    f = center[1] - d * target[0] - e * target[1]
-    return image.transform((size, size), Image.AFFINE, (a, b, c, d, e, f),
+    matrix = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) / scale
+    offset = center - matrix @ target  # a crop pixel's point in the photo: matrix @ point + offset
+    if scale < 1:
+        image, matrix, offset = shrunk_around(image, matrix, offset, size, scale)
+    (a, b), (d, e) = matrix
+    return image.transform((size, size), Image.AFFINE, (a, b, offset[0], d, e, offset[1]),
                            resample=Image.BICUBIC, fillcolor=(128, 128, 128))
+
+
+def shrunk_around(image, matrix: np.ndarray, offset: np.ndarray, size: int,
+                  scale: float) -> tuple[object, np.ndarray, np.ndarray]:
+    """The part of the photo a crop covers, shrunk to the crop's scale (Lanczos, which averages a
+    large photo's grain instead of aliasing it), and the crop's mapping into that part."""
+    from PIL import Image
+
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]]) @ matrix.T + offset
+    margin = 4 / scale  # a few crop pixels around the crop, for the filters' reach
+    low = np.clip(np.floor(corners.min(axis=0) - margin), 0, image.size)
+    high = np.clip(np.ceil(corners.max(axis=0) + margin), low + 1, image.size)
+    shrunk = image.resize(tuple(np.maximum(1, np.round((high - low) * scale)).astype(int)),
+                          Image.LANCZOS, box=(*low, *high), reducing_gap=3.0)
+    ratio = np.array(shrunk.size) / (high - low)
+    return shrunk, matrix * ratio[:, None], (offset - low) * ratio
+
+
+MAX_ENLARGEMENT = 2.0  # a face is enlarged at most this much to fill the crop
+
+
+def min_eye_distance(framing: dict, size: int) -> int:
+    """Pixels a face needs between its eyes in the photo: the dataset's at the model's input size
+    (framing["eye_distance"] * size: 0.21 x 350 = 74 with the synthetic framing) halved, rounded up."""
+    # Under half, a face has less than a quarter of the pixels of any face the model learned from.
+    return int(np.ceil(framing["eye_distance"] * size / MAX_ENLARGEMENT))
+
+
+def check_face_size(face: Face, framing: dict, size: int) -> None:
+    """Refuse a face too small in the photo: one enlarged over MAX_ENLARGEMENT times to be aligned."""
+    needed = min_eye_distance(framing, size)
+    left, right = eyes_of(face)
+    apart = np.linalg.norm(right - left)
+    if apart < needed:
+        raise PhotoError(f"too small to score: its eyes are {int(apart)} pixels apart in the photo, "
+                         f"and the model needs at least {needed} (it would enlarge the face "
+                         f"{framing['eye_distance'] * size / apart:.0f} times, into a blur unlike "
+                         "the dataset's faces). Use a photo taken closer, or the original rather "
+                         "than a shrunk copy.")
 
 
 # Eye points moved by these offsets (left x, left y, right x, right y; in the detector's pixels)

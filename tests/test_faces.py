@@ -4,16 +4,19 @@ the percentile reference and the upload formats of ipywidgets 7, ipywidgets 8 an
 import datetime
 import io
 import os
+from dataclasses import replace
 
 import ipywidgets
 import keras
 import numpy as np
+import pillow_heif
 import pytest
 from conftest import model_from_notebook
 from PIL import Image
 from skimage import data
 
 import utils
+from data import synthetic
 
 FRAMING = {"eye_center_x": 0.5, "eye_center_y": 0.4, "eye_distance": 0.3}
 
@@ -233,3 +236,66 @@ def test_shifted_eyes_move_in_the_detectors_pixels_in_image_order():
     moved = utils.shifted_eyes(face, (-1.5, 1.5, 1.5, -1.5))
     left, right = utils.eyes_of(moved)
     np.testing.assert_allclose([left, right], [[27.0, 45.0], [73.0, 37.0]])
+
+
+def scaled(face: utils.Face, factor: float) -> utils.Face:
+    """The face as found in a copy of its photo resized by factor."""
+    return replace(face, box=tuple(v * factor for v in face.box), pixel=face.pixel * factor,
+                   left_eye=tuple(np.multiply(face.left_eye, factor)),
+                   right_eye=tuple(np.multiply(face.right_eye, factor)))
+
+
+def test_a_large_grainy_photo_is_shrunk_before_it_is_aligned(astronaut):
+    # A 2048 px photo with sensor-like grain, its face 4x the crop's scale: the crop must match the
+    # crop of an antialiased copy at the crop's scale (11.8 grey levels apart when the photo was
+    # resampled straight into the crop, 1.3 now).
+    grain = np.random.default_rng(0).normal(0, 20, (2048, 2048, 3)).astype(np.float32)
+    large = Image.fromarray(np.clip(np.asarray(astronaut.resize((2048, 2048)), np.float32) + grain,
+                                    0, 255).astype(np.uint8))
+    face = utils.detect_faces(astronaut)[0]
+    left, right = utils.eyes_of(face)
+    framing = {**FRAMING, "eye_distance": np.linalg.norm(right - left) / 350}  # at 512 px: scale 1
+    crop = utils.align_face(large, scaled(face, 4), framing, 350)
+    reference = utils.align_face(large.resize(astronaut.size, Image.LANCZOS), face, framing, 350)
+    assert np.abs(np.asarray(crop, float) - np.asarray(reference, float)).mean() < 3
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "TIFF"])
+def test_a_16_bit_greyscale_photo_is_scaled_to_8_bits(astronaut, image_format):
+    grey = np.asarray(astronaut.convert("L"))
+    buffer = io.BytesIO()
+    Image.fromarray(grey.astype(np.uint16) * 257).save(buffer, format=image_format)  # 0-65535
+    image = utils.read_photo(buffer.getvalue(), f"scan.{image_format.lower()}")
+    assert np.abs(np.asarray(image.convert("L"), float) - grey).max() <= 1
+    assert len(utils.detect_faces(image)) == 1
+
+
+def test_a_heic_photo_is_read(astronaut, monkeypatch):
+    pillow_heif.register_heif_opener()
+    buffer = io.BytesIO()
+    astronaut.save(buffer, format="HEIF", quality=90)                 # what an iPhone saves
+    # as in a notebook's kernel, where nothing has registered the HEIF reader yet (here scikit-image's
+    # imageio has, on import)
+    monkeypatch.setattr(Image, "ID", [name for name in Image.ID if name != "HEIF"])
+    monkeypatch.delitem(Image.OPEN, "HEIF")
+    image = utils.read_photo(buffer.getvalue(), "IMG_0001.HEIC")
+    assert image.mode == "RGB" and image.size == astronaut.size
+    assert np.abs(np.asarray(image, float) - np.asarray(astronaut, float)).mean() < 5
+    assert len(utils.detect_faces(image)) == 1
+
+
+def test_a_photo_with_too_many_pixels_is_named_as_such(astronaut, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # refused: over 0.2 MP, as 200 MP over 179
+    with pytest.raises(utils.PhotoError, match=r"huge.jpg: the photo has too many pixels to read "
+                                               r"\(more than 0.2 million.*export it smaller"):
+        utils.read_photo(jpeg(astronaut), "huge.jpg")
+
+
+def test_a_tiny_face_is_found_but_named_as_too_small_to_score(astronaut):
+    photo = Image.new("RGB", (400, 300), (120, 120, 120))
+    photo.paste(astronaut.resize((64, 64)), (150, 100))                  # a 10 x 14 px face
+    [face] = utils.detect_faces(photo)
+    with pytest.raises(utils.PhotoError, match="too small to score: its eyes are 6 pixels apart in the "
+                                               "photo, and the model needs at least 37 .* 12 times"):
+        utils.check_face_size(face, synthetic.SYNTHETIC_FRAMING, 350)   # 0.21 x 350 / 2 = 37 px
+    utils.check_face_size(scaled(face, 37 / 6), synthetic.SYNTHETIC_FRAMING, 350)  # 37 px: scored
