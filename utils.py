@@ -856,9 +856,11 @@ def versions() -> dict:
             "keras": keras.__version__, "numpy": np.__version__}
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> dict:
-    """The commit of the checkout that runs (None outside a git checkout) and whether its files differ
-    from it: recorded with every stage, so a run says which code trained it."""
+    """The commit of the checkout whose utils this kernel imported (None outside a git checkout) and
+    whether its files differ from it: recorded with every stage and backup, so a run says which code
+    trained it. Asked of git once per kernel, not every epoch."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO_DIR), *args], capture_output=True, text=True,
                               check=True).stdout.strip()
@@ -1125,20 +1127,22 @@ def space_needed(folders: list[Path], model_bytes: int) -> int:
 def check_space(folders: list[Path], what: str) -> None:
     """Stop with a plain message, before anything is written, when the work folder's disk (in Colab
     your Drive, whose bin counts) has less room than these runs need."""
-    sizes = [(folder / "frozen.keras").stat().st_size for folder in
-             [*map(Path, folders), *(f for f, _ in saved_runs())] if (folder / "frozen.keras").is_file()]
-    if not sizes:
+    saved = [folder for folder, _ in saved_runs()]
+    models = [Path(folder) / "frozen.keras" for folder in [*folders, *saved]]
+    model = next((path for path in models if path.is_file()), None)
+    if model is None:
         raise RunNotFoundError("No stage 1 is saved yet: run notebook 02 first.")
-    needed, free = space_needed(folders, sizes[0]), shutil.disk_usage(work_dir()).free
+    model_bytes = model.stat().st_size
+    needed, free = space_needed(folders, model_bytes), shutil.disk_usage(work_dir()).free
     if needed <= free:
         return
     on_drive = in_colab() and work_dir().is_relative_to(DRIVE_HOME)
-    runs = sorted(((folder_bytes(f), f.name) for f, _ in saved_runs()), reverse=True)[:3]
+    runs = sorted(((folder_bytes(f), f.name) for f in saved), reverse=True)[:3]
     raise NoSpaceError(
         f"{'Your Google Drive' if on_drive else f'The disk of {work_dir()}'} has {free / 1e9:.2f} GB "
         f"free, and {what} needs about {needed / 1e9:.2f} GB more (the models still to save, and while "
         "a fine-tune runs two backups of its state and two copies of its best weights; estimated from "
-        f"a saved model of {sizes[0] / 1e6:.0f} MB). Nothing was written. Make room, then run this cell "
+        f"a saved model of {model_bytes / 1e6:.0f} MB). Nothing was written. Make room, then run this cell "
         "again:"
         + ("\n- empty your Drive's bin (drive.google.com/drive/trash): deleted files count against "
            "your 15 GB until it is emptied, or for 30 days" if on_drive else "")
@@ -1291,10 +1295,11 @@ def run_protocol(protocol: str, cfg: Config, data_root: Path) -> pd.DataFrame:
         for notebook, done in [("02_frozen_head", "frozen"), ("03_finetune", "finished")]:
             if not read_run(folder).get(done):
                 run_notebook(notebook, fold, data_root, folder)
-    for fold, folder in zip(folds, folders, strict=True):  # evaluated anew if made from another model
-        if current_evaluation(folder) is None:
+    reports = [current_evaluation(folder) for folder in folders]  # None if made from another model
+    for k, (fold, folder) in enumerate(zip(folds, folders, strict=True)):
+        if reports[k] is None:
             run_notebook("04_evaluation", fold, data_root, folder)
-    reports = [current_evaluation(folder) for folder in folders]
+            reports[k] = current_evaluation(folder)
     if protocol == "5-fold":
         save_out_of_fold_reference(folders)
     return aggregate_folds(reports)

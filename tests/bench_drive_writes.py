@@ -10,7 +10,6 @@ the bin grows with the epochs), then the other folds and the 60/40 split. The oc
 every 0.1 s during training for its peak.
 """
 
-import importlib.util
 import os
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import train
+from conftest import stand_in_drive, train
 
 import utils
 from data import synthetic
@@ -31,12 +30,9 @@ FEATURES_5500 = 5500 * utils.FEATURES * 4 + 128  # the feature cache of the real
 ZIP_BYTES = 172e6                                  # the release zip (its size on Google Drive)
 
 
-def stand_in_drive(home: Path):
+def mounted_drive(home: Path):
     """The stand-in Drive mounted in this process, with the work folder on it."""
-    spec = importlib.util.spec_from_file_location("stub_drive", Path(__file__).parent / "colab_stub"
-                                                  / "google" / "colab" / "drive.py")
-    stub = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stub)
+    stub = stand_in_drive()
     os.environ["COLAB_STUB_DRIVE"] = str(home / "google-drive")
     stub.mount(str(home / "content" / "drive"))
     os.environ["FBP_WORK_DIR"] = str(home / "content" / "drive" / "MyDrive" / "scut-fbp5500")
@@ -69,7 +65,7 @@ class Peak:
 
 def main():
     home = Path(tempfile.mkdtemp())
-    stub = stand_in_drive(home)
+    stub = mounted_drive(home)
     root = synthetic.make_synthetic_dataset(home / "data", n=60, image_size=48, with_ratings=False)
     monkeypatch = pytest.MonkeyPatch()
     base = utils.Config().smoke()

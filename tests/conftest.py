@@ -84,3 +84,15 @@ def train(cfg, root: Path, monkeypatch, notebooks=("02_frozen_head", "03_finetun
     for name in notebooks:
         variables = run_cells(name)
     return variables
+
+
+def stand_in_drive():
+    """The stand-in for google.colab.drive, loaded on its own (importing google.colab would make
+    every later test 'Colab'); its mount() models Drive's bin and quota in this process."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent / "colab_stub" / "google" / "colab" / "drive.py"
+    spec = importlib.util.spec_from_file_location("stub_drive", path)
+    stub = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stub)
+    return stub

@@ -2,7 +2,6 @@
 room before it writes, and a resume survives a missing or damaged backup. The stand-in Drive
 (tests/colab_stub/google/colab/drive.py) counts the bin as Drive does."""
 
-import importlib.util
 import json
 import shutil
 from dataclasses import replace
@@ -11,21 +10,17 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import train
+from conftest import stand_in_drive, train
 
 import utils
 
-STUB_DRIVE = Path(__file__).resolve().parent / "colab_stub" / "google" / "colab" / "drive.py"
 SMOKE = utils.Config().smoke()
 
 
 @pytest.fixture
 def drive(tmp_path, monkeypatch):
-    """The stand-in Drive mounted in this process, the work folder on it, as in Colab (without
-    importing google.colab, which would make every later test 'Colab')."""
-    spec = importlib.util.spec_from_file_location("stub_drive", STUB_DRIVE)
-    stub = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stub)
+    """The stand-in Drive mounted in this process, the work folder on it, as in Colab."""
+    stub = stand_in_drive()
     monkeypatch.setenv("COLAB_STUB_DRIVE", str(tmp_path / "google-drive"))
     mount = tmp_path / "content" / "drive"
     stub.mount(str(mount))
