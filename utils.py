@@ -78,6 +78,16 @@ def flush_drive() -> None:
         print("Drive flushed: every checkpoint and report is on your Drive.")
 
 
+def check_drive(path: Path) -> None:
+    """Stop, with what to do, before reading or writing work on Google Drive while it is not mounted
+    (the last cell of a notebook flushes and unmounts it): files would go to the VM's disk and be lost."""
+    if in_colab() and Path(path).is_relative_to(DRIVE_MOUNT) and not DRIVE_HOME.is_dir():
+        raise DriveNotMountedError(
+            f"Google Drive is not mounted (the notebook's last cell flushed and unmounted it), so {path} "
+            "cannot be read or written. Run the cell with `utils.mount_drive()` near the top again, "
+            "then this cell.")
+
+
 def work_home() -> Path:
     """Where work is kept: FBP_WORK_DIR, else Drive in Colab, else ./work."""
     if os.environ.get("FBP_WORK_DIR"):
@@ -182,6 +192,10 @@ class BadZipError(DatasetError):
 
 class RunNotFoundError(FileNotFoundError):
     """A notebook needs a trained run (or stage) that is not in the work folder yet."""
+
+
+class DriveNotMountedError(Exception):
+    """The work folder is on Google Drive, which is not mounted now."""
 
 
 class NoSpaceError(Exception):
@@ -727,7 +741,7 @@ def predict_scores(model: keras.Model, frame: pd.DataFrame, image_size: int,
 # Runs: settings, run folders and records, checkpoints that survive a lost VM, protocols
 # ---------------------------------------------------------------------------------------
 
-RECIPE_VERSION = 3  # bump whenever a change to the training code changes what a run's model means
+RECIPE_VERSION = 4  # bump whenever a change to the training code changes what a run's model means
 
 
 @dataclass(frozen=True)
@@ -767,8 +781,7 @@ def dataset_id(root: Path) -> str:
 def run_identity(cfg: Config, dataset: str) -> dict:
     """Everything that shapes a run's model (settings, dataset, recipe version, smoke or not),
     with a fingerprint of it all."""
-    identity = {"protocol": cfg.protocol, "config": asdict(cfg), "dataset": dataset,
-                "recipe": RECIPE_VERSION, "smoke": smoke_mode()}
+    identity = {"config": asdict(cfg), "dataset": dataset, "recipe": RECIPE_VERSION, "smoke": smoke_mode()}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     return {"fingerprint": digest, **identity}
 
@@ -781,6 +794,7 @@ def run_dir(cfg: Config, dataset: str, root: Path | None = None) -> Path:
 
 def read_run(path: Path) -> dict:
     """The run's record (run.json), empty if there is none yet."""
+    check_drive(path)
     record = Path(path) / "run.json"
     return json.loads(record.read_text()) if record.is_file() else {}
 
@@ -813,23 +827,77 @@ def differences(record: dict, identity: dict) -> str:
 
 def other_runs_note(identity: dict, root: Path | None = None) -> str:
     """Names the saved runs of the same protocol made with other settings or data, and what differs."""
+    protocol = identity["config"]["protocol"]
     lines = [f"  {folder.name}: {differences(record, identity)}" for folder, record in saved_runs(root)
-             if record.get("protocol") == identity["protocol"]
-             and record.get("fingerprint") != identity["fingerprint"]]
+             if record["config"]["protocol"] == protocol and record["fingerprint"] != identity["fingerprint"]]
     if not lines:
         return ""
     return "Runs of this protocol with other settings or data (kept, not reused):\n" + "\n".join(lines)
 
 
+def describe_settings(config: dict) -> str:
+    """A run's settings in words: those that differ from Config's defaults, e.g. 'fold1, head_lr 0.003'."""
+    changed = [f"{k} {v!r}" for k, v in config.items() if k != "protocol" and v != getattr(Config, k)]
+    return f"protocol {config['protocol']}, " + (", ".join(changed) if changed else "default settings")
+
+
+def current_run_file() -> Path:
+    """Where notebook 02 names the run that notebooks 03, 04 and 05 continue."""
+    return work_dir() / "runs" / "current.json"
+
+
 def open_run(cfg: Config, data_root: Path) -> tuple[Path, dict]:
-    """This run's folder and identity; says which stages it has done, and names the saved runs
-    made with other settings or data (kept, never reused)."""
+    """This run's folder and identity; says which stages it has done, names the saved runs made with
+    other settings or data (kept, never reused), and makes it the run that 03, 04 and 05 continue
+    (not when a protocol runner runs this fold: the user's own run stays theirs)."""
     identity = run_identity(cfg, dataset_id(data_root))
     folder = run_dir(cfg, identity["dataset"])
     record = read_run(folder)
     stage = ("fine-tuned" if record.get("finished") else "stage 1 done" if record.get("frozen")
              else "new")
-    print(f"Run {folder.name} ({stage}).\n{other_runs_note(identity)}".rstrip())
+    print(f"Run {folder.name} ({stage}): {describe_settings(identity['config'])}.")
+    if not one_fold_of_a_protocol():
+        save_json(current_run_file(), {"run": folder.name, **identity})
+        print("Notebooks 03, 04 and 05 continue this run.")
+    print(other_runs_note(identity), end="")
+    return folder, identity
+
+
+def named_run(name: str) -> tuple[Path, dict]:
+    """The saved run called name (a folder of runs/) and its record; says which runs exist if none is."""
+    folder = work_dir() / "runs" / name
+    record = read_run(folder)
+    if not record:
+        saved = ", ".join(f.name for f, _ in saved_runs()) or "none yet"
+        raise RunNotFoundError(f"There is no run called {name!r} in {folder.parent}. Saved runs: "
+                               f"{saved}. Set RUN_NAME to one of them, or to None.")
+    return folder, record
+
+
+def current_run(name: str | None = None, dataset: str | None = None) -> tuple[Path, dict]:
+    """The run to continue and its identity: the fold a protocol runner passed (FBP_CONFIG), else
+    the saved run called name, else the one notebook 02 set up last (never a guess such as the
+    newest folder). Checks it was made on this dataset, when given, and says which run it is."""
+    if one_fold_of_a_protocol():
+        identity = run_identity(Config.for_environment(Config()), dataset)
+        folder, how = run_dir(Config(**identity["config"]), dataset), "this fold of the protocol"
+    elif name:
+        (folder, identity), how = named_run(name), "named in RUN_NAME"
+    else:
+        chosen = read_json(current_run_file())
+        if chosen is None:
+            saved = ", ".join(f.name for f, _ in saved_runs()) or "none yet"
+            raise RunNotFoundError(
+                "No run chosen yet: run notebook 02 first (its parameters cell sets up the run that "
+                f"notebooks 03, 04 and 05 continue), or set RUN_NAME to a saved run ({saved}).")
+        folder, identity = work_dir() / "runs" / chosen.pop("run"), chosen
+        how = "set up by notebook 02"
+    if dataset and identity["dataset"] != dataset:
+        raise RunNotFoundError(
+            f"Run {folder.name} was trained on dataset {identity['dataset']}, and this one is {dataset}: "
+            "its test faces would not be this dataset's. Point FBP_DATA_DIR at the dataset it was "
+            "trained on, or run notebook 02 on this one.")
+    print(f"Run {folder.name} ({how}): {describe_settings(identity['config'])}.")
     return folder, identity
 
 
@@ -893,21 +961,23 @@ def code_note(recorded: dict | None, what: str) -> str:
 
 def record_stage_one(folder: Path, identity: dict, data_root: Path, model: keras.Model,
                      parts: dict, test_features: np.ndarray, history: dict, frozen: dict) -> dict:
-    """Keep stage 1 in the run's folder: frozen.keras, history_head.csv, the percentile's
-    reference, and run.json with the identity, sizes, framing and the stage's figures; a stage 1
-    saved before is kept as it is (notebooks 03-05 build on it)."""
-    saved = read_run(folder)
-    if saved.get("frozen"):
-        print(f"Stage 1 of run {folder.name} was saved before and is kept as it is (notebooks 03-05 "
-              "build on it). To save a new one, change a setting (a new run) or delete the run's folder.")
-        return saved
+    """Keep stage 1 as the cells above made and showed it: frozen.keras, history_head.csv, the
+    percentile's reference, and run.json with the identity, sizes, framing and the stage's figures.
+    A stage 1 saved before with the same settings is replaced (a fine-tune made from it is kept)."""
+    before = read_run(folder)
     folder.mkdir(parents=True, exist_ok=True)
     history_frame(history).to_csv(folder / "history_head.csv", index=False)
     save_model_atomically(model, folder / "frozen.keras")
     save_reference(folder, "frozen", model, parts["test"], identity["config"]["image_size"], test_features)
-    return update_run(folder, **identity, versions=versions(), code=code_version(),
-                      framing=framing_for(data_root), sizes={name: len(part) for name, part in parts.items()},
-                      frozen=frozen)
+    record = update_run(folder, **identity, versions=versions(), code=code_version(),
+                        framing=framing_for(data_root), frozen=frozen,
+                        sizes={name: len(part) for name, part in parts.items()})
+    if before.get("frozen"):
+        tuned = before.get("finished") or (folder / "best.json").is_file()
+        print(f"Stage 1 of run {folder.name} saved again: the figures above replace those saved before "
+              "with the same settings." + (" The fine-tune of notebook 03 began from the stage 1 saved "
+                                           "before (the same recipe): it is kept." if tuned else ""))
+    return record
 
 
 def stage_one_record(folder: Path, identity: dict) -> dict:
@@ -916,7 +986,8 @@ def stage_one_record(folder: Path, identity: dict) -> dict:
     if record.get("fingerprint") != identity["fingerprint"] or not record.get("frozen"):
         raise RunNotFoundError(
             f"Stage 1 of run {folder.name} is not done: run notebook 02 with the same settings "
-            f"(and data) first.\n{other_runs_note(identity)}".rstrip())
+            "(and data) first: its parameters cell is the one place to change them."
+            f"\n{other_runs_note(identity)}".rstrip())
     return record
 
 
@@ -947,6 +1018,7 @@ def save_in_turn(folder: Path, record: str, variables: list, **info) -> dict:
     then name it, with its size and info, in the JSON record, which keeps the save before as
     'previous': whenever a VM is lost, the newer whole file is named and the other is untouched."""
     folder, stem = Path(folder), Path(record).stem
+    check_drive(folder)
     latest = read_json(folder / record)
     name = f"{stem}-b.npz" if latest and latest["file"] == f"{stem}-a.npz" else f"{stem}-a.npz"
     folder.mkdir(parents=True, exist_ok=True)
@@ -1042,7 +1114,10 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, folder: Path):
         super().__init__()
-        self.folder, self.best = Path(folder), read_best(folder)
+        self.folder, self.best = Path(folder), None
+
+    def on_train_begin(self, logs=None):
+        self.best = read_best(self.folder)  # what is on disk now, whatever ran before
 
     def improves(self, logs: dict) -> bool:
         """True when this epoch's validation loss beats the best so far."""
@@ -1061,11 +1136,20 @@ def read_best(folder: Path) -> dict | None:
     return read_json(Path(folder) / "best.json")
 
 
+class EpochLog(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger, appending, with epochs counted from 1 as Keras' bar and the head's log count them."""
+
+    def __init__(self, path: Path):
+        super().__init__(str(path), append=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
 def read_history(path: Path, best: dict | None = None) -> pd.DataFrame:
-    """A CSV training log, keeping the last row of an epoch logged twice around a lost VM,
-    except the row of the best checkpoint on disk (given as best.json), which is always kept."""
+    """A training log (1-based epochs), keeping the last row of an epoch logged twice around a lost
+    VM, except the row of the best checkpoint on disk (given as best.json), which is always kept."""
     frame = pd.read_csv(path)
-    frame["epoch"] = frame["epoch"].astype(int) + 1
     keep = ~frame.duplicated("epoch", keep="last")
     if best is not None:
         saved = (frame["epoch"] == best["epoch"]) & np.isclose(frame["val_loss"], best["val_loss"])
@@ -1179,39 +1263,6 @@ def current_evaluation(folder: Path) -> dict | None:
     return report if report and report.get("evaluated") == current_model(folder) else None
 
 
-def choose_run(cfg: Config, dataset: str | None = None, name: str | None = None,
-               root: Path | None = None) -> Path:
-    """The saved run called name, if given (made on this dataset, when given); else the run made
-    with these settings (and this dataset): a finished fine-tune if there is one, else one whose
-    stage 1 is done, the most recently updated of equals."""
-    if name:
-        folder = Path(root or work_dir()) / "runs" / name
-        record = read_run(folder)
-        if not record:
-            saved = ", ".join(f.name for f, _ in saved_runs(root)) or "none yet"
-            raise RunNotFoundError(f"There is no run called {name!r} in {folder.parent}. Saved runs: "
-                                   f"{saved}. Set RUN_NAME to one of them, or to None.")
-        if dataset and record.get("dataset") != dataset:
-            raise RunNotFoundError(
-                f"Run {name} was trained on dataset {record.get('dataset')}, and this one is {dataset}: "
-                "its test faces would not be this dataset's. Point FBP_DATA_DIR at the dataset it "
-                "was trained on, or set RUN_NAME to a run of this one.")
-        return folder
-    wanted = identity_fields({"config": asdict(cfg), "recipe": RECIPE_VERSION, "smoke": smoke_mode(),
-                              "dataset": dataset})
-    candidates = [(bool(record.get("finished")), folder) for folder, record in saved_runs(root)
-                  if record.get("frozen")
-                  and all(identity_fields(record).get(k) == v for k, v in wanted.items())]
-    if candidates:
-        return max(candidates, key=lambda c: c[0])[1]  # max keeps the first (newest) of equals
-    others = "\n".join(f"  {folder.name}: {differences(record, {'config': asdict(cfg)})}"
-                       for folder, record in saved_runs(root))
-    raise RunNotFoundError(
-        f"No run of {cfg.protocol} with these settings in {Path(root or work_dir()) / 'runs'}: run "
-        "notebook 02 (and 03) with them first, or name a saved run in RUN_NAME."
-        + (f"\nSaved runs and how their settings differ:\n{others}" if others else ""))
-
-
 def describe_run(folder: Path) -> str:
     """A line naming a run: protocol, main settings, stage reached, and its test PC if evaluated."""
     record, folder = read_run(folder), Path(folder)
@@ -1226,7 +1277,7 @@ def describe_run(folder: Path) -> str:
               else ", its current model not evaluated yet (run notebook 04 again)")
     smoke = (" SMOKE RUN (synthetic data, untrained weights): its figures mean nothing."
              if record.get("smoke") else "")
-    return (f"Run {folder.name}: protocol {record['protocol']}, {cfg['image_size']} px, weights "
+    return (f"Run {folder.name}: protocol {cfg['protocol']}, {cfg['image_size']} px, weights "
             f"{cfg['weights']}, dataset {record['dataset']}, {stage}{tested}.{smoke}")
 
 
@@ -1275,6 +1326,20 @@ def run_notebook(name: str, cfg: Config, data_root: Path, folder: Path) -> None:
 def one_fold_of_a_protocol() -> bool:
     """True in a notebook that a protocol runner is running for one fold (it passes FBP_CONFIG)."""
     return bool(os.environ.get("FBP_CONFIG"))
+
+
+def protocols_to_run(wanted: bool) -> list[str]:
+    """The protocols notebook 04's runner cell runs: both when wanted, the 5-fold one alone in smoke
+    mode, none in the copy of 04 that evaluates one fold for a runner (so the switch is safe to save)."""
+    if one_fold_of_a_protocol():
+        print("This copy of notebook 04 evaluates one fold for the protocol runner: no protocol here.")
+        return []
+    if smoke_mode():
+        return ["5-fold"]
+    if not wanted:
+        print("The full protocols are off: set RUN_FULL_PROTOCOLS = True above to run them (hours on a T4).")
+        return []
+    return ["5-fold", "60/40"]
 
 
 def run_protocol(protocol: str, cfg: Config, data_root: Path) -> pd.DataFrame:
@@ -1491,8 +1556,8 @@ class FramingError(Exception):
     """The dataset's face framing could not be measured."""
 
 
-USER_ERRORS = (DatasetError, RunNotFoundError, NoSpaceError, ConstantPredictionError, FramingError,
-               PhotoError)
+USER_ERRORS = (DatasetError, RunNotFoundError, NoSpaceError, DriveNotMountedError, ConstantPredictionError,
+               FramingError, PhotoError)
 
 
 @dataclass
@@ -1504,6 +1569,22 @@ class Face:
     right_eye: tuple[float, float]
     confidence: float
     pixel: float = 1.0         # one pixel of the image the detector saw, in the photo's pixels
+
+
+@dataclass(frozen=True)
+class PhotoFace:
+    """A face found in a photo: the photo's name and upright pixels, the face's number in it
+    (largest first) and what the detector found."""
+
+    photo: str
+    image: object              # the photo as a PIL image
+    number: int
+    detection: Face
+
+    @property
+    def label(self) -> str:
+        """How the notebook names the face, e.g. 'me.jpg, face 1'."""
+        return f"{self.photo}, face {self.number}"
 
 
 def read_photo(source: Path | bytes, name: str | None = None):

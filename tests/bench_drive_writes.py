@@ -86,8 +86,8 @@ def main():
         with Peak(stub) as peak:
             for protocol in protocols:
                 train(replace(base, protocol=protocol, finetune_epochs=3), root, monkeypatch)
-        records = [(f, utils.read_run(f)) for f in (Path(os.environ["FBP_WORK_DIR"]) / "runs").iterdir()]
-        runs = [f for f, r in records if r["protocol"] in protocols and r["config"]["finetune_epochs"] == 3]
+        runs = [f for f, r in utils.saved_runs(Path(os.environ["FBP_WORK_DIR"]))
+                if r["config"]["protocol"] in protocols and r["config"]["finetune_epochs"] == 3]
         held = sum(utils.folder_bytes(f) for f in runs)
         cache = sum(p.stat().st_size for p in Path(os.environ["FBP_WORK_DIR"]).rglob("features-*.npy"))
         print(f"5-fold + 60/40 (6 runs, 3 epochs each): run folders {held / mb:.0f} MB, peak "

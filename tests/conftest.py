@@ -42,10 +42,13 @@ def small_root(tmp_path) -> Path:
     return synthetic.make_synthetic_dataset(tmp_path / "small", n=60, image_size=48, with_ratings=False)
 
 
-def run_cells(name: str, tag: str | None = None, **variables) -> dict:
+def run_cells(name: str, tag: str | None = None, twice: bool = False, edits: dict | None = None,
+              **variables) -> dict:
     """Execute a notebook's code cells (those tagged `tag`, else all) in this process, from the
     notebooks folder as a kernel would, and return its variables: so tests can patch utils and
-    look at what the cells made. The settings come from FBP_CONFIG / FBP_DATA_DIR as set."""
+    look at what the cells made. `twice` runs each cell twice in a row, as a user re-running it;
+    `edits` replaces text in the cells, as a user changing a line. The settings come from
+    FBP_CONFIG / FBP_DATA_DIR as set."""
     import matplotlib.pyplot as plt
     import nbformat
     from IPython.display import display
@@ -57,7 +60,11 @@ def run_cells(name: str, tag: str | None = None, **variables) -> dict:
     try:
         for cell in notebook.cells:
             if cell.cell_type == "code" and (tag is None or tag in cell.metadata.get("tags", [])):
-                exec(compile(cell.source, f"{name}.ipynb", "exec"), namespace)
+                source = cell.source
+                for old, new in (edits or {}).items():
+                    source = source.replace(old, new)
+                for _ in range(2 if twice else 1):
+                    exec(compile(source, f"{name}.ipynb", "exec"), namespace)
     finally:
         os.chdir(here)
         plt.close("all")

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import keras
@@ -34,14 +34,14 @@ def test_a_smoke_run_and_a_real_run_share_nothing(small_root, work, monkeypatch)
     monkeypatch.setenv("FBP_SMOKE", "1")
     assert utils.work_dir() == work / "smoke"
     smoke_run = stage_one(SMOKE, small_root, monkeypatch)
-    assert utils.choose_run(SMOKE) == smoke_run
+    dataset = utils.dataset_id(small_root)
+    assert utils.current_run(dataset=dataset)[0] == smoke_run  # as 03 finds it for the runner
     assert smoke_run.parent == work / "smoke" / "runs" and utils.read_run(smoke_run)["smoke"] is True
     assert "SMOKE RUN" in utils.describe_run(smoke_run)
     monkeypatch.delenv("FBP_SMOKE")
-    with pytest.raises(utils.RunNotFoundError, match="No run of fold1 with these settings"):
-        utils.choose_run(SMOKE)  # the same settings outside smoke mode: the smoke run is not offered
-    real_run = stage_one(SMOKE, small_root, monkeypatch)  # trains anew, in the real work folder
-    assert utils.choose_run(SMOKE) == real_run
+    real_run = utils.current_run(dataset=dataset)[0]  # the same settings outside smoke mode
+    assert real_run != smoke_run and not utils.read_run(real_run)  # the smoke run is not offered
+    assert stage_one(SMOKE, small_root, monkeypatch) == real_run  # trains anew, in the real work folder
     assert real_run.parent == work / "runs" and utils.read_run(real_run)["smoke"] is False
     assert "SMOKE" not in utils.describe_run(real_run)
 
@@ -52,8 +52,8 @@ def test_a_changed_setting_trains_a_new_run_and_keeps_the_old(small_root, work, 
     second = stage_one(changed, small_root, monkeypatch)
     out = capsys.readouterr().out
     assert f"{first.name}: head_lr 0.001 -> 0.002" in out  # says what differs from the saved run
-    assert second != first and (first / "frozen.keras").is_file()
-    assert utils.choose_run(changed) == second and utils.choose_run(SMOKE) == first
+    assert second != first and (first / "frozen.keras").is_file() and (second / "frozen.keras").is_file()
+    assert [utils.read_run(run)["config"]["head_lr"] for run in (first, second)] == [1e-3, 2e-3]
 
 
 def test_other_data_is_another_run(small_root, work, monkeypatch, tmp_path):
@@ -62,8 +62,8 @@ def test_other_data_is_another_run(small_root, work, monkeypatch, tmp_path):
                                              with_ratings=False)
     assert utils.dataset_id(other) != utils.dataset_id(small_root)
     stage_one(SMOKE, other, monkeypatch)
-    runs = {utils.choose_run(SMOKE, utils.dataset_id(root)) for root in (other, small_root)}
-    assert len(runs) == 2
+    runs = {utils.run_dir(SMOKE, utils.dataset_id(root)) for root in (other, small_root)}
+    assert len(runs) == 2 and all((run / "frozen.keras").is_file() for run in runs)
 
 
 def test_fine_tune_with_other_settings_than_stage_one_says_what_differs(small_root, work, monkeypatch):
@@ -73,29 +73,33 @@ def test_fine_tune_with_other_settings_than_stage_one_says_what_differs(small_ro
         train(replace(SMOKE, finetune_lr=2e-5), small_root, monkeypatch, ["03_finetune"])
 
 
-def test_choose_run_prefers_a_finished_fine_tune_and_takes_stage_one_alone(work):
-    cfg, dataset = SMOKE, "d" * 16
-    identity = utils.run_identity(cfg, dataset)
-    frozen_only = utils.run_dir(cfg, dataset)
-    utils.update_run(frozen_only, **identity, frozen={"epochs": 3})
-    assert utils.choose_run(cfg) == frozen_only  # 05 works as soon as stage 1 is done
-    assert "stage 1 only" in utils.describe_run(frozen_only)
-    for protocol in ("60/40", "fold2"):  # other protocols, even newer, are not the default's run
-        other = replace(cfg, protocol=protocol)
-        utils.update_run(utils.run_dir(other, dataset), **utils.run_identity(other, dataset),
+def test_03_to_05_continue_the_run_02_set_up_never_the_newest(work, small_root, monkeypatch, capsys):
+    with pytest.raises(utils.RunNotFoundError, match="No run chosen yet: run notebook 02 first"):
+        utils.current_run()
+    folder, identity = utils.open_run(SMOKE, small_root)  # what 02's cells do
+    assert "Notebooks 03, 04 and 05 continue this run" in capsys.readouterr().out
+    utils.update_run(folder, **identity, frozen={"epochs": 3})
+    dataset = identity["dataset"]
+    for cfg in (replace(SMOKE, protocol="60/40"), replace(SMOKE, head_lr=2e-3)):  # newer, finished runs
+        time.sleep(0.01)
+        utils.update_run(utils.run_dir(cfg, dataset), **utils.run_identity(cfg, dataset),
                          frozen={"epochs": 3}, finished=True, finetune={"best_epoch": 2})
-    time.sleep(0.01)
-    assert utils.choose_run(cfg) == frozen_only
-    older_dataset = utils.run_dir(cfg, "e" * 16)
-    utils.update_run(older_dataset, **utils.run_identity(cfg, "e" * 16), frozen={"epochs": 3},
-                     finished=True, finetune={"best_epoch": 2})
-    assert utils.choose_run(cfg) == older_dataset  # finished beats stage 1 only
-    assert utils.choose_run(cfg, dataset) == frozen_only  # unless the dataset is named
-    assert utils.choose_run(cfg, dataset, name=frozen_only.name) == frozen_only
+    assert utils.current_run() == (folder, identity)
+    assert utils.current_run(dataset=dataset) == (folder, identity)
+    said = capsys.readouterr().out
+    assert f"Run {folder.name} (set up by notebook 02): protocol fold1, image_size 64" in said
+    named = utils.run_dir(replace(SMOKE, protocol="60/40"), dataset)
+    assert utils.current_run(named.name)[0] == named  # RUN_NAME
+    with pytest.raises(utils.RunNotFoundError, match=f"There is no run called 'nope'(.|\n)*{named.name}"):
+        utils.current_run("nope")
     with pytest.raises(utils.RunNotFoundError, match=f"trained on dataset {dataset}, and this one is"):
-        utils.choose_run(cfg, "f" * 16, name=frozen_only.name)  # a named run, but other data
-    with pytest.raises(utils.RunNotFoundError, match="image_size 64 -> 350"):
-        utils.choose_run(utils.Config())
+        utils.current_run(dataset="f" * 16)
+    # a protocol runner's fold: 02 opens the fold's run but leaves the user's current run alone
+    fold2 = replace(SMOKE, protocol="fold2")
+    monkeypatch.setenv("FBP_CONFIG", json.dumps(asdict(fold2)))
+    assert utils.open_run(fold2, small_root)[0] == utils.current_run(dataset=dataset)[0] != folder
+    monkeypatch.delenv("FBP_CONFIG")
+    assert utils.current_run() == (folder, identity)
 
 
 def test_framing_is_kept_per_dataset(small_root, work, tmp_path):
@@ -228,7 +232,7 @@ def test_a_vm_lost_at_the_worst_moment_keeps_the_best_epoch(small_root, work, mo
 
 def test_the_log_keeps_the_row_of_the_checkpoint_on_disk(tmp_path):
     log = tmp_path / "h.csv"
-    pd.DataFrame({"epoch": [0, 1, 1, 2], "val_loss": [3.0, 2.0, 2.5, 1.0]}).to_csv(log, index=False)
+    pd.DataFrame({"epoch": [1, 2, 2, 3], "val_loss": [3.0, 2.0, 2.5, 1.0]}).to_csv(log, index=False)
     assert utils.read_history(log)["val_loss"].tolist() == [3.0, 2.5, 1.0]  # else the last row
     best = {"epoch": 2, "val_loss": 2.0}  # the checkpoint on disk is epoch 2's first run
     history = utils.read_history(log, best)

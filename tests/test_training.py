@@ -2,9 +2,11 @@
 labels), never trains a finished fine-tune again, records what 05 needs. Run identity and
 resumption are in test_runs.py."""
 
+import json
 import shutil
 from dataclasses import replace
 
+import keras
 import numpy as np
 import pytest
 from conftest import train
@@ -18,7 +20,7 @@ SMOKE = utils.Config().smoke()
 def held_out_pc(root, monkeypatch, cfg=SMOKE) -> float:
     """Both stages in smoke mode, then PC on the protocol's test part."""
     train(cfg, root, monkeypatch)
-    model = utils.load_run_model(utils.choose_run(cfg))
+    model = utils.load_run_model(utils.run_dir(cfg, utils.dataset_id(root)))
     test = utils.load_protocol(root, cfg.protocol)["test"]
     return utils.regression_metrics(test["score"], utils.predict_scores(model, test, cfg.image_size))["pc"]
 
@@ -43,31 +45,33 @@ def test_the_two_stages_do_not_learn_shuffled_labels(synthetic_root, work, tmp_p
     assert held_out_pc(shuffled_copy(synthetic_root, tmp_path), monkeypatch) < 0.5
 
 
-def test_a_finished_fine_tune_is_not_trained_again_and_02_keeps_it(small_root, work, monkeypatch,
-                                                                    capsys):
+def test_a_finished_fine_tune_is_not_trained_again_and_02_saves_what_it_shows(small_root, work,
+                                                                              monkeypatch, capsys):
     cfg = replace(SMOKE, finetune_epochs=1)
     train(cfg, small_root, monkeypatch)
-    folder = utils.choose_run(cfg)
-    assert folder == utils.run_dir(cfg, utils.dataset_id(small_root))
+    folder = utils.run_dir(cfg, utils.dataset_id(small_root))
     finished = (folder / "finetuned.keras").stat().st_mtime_ns
     again = train(cfg, small_root, monkeypatch, ["03_finetune"])
     assert "already fine-tuned" in capsys.readouterr().out and again["history"].epoch == []
     assert (folder / "finetuned.keras").stat().st_mtime_ns == finished
     # the saved model holds weights, not the optimizer's state (that would triple its size)
     assert (folder / "finetuned.keras").stat().st_size < 1.05 * (folder / "frozen.keras").stat().st_size
-    # 02 again trains its head (seconds) but keeps the stage 1 that the fine-tune built on
+    # 02 again trains its head (seconds) and saves what it shows; the fine-tune made before is kept
     frozen = (folder / "frozen.keras").stat().st_mtime_ns
-    record = train(cfg, small_root, monkeypatch, ["02_frozen_head"])["record"]
-    assert "was saved before and is kept" in capsys.readouterr().out
-    assert record["finished"] and utils.choose_run(cfg) == folder
-    assert (folder / "frozen.keras").stat().st_mtime_ns == frozen
+    shown = train(cfg, small_root, monkeypatch, ["02_frozen_head"])
+    assert "saved again" in capsys.readouterr().out
+    record = utils.read_run(folder)
+    assert record["finished"] and (folder / "frozen.keras").stat().st_mtime_ns != frozen
+    assert record["frozen"] == json.loads(json.dumps(shown["frozen"], default=float))
+    saved = keras.models.load_model(folder / "frozen.keras")
+    np.testing.assert_array_equal(saved.get_layer("score").get_weights()[0], shown["head"].get_weights()[0])
 
 
 def test_the_run_record_holds_what_05_needs(small_root, work, monkeypatch):
     cfg = replace(SMOKE, protocol="60/40", finetune_epochs=1)
     record = train(cfg, small_root, monkeypatch, ["02_frozen_head"])["record"]
     assert utils.run_dir(cfg, record["dataset"]).name == f"60-40-{record['fingerprint']}"
-    assert record["protocol"] == "60/40" and record["config"]["image_size"] == 64
+    assert record["config"]["protocol"] == "60/40" and record["config"]["image_size"] == 64
     assert record["dataset"] == utils.dataset_id(small_root) and record["recipe"] == utils.RECIPE_VERSION
     assert record["framing"] == synthetic.SYNTHETIC_FRAMING and record["smoke"] is False
     folder = utils.run_dir(cfg, record["dataset"])
