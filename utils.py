@@ -11,7 +11,6 @@ synthetic dataset is made by data/synthetic.py.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import hashlib
 import json
@@ -23,6 +22,7 @@ import sys
 import time
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -149,7 +149,6 @@ def describe_runtime() -> str:
 GDRIVE_FILE_ID = "1w0TorBfTIqbquQVd6k3h_77ypnrvfGwf"
 ZIP_NAME = "SCUT-FBP5500_v2.1.zip"
 DATASET_DIRNAME = "SCUT-FBP5500_v2"
-EXTRACTED_MARK = ".extracted-complete"
 GROUPS = ("AF", "AM", "CF", "CM")
 GROUP_NAMES = {"AF": "Asian female", "AM": "Asian male",
                "CF": "Caucasian female", "CM": "Caucasian male"}
@@ -268,54 +267,44 @@ def check_zip(path: Path) -> None:
 
 
 def safe_extract(zip_path: Path, target: Path) -> Path:
-    """Extract a zip into target, all or nothing, refusing members that climb out of it."""
+    """Extract a zip into target, all or nothing: into a staging folder, then moved into place
+    (zipfile itself keeps members inside: it drops '..' and leading '/' from their names)."""
     zip_path, target = Path(zip_path), Path(target)
     check_zip(zip_path)
     target.mkdir(parents=True, exist_ok=True)
     staging = target / f".partial-{zip_path.stem}"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    root = staging.resolve()
     with zipfile.ZipFile(zip_path) as archive:
-        for member in archive.namelist():
-            if not (root / member).resolve().is_relative_to(root):
-                shutil.rmtree(staging)
-                raise BadZipError(f"{zip_path} holds '{member}', which would land outside "
-                                  f"{target}; refusing to extract it.")
         archive.extractall(staging)
     for item in staging.iterdir():
         destination = target / item.name
         if destination.is_dir():
             shutil.rmtree(destination)
         item.replace(destination)
-        if destination.is_dir():
-            (destination / EXTRACTED_MARK).touch()
     staging.rmdir()
     return target
 
 
 def download_zip(destination: Path, file_id: str = GDRIVE_FILE_ID) -> Path:
-    """Download the release zip from Google Drive with a progress bar; check it is a zip."""
+    """Download the release zip from Google Drive with a progress bar (gdown writes a temporary
+    file and moves it into place when whole; a cut download resumes); check it is a zip."""
     import gdown
 
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".part")
     try:
-        gdown.download(url=gdrive_url(file_id), output=str(partial), quiet=False)
+        gdown.download(url=gdrive_url(file_id), output=str(destination), quiet=False, resume=True)
     except Exception as error:  # gdown raises several types for quota, network and HTML pages
-        partial.unlink(missing_ok=True)
         if is_connection_error(error):
             raise DownloadRefusedError(no_connection_help()) from None
         raise DownloadRefusedError(refused_download_help(str(error).splitlines()[0])) from error
-    if not partial.is_file():
+    if not destination.is_file():
         raise DownloadRefusedError(refused_download_help("nothing was written"))
     try:
-        check_zip(partial)
+        check_zip(destination)
     except DatasetError:
-        partial.unlink()
+        destination.unlink()
         raise
-    partial.replace(destination)
     return destination
 
 
@@ -343,20 +332,18 @@ def find_dataset_root(path: Path) -> Path:
 
 
 def extracted_dataset(parent: Path) -> Path | None:
-    """A completely extracted release below parent, or None (an incomplete one is removed)."""
+    """The release extracted below parent, or None; a folder that lacks label files or images (an
+    unzip by hand cut short) is removed, to be extracted again."""
     folder = Path(parent) / DATASET_DIRNAME
     if not folder.is_dir():
         return None
-    if (folder / EXTRACTED_MARK).is_file():
-        return find_dataset_root(folder)
-    try:  # extracted by hand, or interrupted just before the mark: keep it if it is whole
+    try:
         root = find_dataset_root(folder)
         all_labels(root)
     except DatasetError:
-        print(f"{folder} is not completely extracted (an interrupted run?): extracting it again.")
+        print(f"{folder} is not completely extracted (an interrupted unzip?): extracting it again.")
         shutil.rmtree(folder)
         return None
-    (folder / EXTRACTED_MARK).touch()
     return root
 
 
@@ -440,8 +427,8 @@ def protocol_files(root: Path, protocol: str) -> tuple[Path, Path]:
     return folders[0] / names[0], folders[0] / names[1]
 
 
-def image_paths(root: Path, frame: pd.DataFrame) -> pd.Series:
-    """The path of each labelled image; raises naming the images that are missing."""
+def locate_images(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """The labels with each image's path and size in bytes; raises naming the images that are missing."""
     images = Path(root) / "Images"
     on_disk = {p.name for p in images.iterdir()}
     names = [f if f in on_disk else old_name(f) for f in frame["file"]]
@@ -451,7 +438,8 @@ def image_paths(root: Path, frame: pd.DataFrame) -> pd.Series:
             f"{len(missing)} image(s) named in the label files are missing from {images}: "
             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}. "
             "Re-extract the dataset (delete the folder and re-run) or fix FBP_DATA_DIR.")
-    return pd.Series([str(images / n) for n in names], index=frame.index)
+    paths = [str(images / n) for n in names]
+    return frame.assign(path=paths, bytes=[os.path.getsize(p) for p in paths])
 
 
 def load_protocol(root: Path, protocol: str = "fold1", val_fraction: float = 0.1,
@@ -466,9 +454,7 @@ def load_protocol(root: Path, protocol: str = "fold1", val_fraction: float = 0.1
     val_mask = validation_mask(train, val_fraction, seed)
     parts = {"train": train[~val_mask], "val": train[val_mask], "test": test}
     for name, part in parts.items():
-        part = part.sort_values("file", key=natural_key).reset_index(drop=True)
-        part["path"] = image_paths(root, part)
-        parts[name] = part
+        parts[name] = locate_images(root, part.sort_values("file", key=natural_key).reset_index(drop=True))
     return parts
 
 
@@ -496,15 +482,13 @@ def validation_mask(train: pd.DataFrame, fraction: float, seed: int) -> np.ndarr
 def all_labels(root: Path) -> pd.DataFrame:
     """Every labelled image of the release (the union of fold 1's train and test files)."""
     parts = [read_labels(p) for p in protocol_files(root, "fold1")]
-    frame = pd.concat(parts).sort_values("file", key=natural_key).reset_index(drop=True)
-    frame["path"] = image_paths(root, frame)
-    return frame
+    return locate_images(root, pd.concat(parts).sort_values("file", key=natural_key).reset_index(drop=True))
 
 
 def verify_images(paths: list[str], workers: int = 8) -> None:
-    """Decode every image once; raise naming the files that cannot be decoded."""
+    """Decode every image once (in threads, with a bar); raise naming the files that cannot be decoded."""
     from PIL import Image
-    from tqdm.auto import tqdm
+    from tqdm.contrib.concurrent import thread_map
 
     def broken(path: str) -> str | None:
         try:
@@ -514,9 +498,7 @@ def verify_images(paths: list[str], workers: int = 8) -> None:
         except Exception as error:
             return f"{Path(path).name} ({type(error).__name__}: {error})"
 
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        results = list(tqdm(pool.map(broken, paths), total=len(paths), desc="checking images"))
-    bad = [r for r in results if r]
+    bad = [r for r in thread_map(broken, paths, max_workers=workers, desc="checking images") if r]
     if bad:
         raise CorruptImageError(f"{len(bad)} image(s) cannot be decoded: {'; '.join(bad[:5])}. "
                                 "Re-extract the dataset (delete the folder and re-run).")
@@ -528,8 +510,7 @@ def validate_dataset(root: Path) -> pd.DataFrame:
     for protocol in PROTOCOLS:
         load_protocol(root, protocol)
     stamp = Path(root) / ".verified.json"
-    fingerprint = {"images": len(labels),
-                   "bytes": int(sum(os.path.getsize(p) for p in labels["path"]))}
+    fingerprint = {"images": len(labels), "bytes": int(labels["bytes"].sum())}
     if not stamp.is_file() or json.loads(stamp.read_text()) != fingerprint:
         verify_images(labels["path"].tolist())
         try:
@@ -546,14 +527,24 @@ def percentile_of(score: float, scores: np.ndarray) -> float:
     return float(stats.percentileofscore(np.asarray(scores, dtype=float), score, kind="strict"))
 
 
-def save_json(path: Path, data: dict) -> Path:
-    """Write a JSON report atomically (numbers from numpy become plain floats)."""
+def write_atomically(path: Path, write: Callable[[Path], object], empty_old: bool = False) -> Path:
+    """Write a file under a temporary name beside it (same suffix), then rename it into place: a lost
+    VM never leaves half a file. empty_old empties the file it replaces first (a replaced file goes
+    to Drive's bin whole, and counts there for 30 days)."""
     path = Path(path)
+    check_drive(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=1, default=float))
+    temporary = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    write(temporary)
+    if empty_old and path.exists():
+        discard(path)
     temporary.replace(path)
     return path
+
+
+def save_json(path: Path, data: dict) -> Path:
+    """Write a JSON report atomically (numbers from numpy become plain floats)."""
+    return write_atomically(path, lambda file: file.write_text(json.dumps(data, indent=1, default=float)))
 
 
 def human_agreement_path(dataset: str) -> Path:
@@ -700,9 +691,9 @@ def use_precision(model: keras.Model, policy: str) -> None:
 
 
 def dataset_fingerprint(frame: pd.DataFrame) -> str:
-    """A hash of the image names, sizes and scores."""
-    sizes = [os.path.getsize(p) for p in frame["path"]]
-    text = "".join(f"{f}:{n}:{s:.6f};" for f, n, s in zip(frame["file"], sizes, frame["score"], strict=True))
+    """A hash of the image names, sizes and scores (of labels as all_labels and load_protocol give them)."""
+    text = "".join(f"{f}:{n}:{s:.6f};" for f, n, s in zip(frame["file"], frame["bytes"], frame["score"],
+                                                         strict=True))
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -710,21 +701,15 @@ def cached_features(model: keras.Model, frame: pd.DataFrame, image_size: int, ca
                     batch_size: int = 64) -> pd.DataFrame:
     """Pooled ResNet50 features of every image in the frame (a row per file), computed once and
     cached on disk under a key of the images, the image size, the backbone's weights and the recipe."""
-    from tqdm.auto import tqdm
-
     key = f"{dataset_fingerprint(frame)}-{image_size}px-{weights_fingerprint(model)}-r{RECIPE_VERSION}"
     path = Path(cache_dir) / f"features-{key}.npy"
     if path.is_file():
         print(f"Features loaded from the cache {path.name}.")
         return pd.DataFrame(np.load(path), index=frame["file"])
-    extractor = feature_extractor(model)
-    batches = make_dataset(frame, image_size, batch_size)
-    features = [extractor.predict_on_batch(images) for images, _ in
-                tqdm(batches, total=len(batches), desc="ResNet50 features")]
-    features = np.concatenate(features).astype("float32")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path.with_suffix(".tmp.npy"), features)
-    path.with_suffix(".tmp.npy").replace(path)
+    print("ResNet50 features of every image, once (Keras' bar counts batches):")
+    images = make_dataset(frame, image_size, batch_size).map(lambda x, y: x)
+    features = feature_extractor(model).predict(images, verbose=1).astype("float32")
+    write_atomically(path, lambda file: np.save(file, features))
     return pd.DataFrame(features, index=frame["file"])
 
 
@@ -773,17 +758,21 @@ class Config:
         return self.smoke() if smoke_mode() else self
 
 
-def dataset_id(root: Path) -> str:
-    """The fingerprint of a dataset folder: its labelled images' names, sizes and scores."""
-    return dataset_fingerprint(all_labels(root))
+def dataset_id(labels: pd.DataFrame) -> str:
+    """The fingerprint of a dataset from all its labels (validate_dataset's): images' names, sizes, scores."""
+    return dataset_fingerprint(labels)
 
 
 def run_identity(cfg: Config, dataset: str) -> dict:
     """Everything that shapes a run's model (settings, dataset, recipe version, smoke or not),
     with a fingerprint of it all."""
     identity = {"config": asdict(cfg), "dataset": dataset, "recipe": RECIPE_VERSION, "smoke": smoke_mode()}
-    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
-    return {"fingerprint": digest, **identity}
+    return {"fingerprint": fingerprint_of(identity), **identity}
+
+
+def fingerprint_of(identity: dict) -> str:
+    """A short hash of a run's identity (settings, dataset, recipe, smoke)."""
+    return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def run_dir(cfg: Config, dataset: str, root: Path | None = None) -> Path:
@@ -846,11 +835,11 @@ def current_run_file() -> Path:
     return work_dir() / "runs" / "current.json"
 
 
-def open_run(cfg: Config, data_root: Path) -> tuple[Path, dict]:
+def open_run(cfg: Config, labels: pd.DataFrame) -> tuple[Path, dict]:
     """This run's folder and identity; says which stages it has done, names the saved runs made with
     other settings or data (kept, never reused), and makes it the run that 03, 04 and 05 continue
     (not when a protocol runner runs this fold: the user's own run stays theirs)."""
-    identity = run_identity(cfg, dataset_id(data_root))
+    identity = run_identity(cfg, dataset_id(labels))
     folder = run_dir(cfg, identity["dataset"])
     record = read_run(folder)
     stage = ("fine-tuned" if record.get("finished") else "stage 1 done" if record.get("frozen")
@@ -903,12 +892,7 @@ def current_run(name: str | None = None, dataset: str | None = None) -> tuple[Pa
 
 def save_model_atomically(model: keras.Model, path: Path) -> None:
     """model.save under a temporary name, then renamed: a lost VM never leaves half a file."""
-    path = Path(path)
-    temporary = path.with_name(f"{path.stem}.tmp{path.suffix}")
-    model.save(temporary)
-    if path.exists():  # only when a lost VM kept the record from naming it: nothing for the bin
-        discard(path)
-    temporary.replace(path)
+    write_atomically(path, model.save, empty_old=True)
 
 
 def history_frame(history: dict) -> pd.DataFrame:
@@ -959,7 +943,7 @@ def code_note(recorded: dict | None, what: str) -> str:
     return note
 
 
-def record_stage_one(folder: Path, identity: dict, data_root: Path, model: keras.Model,
+def record_stage_one(folder: Path, identity: dict, labels: pd.DataFrame, model: keras.Model,
                      parts: dict, test_features: np.ndarray, history: dict, frozen: dict) -> dict:
     """Keep stage 1 as the cells above made and showed it: frozen.keras, history_head.csv, the
     percentile's reference, and run.json with the identity, sizes, framing and the stage's figures.
@@ -970,7 +954,7 @@ def record_stage_one(folder: Path, identity: dict, data_root: Path, model: keras
     save_model_atomically(model, folder / "frozen.keras")
     save_reference(folder, "frozen", model, parts["test"], identity["config"]["image_size"], test_features)
     record = update_run(folder, **identity, versions=versions(), code=code_version(),
-                        framing=framing_for(data_root), frozen=frozen,
+                        framing=framing_for(labels), frozen=frozen,
                         sizes={name: len(part) for name, part in parts.items()})
     if before.get("frozen"):
         tuned = before.get("finished") or (folder / "best.json").is_file()
@@ -1256,11 +1240,17 @@ def current_model(folder: Path) -> dict:
     return {"stage": path.stem, "file": path.name, "sha1": digest.hexdigest()[:12]}
 
 
-def current_evaluation(folder: Path) -> dict | None:
-    """Notebook 04's evaluation.json if it measured the run's current model; None if there is none,
-    or if it was made from another stage or model file (then 04 must run again)."""
+STAGE_NAMES = {"frozen": "frozen-head", "finetuned": "fine-tuned"}
+
+
+def current_evaluation(folder: Path) -> tuple[dict | None, str]:
+    """Notebook 04's evaluation.json if it measured the run's current model, else None and why: none
+    yet, or one made from an earlier model (a frozen head since fine-tuned: 04 must run again)."""
     report = read_json(Path(folder) / "evaluation.json")
-    return report if report and report.get("evaluated") == current_model(folder) else None
+    if report and report.get("evaluated") == current_model(folder):
+        return report, ""
+    return None, ("notebook 04 evaluated an earlier model of this run, not its current one: run 04 again"
+                  if report else "not evaluated yet (notebook 04 does it)")
 
 
 def describe_run(folder: Path) -> str:
@@ -1270,15 +1260,13 @@ def describe_run(folder: Path) -> str:
     stage = (f"fine-tuned (best epoch {record['finetune']['best_epoch']} of {cfg['finetune_epochs']})"
              if record.get("finished") else "stage 1 only (frozen head)")
     stage += f", trained by {describe_code(record.get('finetune', {}).get('code', record.get('code')))}"
-    report = current_evaluation(folder)
-    model = report and ("fine-tuned" if report["model"] == "finetuned" else "frozen-head")
-    tested = (f", test PC {report['pc']:.3f} ({model} model, notebook 04)" if report
-              else ", not evaluated yet" if not (folder / "evaluation.json").is_file()
-              else ", its current model not evaluated yet (run notebook 04 again)")
+    report, why_not = current_evaluation(folder)
+    tested = (f"test PC {report['PC']:.3f} ({STAGE_NAMES[report['model']]} model, notebook 04)" if report
+              else why_not)
     smoke = (" SMOKE RUN (synthetic data, untrained weights): its figures mean nothing."
              if record.get("smoke") else "")
     return (f"Run {folder.name}: protocol {cfg['protocol']}, {cfg['image_size']} px, weights "
-            f"{cfg['weights']}, dataset {record['dataset']}, {stage}{tested}.{smoke}")
+            f"{cfg['weights']}, dataset {record['dataset']}, {stage}; {tested}.{smoke}")
 
 
 def run_notebook(name: str, cfg: Config, data_root: Path, folder: Path) -> None:
@@ -1329,17 +1317,15 @@ def one_fold_of_a_protocol() -> bool:
 
 
 def protocols_to_run(wanted: bool) -> list[str]:
-    """The protocols notebook 04's runner cell runs: both when wanted, the 5-fold one alone in smoke
-    mode, none in the copy of 04 that evaluates one fold for a runner (so the switch is safe to save)."""
+    """The protocols notebook 04's runner cell runs: both when wanted (the 5-fold one alone in smoke
+    mode), none in the copy of 04 that evaluates one fold for a runner (so the switch is safe to save)."""
     if one_fold_of_a_protocol():
         print("This copy of notebook 04 evaluates one fold for the protocol runner: no protocol here.")
         return []
-    if smoke_mode():
-        return ["5-fold"]
     if not wanted:
         print("The full protocols are off: set RUN_FULL_PROTOCOLS = True above to run them (hours on a T4).")
         return []
-    return ["5-fold", "60/40"]
+    return ["5-fold"] if smoke_mode() else ["5-fold", "60/40"]
 
 
 def run_protocol(protocol: str, cfg: Config, data_root: Path) -> pd.DataFrame:
@@ -1353,18 +1339,18 @@ def run_protocol(protocol: str, cfg: Config, data_root: Path) -> pd.DataFrame:
                            "protocols itself (RUN_FULL_PROTOCOLS must stay off here).")
     names = [f"fold{k}" for k in range(1, 6)] if protocol == "5-fold" else [protocol]
     folds = [replace(cfg, protocol=name) for name in names]
-    dataset = dataset_id(data_root)
+    dataset = dataset_id(all_labels(data_root))
     folders = [run_dir(fold, dataset) for fold in folds]
     check_space(folders, f"the {protocol} protocol")
     for fold, folder in zip(folds, folders, strict=True):  # every fold trained before any is evaluated
         for notebook, done in [("02_frozen_head", "frozen"), ("03_finetune", "finished")]:
             if not read_run(folder).get(done):
                 run_notebook(notebook, fold, data_root, folder)
-    reports = [current_evaluation(folder) for folder in folders]  # None if made from another model
+    reports = [current_evaluation(folder)[0] for folder in folders]  # None if made from another model
     for k, (fold, folder) in enumerate(zip(folds, folders, strict=True)):
         if reports[k] is None:
             run_notebook("04_evaluation", fold, data_root, folder)
-            reports[k] = current_evaluation(folder)
+            reports[k] = current_evaluation(folder)[0]
     if protocol == "5-fold":
         save_out_of_fold_reference(folders)
     return aggregate_folds(reports)
@@ -1373,7 +1359,7 @@ def run_protocol(protocol: str, cfg: Config, data_root: Path) -> pd.DataFrame:
 def aggregate_folds(reports: list[dict]) -> pd.DataFrame:
     """Per-fold PC, MAE and RMSE with each fold's stage, and their mean and SD across folds, as the
     paper reports; refused when the folds were evaluated at different stages."""
-    table = pd.DataFrame([{k: r[k] for k in ("pc", "mae", "rmse", "n")} | {"stage": r["model"]}
+    table = pd.DataFrame([{k: r[k] for k in ("PC", "MAE", "RMSE", "n")} | {"stage": r["model"]}
                           for r in reports], index=[r["protocol"] for r in reports])
     if table["stage"].nunique() > 1:
         stages = ", ".join(f"{fold} {stage}" for fold, stage in table["stage"].items())
@@ -1381,9 +1367,9 @@ def aggregate_folds(reports: list[dict]) -> pd.DataFrame:
             f"The folds were evaluated at different stages ({stages}): their mean would mix frozen-head "
             "figures with fine-tuned ones. Run notebook 03 for the frozen folds and notebook 04 for "
             "each (the protocol runner in 04 does both), then average.")
-    summary = table[["pc", "mae", "rmse"]].agg(["mean", "std"]).assign(stage=table["stage"].iloc[0])
+    summary = table[["PC", "MAE", "RMSE"]].agg(["mean", "std"]).assign(stage=table["stage"].iloc[0])
     summary.index = ["mean", "SD"]
-    return pd.concat([table, summary]).astype({"n": "Int64"}).rename(columns=str.upper)
+    return pd.concat([table, summary]).astype({"n": "Int64"})
 
 
 # ---------------------------------------------------------------------------------------
@@ -1404,10 +1390,10 @@ def regression_metrics(y_true, y_pred) -> dict:
         raise ConstantPredictionError(
             f"The model predicts {y_pred[0]:.3f} for every face, so the correlation is "
             "undefined: it has not learned. Train longer or check the data.")
-    return {"pc": float(stats.pearsonr(y_true, y_pred)[0]),
-            "mae": float(np.mean(np.abs(y_true - y_pred))),
-            "rmse": float(np.sqrt(np.mean((y_true - y_pred) ** 2))),
-            "spearman": float(stats.spearmanr(y_true, y_pred)[0]),
+    return {"PC": float(stats.pearsonr(y_true, y_pred)[0]),
+            "MAE": float(np.mean(np.abs(y_true - y_pred))),
+            "RMSE": float(np.sqrt(np.mean((y_true - y_pred) ** 2))),
+            "Spearman": float(stats.spearmanr(y_true, y_pred)[0]),
             "n": len(y_true)}
 
 
@@ -1444,7 +1430,7 @@ def bootstrap_interval(statistic, data: tuple, level: float, samples: int, seed:
     return interval
 
 
-METRICS = ("pc", "mae", "rmse", "spearman")
+METRICS = ("PC", "MAE", "RMSE", "Spearman")
 
 
 def metrics_along(y_true: np.ndarray, y_pred: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -1525,17 +1511,13 @@ def published_results(protocol: str) -> pd.DataFrame:
 
 def accuracy_note(folder: Path) -> str:
     """How far off this run's model is: its test figures if evaluated, else the paper's, so labelled."""
-    report = current_evaluation(folder)
+    report, why_not = current_evaluation(folder)
     if report:
-        stage = "fine-tuned" if report["model"] == "finetuned" else "frozen-head"
-        return (f"This run's {stage} model on its {report['n']:,} test faces ({report['protocol']}, "
-                f"from its evaluation.json): MAE {report['mae']:.2f} and RMSE {report['rmse']:.2f} "
-                f"score points, PC {report['pc']:.3f}.")
+        return (f"This run's {STAGE_NAMES[report['model']]} model on its {report['n']:,} test faces "
+                f"({report['protocol']}, from its evaluation.json): MAE {report['MAE']:.2f} and RMSE "
+                f"{report['RMSE']:.2f} score points, PC {report['PC']:.3f}.")
     paper = PUBLISHED.set_index(["protocol", "model"]).loc[("5-fold CV, mean", "ResNeXt-50")]
-    lead = ("Notebook 04 evaluated an earlier model of this run, not this one: run 04 again to "
-            "measure it." if (Path(folder) / "evaluation.json").is_file()
-            else "This run's model has not been evaluated yet (notebook 04 does it).")
-    return (f"{lead} For scale only, the paper's "
+    return (f"This run's model: {why_not}. For scale only, the paper's "
             f"ResNeXt-50 errs by MAE {paper['MAE']:.2f} and RMSE {paper['RMSE']:.2f} score points "
             "(the paper's figures, 5-fold mean, not this model's).")
 
@@ -1682,14 +1664,14 @@ def measure_framing(paths: list[str], limit: int = 200, seed: int = 0) -> dict:
             "images_tried": len(chosen)}
 
 
-def framing_for(data_root: Path) -> dict:
-    """The dataset's framing, measured once and kept in the work folder as framing-<dataset>.json."""
-    path = work_dir() / f"framing-{dataset_id(data_root)}.json"
+def framing_for(labels: pd.DataFrame) -> dict:
+    """The framing of the dataset of these labels (all_labels'), measured once and kept in the work
+    folder as framing-<dataset>.json; a synthetic dataset's is drawn, in its root."""
+    path = work_dir() / f"framing-{dataset_id(labels)}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    drawn = Path(data_root) / "synthetic_framing.json"
-    framing = (json.loads(drawn.read_text()) if drawn.is_file()
-               else measure_framing(all_labels(data_root)["path"].tolist()))
+    drawn = Path(labels["path"].iloc[0]).parents[1] / "synthetic_framing.json"  # root/Images/file
+    framing = json.loads(drawn.read_text()) if drawn.is_file() else measure_framing(labels["path"].tolist())
     save_json(path, framing)
     return framing
 
@@ -1791,7 +1773,6 @@ class Reference:
     true: np.ndarray
     predicted: np.ndarray
     mean_features: np.ndarray
-    average_prediction: float
     map_scale: float           # colour scale of the contribution maps, in score points
     source: str                # which faces, which predictions, in words
 
@@ -1824,18 +1805,27 @@ def save_reference(folder: Path, stage: str, model: keras.Model, frame: pd.DataF
         "stage": stage, "set": f"the {len(frame):,} test faces of {Path(folder).name}",
         "files": frame["file"].tolist(), "true": frame["score"].round(4).tolist(),
         "predicted": predicted.round(4).tolist(), "mean_features": mean_features.tolist(),
-        "average_prediction": float(predicted.mean()),
         "map_scale": float(np.percentile(np.abs(maps), 98))})  # 98th percentile of |cell|
 
 
+def out_of_fold_path(folder: Path) -> Path | None:
+    """Where the 5-fold protocol keeps, once for its five folds, the out-of-fold reference of a fold's
+    run (beside the runs, named by the settings the folds share); None for a run of another protocol."""
+    record = read_run(folder)
+    if not record["config"]["protocol"].startswith("fold"):
+        return None
+    shared = {**{k: record[k] for k in ("dataset", "recipe", "smoke")},
+              "config": {**record["config"], "protocol": "5-fold"}}
+    return Path(folder).parent / f"reference-5fold-{fingerprint_of(shared)}.json"
+
+
 def save_out_of_fold_reference(folders: list[Path]) -> None:
-    """Join the fine-tuned folds' test predictions into every fold's 5-fold reference."""
+    """Join the fine-tuned folds' test predictions into the 5-fold protocol's reference."""
     parts = [json.loads((Path(f) / "reference-finetuned.json").read_text()) for f in folders]
     joined = {key: [v for part in parts for v in part[key]] for key in ("files", "true", "predicted")}
-    for folder in folders:
-        save_json(Path(folder) / "reference-5fold.json", {
-            "set": f"the {len(joined['files']):,} faces of the 5-fold protocol, each predicted by "
-                   "the fine-tuned model of the fold that held it out", **joined})
+    save_json(out_of_fold_path(folders[0]), {
+        "set": f"the {len(joined['files']):,} faces of the 5-fold protocol, each predicted by "
+               "the fine-tuned model of the fold that held it out", **joined})
 
 
 def load_reference(folder: Path) -> Reference:
@@ -1846,13 +1836,12 @@ def load_reference(folder: Path) -> Reference:
         raise RunNotFoundError(f"{path.name} is missing in {folder}: the run was trained by an older "
                                "version of this project. Train it again with notebooks 02 and 03.")
     own = json.loads(path.read_text())
-    out_of_fold = Path(folder) / "reference-5fold.json"
-    scores = json.loads(out_of_fold.read_text()) if stage == "finetuned" and out_of_fold.is_file() else own
-    stage_name = "the fine-tuned model's" if stage == "finetuned" else "the frozen-head model's"
-    source = scores["set"] if scores is not own else f"{stage_name} predictions for {own['set']}"
+    out_of_fold = out_of_fold_path(folder) if stage == "finetuned" else None
+    scores = read_json(out_of_fold) if out_of_fold and out_of_fold.is_file() else own
+    source = (scores["set"] if scores is not own
+              else f"the {STAGE_NAMES[stage]} model's predictions for {own['set']}")
     return Reference(np.asarray(scores["true"], float), np.asarray(scores["predicted"], float),
-                     np.asarray(own["mean_features"], float), own["average_prediction"],
-                     own["map_scale"], source)
+                     np.asarray(own["mean_features"], float), own["map_scale"], source)
 
 
 def neighbour_count(n: int) -> int:

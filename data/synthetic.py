@@ -13,15 +13,17 @@ import pandas as pd
 
 if __name__ == "__main__":  # run as a script: utils is in the checkout above
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils import DATASET_DIRNAME, EXTRACTED_MARK, GROUPS, old_name, save_json
+from utils import DATASET_DIRNAME, GROUPS, old_name, save_json
 
 
 def make_synthetic_dataset(folder: Path, n: int = 300, image_size: int = 96, seed: int = 0,
                            naming: str = "current", with_ratings: bool = True) -> Path:
-    """Write a small dataset in the release's layout whose scores show in the pixels; its root."""
-    root = Path(folder) / DATASET_DIRNAME
-    if (root / EXTRACTED_MARK).is_file():
-        return root
+    """Write a small dataset in the release's layout whose scores show in the pixels; its root
+    (written beside it, then renamed: it exists only once whole)."""
+    final = Path(folder) / DATASET_DIRNAME
+    if final.is_dir():
+        return final
+    root = Path(folder) / f".partial-{DATASET_DIRNAME}"
     shutil.rmtree(root, ignore_errors=True)
     rng = np.random.default_rng(seed)
     counts = group_counts(n)
@@ -40,8 +42,8 @@ def make_synthetic_dataset(folder: Path, n: int = 300, image_size: int = 96, see
                 for r, v in enumerate(ratings[i])]
         pd.DataFrame(rows, columns=["Rater", "Filename", "Rating", "original Rating"]).to_excel(
             root / "All_Ratings.xlsx", index=False)
-    (root / EXTRACTED_MARK).touch()
-    return root
+    root.rename(final)
+    return final
 
 
 # Where synthetic_face draws the eyes (fractions of the image): known by construction, since a

@@ -14,12 +14,12 @@ import utils
 def test_metrics_against_values_worked_out_by_hand():
     true, pred = [1.0, 2.0, 3.0, 4.0], [1.5, 2.0, 2.5, 5.0]
     metrics = utils.regression_metrics(true, pred)
-    assert metrics["mae"] == pytest.approx((0.5 + 0 + 0.5 + 1) / 4)
-    assert metrics["rmse"] == pytest.approx(np.sqrt((0.25 + 0 + 0.25 + 1) / 4))
+    assert metrics["MAE"] == pytest.approx((0.5 + 0 + 0.5 + 1) / 4)
+    assert metrics["RMSE"] == pytest.approx(np.sqrt((0.25 + 0 + 0.25 + 1) / 4))
     # Pearson by hand: deviations from the means 2.5 and 2.75 are (-1.5, -.5, .5, 1.5) and
     # (-1.25, -.75, -.25, 2.25): products sum to 5.5, squares to 5 and 7.25
-    assert metrics["pc"] == pytest.approx(5.5 / np.sqrt(5 * 7.25))
-    assert metrics["spearman"] == pytest.approx(stats.spearmanr(true, pred)[0]) and metrics["n"] == 4
+    assert metrics["PC"] == pytest.approx(5.5 / np.sqrt(5 * 7.25))
+    assert metrics["Spearman"] == pytest.approx(stats.spearmanr(true, pred)[0]) and metrics["n"] == 4
 
 
 def test_metrics_agree_with_scipy():
@@ -27,13 +27,13 @@ def test_metrics_agree_with_scipy():
     true = rng.uniform(1, 5, 500)
     pred = true + rng.normal(0, 0.4, 500)
     metrics = utils.regression_metrics(true, pred)
-    assert metrics["pc"] == pytest.approx(stats.pearsonr(true, pred)[0])
-    assert metrics["spearman"] == pytest.approx(stats.spearmanr(true, pred)[0])
+    assert metrics["PC"] == pytest.approx(stats.pearsonr(true, pred)[0])
+    assert metrics["Spearman"] == pytest.approx(stats.spearmanr(true, pred)[0])
 
 
 def test_a_perfect_prediction():
     metrics = utils.regression_metrics([1, 2, 3.5], [1, 2, 3.5])
-    assert metrics["pc"] == pytest.approx(1) and metrics["mae"] == 0 and metrics["rmse"] == 0
+    assert metrics["PC"] == pytest.approx(1) and metrics["MAE"] == 0 and metrics["RMSE"] == 0
 
 
 def test_a_constant_prediction_gets_a_message_not_nan():
@@ -47,11 +47,11 @@ def test_bootstrap_intervals_contain_the_point_and_shrink_with_more_faces():
     pred = true + rng.normal(0, 0.5, 2000)
     small = utils.bootstrap_metrics(true[:200], pred[:200], samples=500)
     large = utils.bootstrap_metrics(true, pred, samples=500)
-    for name in ("pc", "mae", "rmse", "spearman"):
+    for name in utils.METRICS:
         value, low, high = large[name]
         assert low <= value <= high
         assert high - low < small[name][2] - small[name][1]
-    assert large["mae"][1] < 0.4 < large["mae"][2]  # the noise's true MAE is 0.5 * sqrt(2/pi)
+    assert large["MAE"][1] < 0.4 < large["MAE"][2]  # the noise's true MAE is 0.5 * sqrt(2/pi)
 
 
 def test_the_intervals_are_percentiles_of_the_figures_over_resampled_faces():
@@ -63,7 +63,7 @@ def test_the_intervals_are_percentiles_of_the_figures_over_resampled_faces():
     figures = pd.DataFrame([utils.regression_metrics(true[drawn], pred[drawn])
                             for drawn in np.random.default_rng(7).integers(0, 300, (200, 300))])
     intervals = utils.bootstrap_metrics(true, pred, samples=200, seed=7)
-    for name in ("pc", "mae", "rmse", "spearman"):
+    for name in utils.METRICS:
         assert intervals[name][1:] == pytest.approx(np.percentile(figures[name], [2.5, 97.5]), rel=1e-12)
 
 
@@ -88,7 +88,7 @@ def simulated_faces(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
 def simulated_reference(rng, n: int) -> utils.Reference:
     """A reference of n simulated faces."""
     true, predicted = simulated_faces(rng, n)
-    return utils.Reference(true, predicted, np.zeros(1), 0.0, 1.0, "simulated")
+    return utils.Reference(true, predicted, np.zeros(1), 1.0, "simulated")
 
 
 def test_the_percentile_is_calibrated_where_ranking_among_true_scores_is_not():
@@ -217,7 +217,7 @@ def test_chance_names_a_group_in_at_most_about_5_percent_of_test_sets():
 
 
 def test_aggregation_over_folds():
-    reports = [{"protocol": f"fold{k}", "pc": pc, "mae": mae, "rmse": mae + 0.1, "n": 1100,
+    reports = [{"protocol": f"fold{k}", "PC": pc, "MAE": mae, "RMSE": mae + 0.1, "n": 1100,
                 "model": "finetuned"}
                for k, (pc, mae) in enumerate([(0.90, 0.22), (0.92, 0.20), (0.88, 0.24),
                                                (0.91, 0.21), (0.89, 0.23)], start=1)]
@@ -225,7 +225,7 @@ def test_aggregation_over_folds():
     assert table.loc["mean", "PC"] == pytest.approx(0.90)
     assert table.loc["SD", "PC"] == pytest.approx(np.std([0.90, 0.92, 0.88, 0.91, 0.89], ddof=1))
     assert table.loc["mean", "MAE"] == pytest.approx(0.22)
-    assert table.loc["fold2", "N"] == 1100 and set(table["STAGE"]) == {"finetuned"}
+    assert table.loc["fold2", "n"] == 1100 and set(table["stage"]) == {"finetuned"}
     reports[0]["model"] = "frozen"  # fold 1 evaluated before its fine-tune
     with pytest.raises(utils.RunNotFoundError, match=r"different stages \(fold1 frozen, fold2 finetuned"):
         utils.aggregate_folds(reports)

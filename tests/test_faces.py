@@ -134,7 +134,7 @@ def reference():
     """A reference whose average face is a random feature vector; predictions spread over 1-5."""
     predicted = np.linspace(1, 5, 201)
     return utils.Reference(predicted + 0.1, predicted, np.random.default_rng(1).uniform(0, 1, utils.FEATURES),
-                           3.0, 0.5, "a test reference")
+                           0.5, "a test reference")
 
 
 def test_contribution_maps_average_to_the_score_minus_the_average_prediction(model, reference):
@@ -217,9 +217,11 @@ def test_the_out_of_fold_reference_is_taken_once_5_fold_has_run(tmp_path):
     folders = []
     for k in range(1, 6):
         folder = tmp_path / f"fold{k}"
+        utils.save_json(folder / "run.json", {"config": {"protocol": f"fold{k}", "seed": 0}, "dataset": "d",
+                                              "recipe": utils.RECIPE_VERSION, "smoke": False})
         utils.save_json(folder / "reference-finetuned.json", {
             "set": "x", "files": [f"AF{k}.jpg"], "true": [float(k)], "predicted": [k + 0.5],
-            "mean_features": [0.0], "average_prediction": 3.0, "map_scale": 1.0})
+            "mean_features": [0.0], "map_scale": 1.0})
         folders.append(folder)
     with pytest.raises(utils.RunNotFoundError, match="reference-frozen.json is missing"):
         utils.load_reference(folders[0])                # no finetuned.keras: the stage-1 reference
@@ -228,6 +230,15 @@ def test_the_out_of_fold_reference_is_taken_once_5_fold_has_run(tmp_path):
     utils.save_out_of_fold_reference(folders)
     reference = utils.load_reference(folders[0])
     assert reference.predicted.tolist() == [1.5, 2.5, 3.5, 4.5, 5.5] and "5-fold" in reference.source
+    [joined] = tmp_path.glob("reference-5fold-*.json")
+    assert joined == utils.out_of_fold_path(folders[0])
+    for folder in folders[1:]:  # one file serves every fold
+        (folder / "finetuned.keras").touch()
+        assert utils.load_reference(folder).predicted.tolist() == [1.5, 2.5, 3.5, 4.5, 5.5]
+    other_seed = folders[0].parent / "other"
+    utils.save_json(other_seed / "run.json", {"config": {"protocol": "fold1", "seed": 1}, "dataset": "d",
+                                              "recipe": utils.RECIPE_VERSION, "smoke": False})
+    assert utils.out_of_fold_path(other_seed) != utils.out_of_fold_path(folders[0])
 
 
 def test_shifted_eyes_move_in_the_detectors_pixels_in_image_order():

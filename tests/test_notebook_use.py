@@ -97,7 +97,7 @@ def test_the_protocol_switch_is_safe_to_save(monkeypatch, capsys):
     assert utils.protocols_to_run(False) == [] and "RUN_FULL_PROTOCOLS = True" in capsys.readouterr().out
     assert utils.protocols_to_run(True) == ["5-fold", "60/40"]
     monkeypatch.setenv("FBP_SMOKE", "1")
-    assert utils.protocols_to_run(False) == ["5-fold"]
+    assert utils.protocols_to_run(True) == ["5-fold"] and utils.protocols_to_run(False) == []
     # the copy of 04 a runner executes for one fold, from a saved notebook with the switch on
     monkeypatch.setenv("FBP_CONFIG", json.dumps({"protocol": "fold2"}))
     assert utils.protocols_to_run(True) == [] and "no protocol here" in capsys.readouterr().out

@@ -122,7 +122,7 @@ def test_02_runs_in_smoke_mode(smoke):
     execute(NOTEBOOKS[1])
     record = utils.read_run(default_run(smoke))
     assert (default_run(smoke) / "frozen.keras").is_file() and record["smoke"] is True
-    assert record["frozen"]["val"]["pc"] > 0.8
+    assert record["frozen"]["val"]["PC"] > 0.8
     assert len(utils.load_reference(default_run(smoke)).true) == 60  # fold1's test part
     assert record["framing"] == synthetic.SYNTHETIC_FRAMING
 
@@ -149,14 +149,14 @@ def test_04_runs_in_smoke_mode_and_the_protocols_end_to_end(smoke, monkeypatch):
     assert all(f"  fold{k} | Epoch 2/2" in printed for k in range(2, 6))  # the folds' progress shows
     fold1 = default_run(smoke)
     report = json.loads((fold1 / "evaluation.json").read_text())
-    assert {"pc", "mae", "rmse", "n", "protocol", "groups", "ci95"} <= set(report)
-    assert report["protocol"] == "fold1" and report["n"] == 60 and report["pc"] >= 0.8
+    assert {"PC", "MAE", "RMSE", "Spearman", "n", "protocol", "groups", "ci95"} <= set(report)
+    assert report["protocol"] == "fold1" and report["n"] == 60 and report["PC"] >= 0.8
     assert set(report["groups"]) == set(utils.GROUPS) and report["human"]["raters"] == 60
     assert all((fold1 / f"{name}.png").is_file() for name in ("predicted_vs_true", "distributions",
                                                               "residuals", "groups", "worst_faces"))
     for name in ["fold2", "fold3", "fold4", "fold5"]:
         [folder] = (smoke / "runs").glob(f"{name}-*")
-        assert json.loads((folder / "evaluation.json").read_text())["pc"] > 0.5
+        assert json.loads((folder / "evaluation.json").read_text())["PC"] > 0.5
     # running a protocol again trains nothing
     monkeypatch.setattr(utils, "run_notebook", lambda *a, **k: pytest.fail("trained again"))
     table = utils.run_protocol("5-fold", utils.Config().smoke(), smoke / "synthetic" / utils.DATASET_DIRNAME)

@@ -34,7 +34,7 @@ def test_a_smoke_run_and_a_real_run_share_nothing(small_root, work, monkeypatch)
     monkeypatch.setenv("FBP_SMOKE", "1")
     assert utils.work_dir() == work / "smoke"
     smoke_run = stage_one(SMOKE, small_root, monkeypatch)
-    dataset = utils.dataset_id(small_root)
+    dataset = utils.dataset_id(utils.all_labels(small_root))
     assert utils.current_run(dataset=dataset)[0] == smoke_run  # as 03 finds it for the runner
     assert smoke_run.parent == work / "smoke" / "runs" and utils.read_run(smoke_run)["smoke"] is True
     assert "SMOKE RUN" in utils.describe_run(smoke_run)
@@ -60,9 +60,9 @@ def test_other_data_is_another_run(small_root, work, monkeypatch, tmp_path):
     stage_one(SMOKE, small_root, monkeypatch)
     other = synthetic.make_synthetic_dataset(tmp_path / "other", n=60, image_size=48, seed=1,
                                              with_ratings=False)
-    assert utils.dataset_id(other) != utils.dataset_id(small_root)
+    assert utils.dataset_id(utils.all_labels(other)) != utils.dataset_id(utils.all_labels(small_root))
     stage_one(SMOKE, other, monkeypatch)
-    runs = {utils.run_dir(SMOKE, utils.dataset_id(root)) for root in (other, small_root)}
+    runs = {utils.run_dir(SMOKE, utils.dataset_id(utils.all_labels(root))) for root in (other, small_root)}
     assert len(runs) == 2 and all((run / "frozen.keras").is_file() for run in runs)
 
 
@@ -76,7 +76,7 @@ def test_fine_tune_with_other_settings_than_stage_one_says_what_differs(small_ro
 def test_03_to_05_continue_the_run_02_set_up_never_the_newest(work, small_root, monkeypatch, capsys):
     with pytest.raises(utils.RunNotFoundError, match="No run chosen yet: run notebook 02 first"):
         utils.current_run()
-    folder, identity = utils.open_run(SMOKE, small_root)  # what 02's cells do
+    folder, identity = utils.open_run(SMOKE, utils.all_labels(small_root))  # what 02's cells do
     assert "Notebooks 03, 04 and 05 continue this run" in capsys.readouterr().out
     utils.update_run(folder, **identity, frozen={"epochs": 3})
     dataset = identity["dataset"]
@@ -97,20 +97,21 @@ def test_03_to_05_continue_the_run_02_set_up_never_the_newest(work, small_root, 
     # a protocol runner's fold: 02 opens the fold's run but leaves the user's current run alone
     fold2 = replace(SMOKE, protocol="fold2")
     monkeypatch.setenv("FBP_CONFIG", json.dumps(asdict(fold2)))
-    assert utils.open_run(fold2, small_root)[0] == utils.current_run(dataset=dataset)[0] != folder
+    labels = utils.all_labels(small_root)
+    assert utils.open_run(fold2, labels)[0] == utils.current_run(dataset=dataset)[0] != folder
     monkeypatch.delenv("FBP_CONFIG")
     assert utils.current_run() == (folder, identity)
 
 
 def test_framing_is_kept_per_dataset(small_root, work, tmp_path):
-    framing = utils.framing_for(small_root)
+    framing = utils.framing_for(utils.all_labels(small_root))
     assert framing == synthetic.SYNTHETIC_FRAMING
-    assert (work / f"framing-{utils.dataset_id(small_root)}.json").is_file()
+    assert (work / f"framing-{utils.dataset_id(utils.all_labels(small_root))}.json").is_file()
     real_like = synthetic.make_synthetic_dataset(tmp_path / "other", n=60, image_size=48, seed=1,
                                                  with_ratings=False)
     (real_like / "synthetic_framing.json").unlink()  # a dataset whose framing must be measured
     with pytest.raises(utils.FramingError, match="Faces were found in only 0"):
-        utils.framing_for(real_like)  # not the other dataset's (drawn) framing
+        utils.framing_for(utils.all_labels(real_like))  # not the other dataset's (drawn) framing
 
 
 def state_epoch(backup) -> int:
@@ -135,7 +136,7 @@ RESUMABLE = textwrap.dedent("""
 def test_a_killed_fine_tune_resumes_from_its_last_epoch(small_root, work, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(RESUMABLE.format(tests=str(ROOT / "tests"), data=str(small_root)))
-    folder = utils.run_dir(SMOKE, utils.dataset_id(small_root))
+    folder = utils.run_dir(SMOKE, utils.dataset_id(utils.all_labels(small_root)))
     backup = folder / "backup"
     env = {**os.environ, "FBP_WORK_DIR": str(work)}
     first = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
@@ -272,13 +273,13 @@ def fake_fold_notebooks(dataset: str, calls: list):
             model = utils.current_model(folder)
             utils.save_json(folder / "evaluation.json", {
                 "protocol": cfg.protocol, "model": model["stage"], "evaluated": model, "n": 10,
-                "pc": 0.9 if model["stage"] == "finetuned" else 0.8, "mae": 0.2, "rmse": 0.3})
+                "PC": 0.9 if model["stage"] == "finetuned" else 0.8, "MAE": 0.2, "RMSE": 0.3})
     return run
 
 
 def test_a_protocol_reevaluates_a_fold_evaluated_before_its_fine_tune(small_root, work, monkeypatch):
     # the user ran 02 and 04 for fold 1, then the 5-fold protocol (which runs 03 for fold 1)
-    dataset, calls = utils.dataset_id(small_root), []
+    dataset, calls = utils.dataset_id(utils.all_labels(small_root)), []
     monkeypatch.setattr(utils, "run_notebook", fake_fold_notebooks(dataset, calls))
     fold1 = utils.run_dir(SMOKE, dataset)
     utils.run_notebook("02_frozen_head", SMOKE, small_root, fold1)
@@ -286,7 +287,7 @@ def test_a_protocol_reevaluates_a_fold_evaluated_before_its_fine_tune(small_root
     assert "test PC 0.800 (frozen-head model" in utils.describe_run(fold1)
     table = utils.run_protocol("5-fold", SMOKE, small_root)
     assert calls.count(("04_evaluation", "fold1")) == 2  # evaluated again after its fine-tune
-    assert table["STAGE"].tolist() == ["finetuned"] * 7 and table.loc["fold1", "PC"] == 0.9
+    assert table["stage"].tolist() == ["finetuned"] * 7 and table.loc["fold1", "PC"] == 0.9
     assert table.loc["mean", "PC"] == pytest.approx(0.9)
     assert "test PC 0.900 (fine-tuned model" in utils.describe_run(fold1)
     assert "MAE 0.20" in utils.accuracy_note(fold1)
@@ -296,13 +297,14 @@ def test_a_protocol_reevaluates_a_fold_evaluated_before_its_fine_tune(small_root
 
 
 def test_no_note_or_description_quotes_an_earlier_models_evaluation(work, small_root, monkeypatch):
-    dataset, calls = utils.dataset_id(small_root), []
+    dataset, calls = utils.dataset_id(utils.all_labels(small_root)), []
     run = fake_fold_notebooks(dataset, calls)
     folder = utils.run_dir(SMOKE, dataset)
     for name in ("02_frozen_head", "04_evaluation", "03_finetune"):  # fine-tuned after 04 ran
         run(name, SMOKE, small_root, folder)
-    assert utils.current_evaluation(folder) is None
+    report, why_not = utils.current_evaluation(folder)
+    assert report is None and why_not.startswith("notebook 04 evaluated an earlier model of this run")
     note = utils.accuracy_note(folder)
-    assert note.startswith("Notebook 04 evaluated an earlier model of this run, not this one")
+    assert note.startswith(f"This run's model: {why_not}.")
     assert "0.80" not in note and "paper's" in note
-    assert "its current model not evaluated yet (run notebook 04 again)" in utils.describe_run(folder)
+    assert why_not in utils.describe_run(folder) and "0.80" not in utils.describe_run(folder)
