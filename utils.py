@@ -428,7 +428,7 @@ def protocol_files(root: Path, protocol: str) -> tuple[Path, Path]:
 
 
 def locate_images(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
-    """The labels with each image's path and size in bytes; raises naming the images that are missing."""
+    """The labels with each image's path; raises naming the images that are missing."""
     images = Path(root) / "Images"
     on_disk = {p.name for p in images.iterdir()}
     names = [f if f in on_disk else old_name(f) for f in frame["file"]]
@@ -438,8 +438,7 @@ def locate_images(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
             f"{len(missing)} image(s) named in the label files are missing from {images}: "
             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}. "
             "Re-extract the dataset (delete the folder and re-run) or fix FBP_DATA_DIR.")
-    paths = [str(images / n) for n in names]
-    return frame.assign(path=paths, bytes=[os.path.getsize(p) for p in paths])
+    return frame.assign(path=[str(images / n) for n in names])
 
 
 def load_protocol(root: Path, protocol: str = "fold1", val_fraction: float = 0.1,
@@ -480,9 +479,11 @@ def validation_mask(train: pd.DataFrame, fraction: float, seed: int) -> np.ndarr
 
 
 def all_labels(root: Path) -> pd.DataFrame:
-    """Every labelled image of the release (the union of fold 1's train and test files)."""
+    """Every labelled image of the release (the union of fold 1's train and test files), with its
+    path and size in bytes (what the dataset's fingerprint is made of)."""
     parts = [read_labels(p) for p in protocol_files(root, "fold1")]
-    return locate_images(root, pd.concat(parts).sort_values("file", key=natural_key).reset_index(drop=True))
+    labels = locate_images(root, pd.concat(parts).sort_values("file", key=natural_key).reset_index(drop=True))
+    return labels.assign(bytes=[os.path.getsize(p) for p in labels["path"]])
 
 
 def verify_images(paths: list[str], workers: int = 8) -> None:
@@ -691,7 +692,7 @@ def use_precision(model: keras.Model, policy: str) -> None:
 
 
 def dataset_fingerprint(frame: pd.DataFrame) -> str:
-    """A hash of the image names, sizes and scores (of labels as all_labels and load_protocol give them)."""
+    """A hash of the image names, sizes and scores (of labels as all_labels gives them)."""
     text = "".join(f"{f}:{n}:{s:.6f};" for f, n, s in zip(frame["file"], frame["bytes"], frame["score"],
                                                          strict=True))
     return hashlib.sha1(text.encode()).hexdigest()[:16]
