@@ -16,5 +16,5 @@ python3 -m venv .venv-colab
 # checkpointed epoch (the others differ only in where the same callbacks stop); not the
 # shuffled-labels check (a leak of labels into the pipeline does not depend on the version).
 .venv-colab/bin/python -m pytest tests/test_faces.py tests/test_model.py tests/test_training.py \
-    tests/test_runs.py tests/test_recipe.py tests/test_colab.py \
+    tests/test_runs.py tests/test_recipe.py tests/test_colab.py tests/test_notebook_use.py \
     -k "not shuffled_labels and not killed_before_checkpoint and not killed_during_checkpoint"
