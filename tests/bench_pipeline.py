@@ -63,7 +63,7 @@ def measure(mode: str) -> dict:
         sys.path.insert(0, str(ROOT / "tests"))
         from conftest import run_cells
 
-        pipeline = run_cells("03_finetune", "augment", tf=tf, train=pipeline)["train"]
+        pipeline = run_cells("03_finetune", "augment", tf=tf, train_images=pipeline)["train"]
     if mode == "uint8_train_keras_layers":  # the alternative: Keras' augmentation layers, here on the CPU
         augment = keras.Sequential([keras.layers.RandomFlip("horizontal"),
                                     keras.layers.RandomTranslation(0.05, 0.05, fill_mode="nearest"),
