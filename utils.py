@@ -708,16 +708,21 @@ def cached_features(model: keras.Model, frame: pd.DataFrame, image_size: int, ca
         print(f"Features loaded from the cache {path.name}.")
         return pd.DataFrame(np.load(path), index=frame["file"])
     print("ResNet50 features of every image, once (Keras' bar counts batches):")
-    images = make_dataset(frame, image_size, batch_size).map(lambda x, y: x)
+    images = image_batches(frame, image_size, batch_size)
     features = feature_extractor(model).predict(images, verbose=1).astype("float32")
     write_atomically(path, lambda file: np.save(file, features))
     return pd.DataFrame(features, index=frame["file"])
 
 
+def image_batches(frame: pd.DataFrame, image_size: int, batch_size: int = 64) -> tf.data.Dataset:
+    """The frame's images alone (no scores), batched in its order, for predict."""
+    return make_dataset(frame, image_size, batch_size).map(lambda x, y: x)
+
+
 def predict_scores(model: keras.Model, frame: pd.DataFrame, image_size: int,
                    batch_size: int = 64, mirror: bool = False) -> np.ndarray:
     """Predicted scores of the frame's images (or of their horizontal mirrors), in its order."""
-    images = make_dataset(frame, image_size, batch_size).map(lambda x, y: x)
+    images = image_batches(frame, image_size, batch_size)
     if mirror:
         images = images.map(lambda x: tf.reverse(x, axis=[2]))
     return model.predict(images, verbose=0).ravel()
@@ -853,14 +858,18 @@ def open_run(cfg: Config, labels: pd.DataFrame) -> tuple[Path, dict]:
     return folder, identity
 
 
+def saved_run_names() -> str:
+    """The saved runs' folder names, for a message: 'fold1-3fa2c1d0e4, ...' or 'none yet'."""
+    return ", ".join(f.name for f, _ in saved_runs()) or "none yet"
+
+
 def named_run(name: str) -> tuple[Path, dict]:
     """The saved run called name (a folder of runs/) and its record; says which runs exist if none is."""
     folder = work_dir() / "runs" / name
     record = read_run(folder)
     if not record:
-        saved = ", ".join(f.name for f, _ in saved_runs()) or "none yet"
         raise RunNotFoundError(f"There is no run called {name!r} in {folder.parent}. Saved runs: "
-                               f"{saved}. Set RUN_NAME to one of them, or to None.")
+                               f"{saved_run_names()}. Set RUN_NAME to one of them, or to None.")
     return folder, record
 
 
@@ -869,17 +878,16 @@ def current_run(name: str | None = None, dataset: str | None = None) -> tuple[Pa
     the saved run called name, else the one notebook 02 set up last (never a guess such as the
     newest folder). Checks it was made on this dataset, when given, and says which run it is."""
     if one_fold_of_a_protocol():
-        identity = run_identity(Config.for_environment(Config()), dataset)
-        folder, how = run_dir(Config(**identity["config"]), dataset), "this fold of the protocol"
+        cfg = Config().for_environment()
+        identity, folder, how = run_identity(cfg, dataset), run_dir(cfg, dataset), "this fold of the protocol"
     elif name:
         (folder, identity), how = named_run(name), "named in RUN_NAME"
     else:
         chosen = read_json(current_run_file())
         if chosen is None:
-            saved = ", ".join(f.name for f, _ in saved_runs()) or "none yet"
             raise RunNotFoundError(
                 "No run chosen yet: run notebook 02 first (its parameters cell sets up the run that "
-                f"notebooks 03, 04 and 05 continue), or set RUN_NAME to a saved run ({saved}).")
+                f"notebooks 03, 04 and 05 continue), or set RUN_NAME to a saved run ({saved_run_names()}).")
         folder, identity = work_dir() / "runs" / chosen.pop("run"), chosen
         how = "set up by notebook 02"
     if dataset and identity["dataset"] != dataset:
@@ -1794,8 +1802,7 @@ def save_reference(folder: Path, stage: str, model: keras.Model, frame: pd.DataF
                    image_size: int, features: np.ndarray | None = None) -> Path:
     """Keep the stage's test predictions, true scores, mean features and map colour scale for 05."""
     if features is None:
-        images = make_dataset(frame, image_size, 64).map(lambda x, y: x)
-        features = feature_extractor(model).predict(images, verbose=0)
+        features = feature_extractor(model).predict(image_batches(frame, image_size), verbose=0)
     features = np.asarray(features, dtype=float)
     kernel, bias = (keras.ops.convert_to_numpy(w).astype(float) for w in model.get_layer("score").weights)
     predicted = features @ kernel[:, 0] + bias[0]
@@ -1838,7 +1845,7 @@ def load_reference(folder: Path) -> Reference:
                                "version of this project. Train it again with notebooks 02 and 03.")
     own = json.loads(path.read_text())
     out_of_fold = out_of_fold_path(folder) if stage == "finetuned" else None
-    scores = read_json(out_of_fold) if out_of_fold and out_of_fold.is_file() else own
+    scores = (out_of_fold and read_json(out_of_fold)) or own
     source = (scores["set"] if scores is not own
               else f"the {STAGE_NAMES[stage]} model's predictions for {own['set']}")
     return Reference(np.asarray(scores["true"], float), np.asarray(scores["predicted"], float),
