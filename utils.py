@@ -11,6 +11,7 @@ synthetic dataset is made by data/synthetic.py.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -130,13 +131,24 @@ def show_errors_plainly() -> None:
     shell.fbp_plain_errors = True
 
 
+def accelerator() -> str:
+    """The GPU's name (e.g. 'Tesla T4'), or 'CPU' without one."""
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU"
+
+
+def peak_gpu_gb() -> float | None:
+    """The most GPU memory TensorFlow has held in this kernel so far, in GB; None without a GPU."""
+    if not tf.config.list_physical_devices("GPU"):
+        return None
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 1e9
+
+
 def describe_runtime() -> str:
     """One line on TensorFlow, Keras and the accelerator, with a hint when there is no GPU."""
-    gpus = tf.config.list_physical_devices("GPU")
     line = f"TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-    if gpus:
-        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-        return line + f"GPU: {name}"
+    if accelerator() != "CPU":
+        return line + f"GPU: {accelerator()}"
     hint = ("Runtime > Change runtime type > T4 GPU" if in_colab()
             else "training the full model on a CPU takes many hours; use Colab's free T4")
     return line + f"no GPU found ({hint})."
@@ -199,6 +211,10 @@ class DriveNotMountedError(Exception):
 
 class NoSpaceError(Exception):
     """The work folder's disk (in Colab, your Drive) has no room for what a run will write."""
+
+
+class GPUMemoryError(Exception):
+    """The GPU ran out of memory while training."""
 
 
 def gdrive_url(file_id: str = GDRIVE_FILE_ID) -> str:
@@ -560,15 +576,23 @@ def load_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
 
+def targets(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """What the model learns of each face: its score and, when the frame has the raters' shares
+    (add_rating_shares), their distribution; keyed by the model's outputs."""
+    learned = {"score": frame["score"].to_numpy(dtype="float32")}
+    if set(SHARES) <= set(frame.columns):
+        learned["distribution"] = frame[SHARES].to_numpy(dtype="float32")
+    return learned
+
+
 def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, training: bool = False,
                  seed: int = 0):
-    """(uint8 image, score) batches: decoded, resized and cached; shuffled when training (notebook
-    03 then maps its augmentation over them), else in the frame's order."""
+    """(uint8 image, targets) batches: decoded, resized and cached; shuffled when training
+    (notebook 03 then maps its augmentation over them), else in the frame's order."""
     if training:  # a random cache order lets a small shuffle buffer mix the groups well
         frame = frame.sample(frac=1.0, random_state=seed)
     paths = frame["path"].astype(str).to_numpy()
-    scores = frame["score"].to_numpy(dtype="float32")
-    data = tf.data.Dataset.from_tensor_slices((paths, scores))
+    data = tf.data.Dataset.from_tensor_slices((paths, targets(frame)))
     data = data.map(lambda p, y: (load_image(p, image_size), y),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
     if training:
@@ -601,6 +625,35 @@ def read_ratings(root: Path) -> pd.DataFrame | None:
     return ratings.reset_index(drop=True)
 
 
+RATINGS = (1, 2, 3, 4, 5)
+SHARES = [f"share_{rating}" for rating in RATINGS]  # of a face's raters who gave each rating
+
+
+def rating_shares(root: Path, labels: pd.DataFrame) -> pd.DataFrame:
+    """Per image (all_labels' rows), the share of its 60 raters who gave 1, 2, 3, 4 and 5, from
+    All_Ratings.xlsx; read once per dataset (a minute for the real file) and kept in the work folder."""
+    path = work_dir() / f"rating-shares-{dataset_id(labels)}.csv"
+    if path.is_file():
+        return pd.read_csv(path, index_col="file")
+    ratings = read_ratings(root)
+    if ratings is None:
+        raise DatasetLayoutError(
+            f"label_distribution=True learns how the 60 raters rated each face, which All_Ratings.xlsx "
+            f"holds, and {root} has no All_Ratings.xlsx. Put the release's file there (it is in the "
+            "zip), or set label_distribution=False in notebook 02's parameters cell.")
+    counts = pd.crosstab(ratings["file"], ratings["Rating"].round().astype(int))
+    counts = counts.reindex(index=labels["file"], columns=list(RATINGS), fill_value=0)
+    shares = counts.div(counts.sum(axis=1), axis=0).set_axis(SHARES, axis=1).rename_axis("file")
+    write_atomically(path, lambda file: shares.to_csv(file))
+    return shares
+
+
+def add_rating_shares(parts: dict[str, pd.DataFrame], root: Path, labels: pd.DataFrame) -> dict:
+    """The protocol's parts with each face's rating shares as columns (SHARES), for a distribution head."""
+    shares = rating_shares(root, labels)
+    return {name: part.join(shares, on="file") for name, part in parts.items()}
+
+
 def rating_columns(sheet: pd.DataFrame) -> pd.DataFrame | None:
     """A sheet's Rater, file and Rating columns (names matched ignoring case), or None."""
     columns = {str(c).strip().lower(): c for c in sheet.columns}
@@ -623,15 +676,46 @@ def ratings_complete(ratings: pd.DataFrame, images: set[str]) -> bool:
 # Model: the layers a saved model needs registered, mixed precision, the feature cache
 # ---------------------------------------------------------------------------------------
 
-FEATURES = 2048
+@dataclass(frozen=True)
+class Backbone:
+    """What the recipe needs to know of a keras.applications backbone beyond its constructor."""
+
+    module: str                # its keras.applications module, whose preprocess_input the model applies
+    batch_size: int            # the default batch, estimated to fit a T4's memory at 350 px
+
+
+# Estimated peaks of a fine-tune at 350 px in batches of 32 on a T4 (tests/bench_backbones.py: the
+# training state, every layer's activations in float16, 30 % slack and 1 GB for CUDA; README,
+# "Backbones"): ResNet50 8.5 GB, ConvNeXtTiny 6.8 GB, EfficientNetV2S 9.4 GB of about 15. The
+# largest batch within 14 GB is 48, 64 and 48; all keep 32, the blog's recipe's, so that the
+# ablation compares backbones, not batch sizes.
+BACKBONES = {
+    "ResNet50": Backbone("resnet50", 32),
+    "ConvNeXtTiny": Backbone("convnext", 32),
+    "EfficientNetV2S": Backbone("efficientnet_v2", 32),
+}
+
+
+class SettingError(ValueError):
+    """A setting of Config that the recipe cannot use."""
 
 
 @keras.saving.register_keras_serializable(package="fbp")
 class ImageNetPreprocess(keras.layers.Layer):
-    """ResNet50's own preprocessing (RGB->BGR, minus the ImageNet mean) of uint8 images."""
+    """The backbone's own preprocess_input, on uint8 images: for ResNet50 "caffe" mode (RGB->BGR,
+    minus the ImageNet mean); for ConvNeXt and EfficientNetV2 nothing, as their models rescale and
+    normalise their 0-255 input themselves (Keras' include_preprocessing)."""
+
+    def __init__(self, backbone: str = "ResNet50", **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
 
     def call(self, images):
-        return keras.applications.resnet50.preprocess_input(keras.ops.cast(images, "float32"))
+        module = getattr(keras.applications, BACKBONES[self.backbone].module)
+        return module.preprocess_input(keras.ops.cast(images, "float32"))
+
+    def get_config(self):
+        return {**super().get_config(), "backbone": self.backbone}
 
 
 @keras.saving.register_keras_serializable(package="fbp")
@@ -656,15 +740,43 @@ def with_inference_batchnorm(model: keras.Model) -> keras.Model:
     return copy
 
 
+@keras.saving.register_keras_serializable(package="fbp")
+class RatingShares(keras.layers.Layer):
+    """The share of raters who would give each rating 1-5: each rater's impression of the face is
+    taken as normal around a centre with a spread, both learned from the features (one Dense(2),
+    zero at the start: centre 3, spread 0.74), and rounded to the scale (an ordinal probit)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.centre_and_spread = keras.layers.Dense(2, kernel_initializer="zeros", dtype="float32")
+
+    def build(self, input_shape):
+        self.centre_and_spread.build(input_shape)
+
+    def call(self, features):
+        both = self.centre_and_spread(keras.ops.cast(features, "float32"))
+        centre, spread = 3.0 + both[:, :1], keras.ops.softplus(both[:, 1:]) + 0.05
+        cuts = keras.ops.convert_to_tensor([[1.5, 2.5, 3.5, 4.5]], dtype="float32")  # between ratings
+        below = 0.5 * (1 + keras.ops.erf((cuts - centre) / (spread * np.sqrt(2))))
+        ends = keras.ops.concatenate([keras.ops.zeros_like(centre), below, keras.ops.ones_like(centre)],
+                                     axis=1)  # the normal's mass below each cut, 0 and 1 at the ends
+        return ends[:, 1:] - ends[:, :-1]
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    """The model's backbone (ResNet50, ConvNeXtTiny, ...): the one model among its layers."""
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+
+
 def feature_extractor(model: keras.Model) -> keras.Model:
-    """The model up to the 2048-d pooled features (the head's input)."""
+    """The model up to the backbone's pooled features (the heads' input)."""
     return keras.Model(model.inputs, model.get_layer("score").input, name="features")
 
 
 def weights_fingerprint(model: keras.Model) -> str:
     """A hash of the backbone's weights: equal hashes give equal features."""
     digest = hashlib.sha1()
-    for weight in model.get_layer("resnet50").weights:
+    for weight in backbone_of(model).weights:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     return digest.hexdigest()[:16]
 
@@ -678,7 +790,7 @@ def precision_policy() -> str:
 
 
 def use_precision(model: keras.Model, policy: str) -> None:
-    """Make every layer compute under a dtype policy, except the preprocessing and the score
+    """Make every layer compute under a dtype policy, except the preprocessing and the heads
     (kept in float32 for a stable loss); the weights stay float32 either way."""
     def layers(parent):
         for layer in getattr(parent, "layers", []):
@@ -687,8 +799,24 @@ def use_precision(model: keras.Model, policy: str) -> None:
 
     model.dtype_policy = policy
     for layer in layers(model):
-        if layer.name not in ("preprocess", "score"):
+        if layer.name not in ("preprocess", *HEADS):
             layer.dtype_policy = policy
+
+
+HEADS = ("score", "distribution")  # the model's outputs; the second with label_distribution only
+
+
+def compile_arguments(cfg: Config) -> dict:
+    """model.compile's loss, loss_weights and metrics, the same for the head (02) and the whole model
+    (03): squared error on the score (the blog's; MAE and RMSE in score points beside it), and with
+    label_distribution the KL divergence of the predicted shares from the raters', weighted."""
+    arguments = {"loss": {"score": "mse"}, "loss_weights": {"score": 1.0},
+                 "metrics": {"score": [keras.metrics.MeanAbsoluteError(name="mae"),
+                                       keras.metrics.RootMeanSquaredError(name="rmse")]}}
+    if cfg.label_distribution:
+        arguments["loss"]["distribution"] = keras.losses.KLDivergence()
+        arguments["loss_weights"]["distribution"] = cfg.distribution_weight
+    return arguments
 
 
 def dataset_fingerprint(frame: pd.DataFrame) -> str:
@@ -700,14 +828,16 @@ def dataset_fingerprint(frame: pd.DataFrame) -> str:
 
 def cached_features(model: keras.Model, frame: pd.DataFrame, image_size: int, cache_dir: Path,
                     batch_size: int = 64) -> pd.DataFrame:
-    """Pooled ResNet50 features of every image in the frame (a row per file), computed once and
-    cached on disk under a key of the images, the image size, the backbone's weights and the recipe."""
-    key = f"{dataset_fingerprint(frame)}-{image_size}px-{weights_fingerprint(model)}-r{RECIPE_VERSION}"
+    """Pooled backbone features of every image in the frame (a row per file), computed once and
+    cached on disk under a key of the images, the image size, the backbone and its weights, the recipe."""
+    backbone = backbone_of(model)
+    key = (f"{dataset_fingerprint(frame)}-{image_size}px-{backbone.name}-{weights_fingerprint(model)}"
+           f"-r{RECIPE_VERSION}")
     path = Path(cache_dir) / f"features-{key}.npy"
     if path.is_file():
         print(f"Features loaded from the cache {path.name}.")
         return pd.DataFrame(np.load(path), index=frame["file"])
-    print("ResNet50 features of every image, once (Keras' bar counts batches):")
+    print(f"{backbone.name} features of every image, once (Keras' bar counts batches):")
     images = image_batches(frame, image_size, batch_size)
     features = feature_extractor(model).predict(images, verbose=1).astype("float32")
     write_atomically(path, lambda file: np.save(file, features))
@@ -725,14 +855,14 @@ def predict_scores(model: keras.Model, frame: pd.DataFrame, image_size: int,
     images = image_batches(frame, image_size, batch_size)
     if mirror:
         images = images.map(lambda x: tf.reverse(x, axis=[2]))
-    return model.predict(images, verbose=0).ravel()
+    return model.predict(images, verbose=0)["score"].ravel()
 
 
 # ---------------------------------------------------------------------------------------
 # Runs: settings, run folders and records, checkpoints that survive a lost VM, protocols
 # ---------------------------------------------------------------------------------------
 
-RECIPE_VERSION = 4  # bump whenever a change to the training code changes what a run's model means
+RECIPE_VERSION = 5  # bump whenever a change to the training code changes what a run's model means
 
 
 @dataclass(frozen=True)
@@ -740,10 +870,13 @@ class Config:
     """Everything a user may want to change about a run."""
 
     protocol: str = "fold1"            # "fold1".."fold5" (each the blog's 80/20) or "60/40"
+    backbone: str = "ResNet50"         # a keras.applications constructor: one of BACKBONES' names
     image_size: int = 350              # the blog's and the dataset's size
     weights: str | None = "imagenet"   # None only for smoke runs and tests
     val_fraction: float = 0.1          # carved from the training part for model choice
-    batch_size: int = 32
+    batch_size: int | None = None      # None: the backbone's default, estimated to fit a T4 at 350 px
+    label_distribution: bool = False   # also learn the share of the 60 raters giving 1-5 (a second head)
+    distribution_weight: float = 1.0   # its loss's weight beside the score's squared error
     head_lr: float = 1e-3
     head_epochs: int = 200             # an upper bound: early stopping ends it in seconds
     head_patience: int = 15
@@ -751,6 +884,13 @@ class Config:
     finetune_epochs: int = 30          # the blog's count
     weight_decay: float = 0.05         # AdamW's decoupled decay (not the paper's SGD L2): see 03
     seed: int = 0
+
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise SettingError(f"backbone={self.backbone!r} is not one the recipe knows: choose one of "
+                               f"{', '.join(map(repr, BACKBONES))}.")
+        if self.batch_size is None:  # frozen: set once, so that the run's record names the batch
+            object.__setattr__(self, "batch_size", BACKBONES[self.backbone].batch_size)
 
     def smoke(self) -> Config:
         """The same settings shrunk to a run of a minute on a CPU, with untrained weights."""
@@ -831,8 +971,11 @@ def other_runs_note(identity: dict, root: Path | None = None) -> str:
 
 
 def describe_settings(config: dict) -> str:
-    """A run's settings in words: those that differ from Config's defaults, e.g. 'fold1, head_lr 0.003'."""
-    changed = [f"{k} {v!r}" for k, v in config.items() if k != "protocol" and v != getattr(Config, k)]
+    """A run's settings in words: those that differ from Config's defaults (the batch size from its
+    backbone's), e.g. 'protocol fold1, head_lr 0.003'."""
+    backbone = BACKBONES[config.get("backbone", Config.backbone)]
+    defaults = {**asdict(Config()), "batch_size": backbone.batch_size}
+    changed = [f"{k} {v!r}" for k, v in config.items() if k != "protocol" and v != defaults.get(k)]
     return f"protocol {config['protocol']}, " + (", ".join(changed) if changed else "default settings")
 
 
@@ -890,6 +1033,11 @@ def current_run(name: str | None = None, dataset: str | None = None) -> tuple[Pa
                 f"notebooks 03, 04 and 05 continue), or set RUN_NAME to a saved run ({saved_run_names()}).")
         folder, identity = work_dir() / "runs" / chosen.pop("run"), chosen
         how = "set up by notebook 02"
+    if identity.get("recipe") != RECIPE_VERSION:
+        raise RunNotFoundError(
+            f"Run {folder.name} was made by version {identity.get('recipe')} of the training recipe, and "
+            f"this checkout's is {RECIPE_VERSION}: its saved models do not fit this code. Run notebook 02 "
+            "(and 03) to make the run again with this version, or set RUN_NAME to a run made by it.")
     if dataset and identity["dataset"] != dataset:
         raise RunNotFoundError(
             f"Run {folder.name} was trained on dataset {identity['dataset']}, and this one is {dataset}: "
@@ -902,6 +1050,31 @@ def current_run(name: str | None = None, dataset: str | None = None) -> tuple[Pa
 def save_model_atomically(model: keras.Model, path: Path) -> None:
     """model.save under a temporary name, then renamed: a lost VM never leaves half a file."""
     write_atomically(path, model.save, empty_old=True)
+
+
+def batch_that_fits(cfg: Config) -> int:
+    """A batch size to try after the GPU ran out of memory: half this one, at most the backbone's
+    default scaled to the image size (activations grow with the pixels)."""
+    estimate = BACKBONES[cfg.backbone].batch_size * (350 / cfg.image_size) ** 2
+    return max(1, min(cfg.batch_size // 2, int(estimate)))
+
+
+@contextlib.contextmanager
+def plain_out_of_memory(cfg: Config):
+    """Around training: the GPU running out of memory becomes a plain message naming a batch size
+    to try (the epochs saved so far are kept)."""
+    try:
+        yield
+    except (tf.errors.ResourceExhaustedError, tf.errors.InternalError) as error:
+        if isinstance(error, tf.errors.InternalError) and "out of memory" not in str(error).lower():
+            raise
+        smaller = batch_that_fits(cfg)
+        raise GPUMemoryError(
+            f"The GPU ran out of memory fine-tuning {cfg.backbone} at {cfg.image_size} px in batches of "
+            f"{cfg.batch_size}. Restart the session (Runtime > Restart session: TensorFlow keeps the "
+            f"memory it took), set batch_size={smaller} in notebook 02's parameters cell and run 02 "
+            "(seconds: its features are cached), then this notebook. A new batch size makes a new run, "
+            "which fine-tunes from the start; this run's saved epochs stay on Drive.") from None
 
 
 def history_frame(history: dict) -> pd.DataFrame:
@@ -1130,13 +1303,18 @@ def read_best(folder: Path) -> dict | None:
 
 
 class EpochLog(keras.callbacks.CSVLogger):
-    """Keras' CSVLogger, appending, with epochs counted from 1 as Keras' bar and the head's log count them."""
+    """Keras' CSVLogger, appending, with epochs counted from 1 as Keras' bar and the head's log count
+    them, and each epoch's seconds (validation included)."""
 
     def __init__(self, path: Path):
         super().__init__(str(path), append=True)
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch + 1, logs)
+        super().on_epoch_end(epoch + 1, {**(logs or {}), "seconds": time.perf_counter() - self.started})
 
 
 def read_history(path: Path, best: dict | None = None) -> pd.DataFrame:
@@ -1154,8 +1332,9 @@ def read_history(path: Path, best: dict | None = None) -> pd.DataFrame:
 def record_finetune(folder: Path, model: keras.Model, parts: dict, image_size: int,
                     precision: str) -> dict:
     """Finish the fine-tune once: the best epoch's weights in a copy of the (float32) model, saved
-    as finetuned.keras with its reference and figures in run.json; then backups and checkpoints go
-    (emptied first, so that Drive's bin keeps none of them)."""
+    as finetuned.keras with its reference and figures in run.json (with the runtime, the median
+    seconds per epoch and the peak GPU memory of the kernel that finished it); then backups and
+    checkpoints go (emptied first, so that Drive's bin keeps none of them)."""
     folder = Path(folder)
     record = read_run(folder)
     if not record.get("finished"):
@@ -1170,11 +1349,12 @@ def record_finetune(folder: Path, model: keras.Model, parts: dict, image_size: i
         save_model_atomically(final, folder / "finetuned.keras")
         save_reference(folder, "finetuned", final, parts["test"], image_size)
         val_pred = predict_scores(final, parts["val"], image_size)
+        history = read_history(folder / "history_finetune.csv", best)
         record = update_run(folder, finished=True, finetune={
-            "epochs": len(read_history(folder / "history_finetune.csv", best)),
-            "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
+            "epochs": len(history), "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
             "val": regression_metrics(parts["val"]["score"], val_pred), "precision": precision,
-            "code": code_version()})
+            "code": code_version(), "runtime": accelerator(), "peak_gpu_gb": peak_gpu_gb(),
+            "seconds_per_epoch": float(history["seconds"].median())})
     leftovers = [*folder.glob("backup/*"), *folder.glob("best-*.npz"), *folder.glob("*.tmp.*")]
     for leftover in leftovers:  # finetuned.keras holds it all now
         discard(leftover)
@@ -1278,11 +1458,12 @@ def describe_run(folder: Path) -> str:
             f"{cfg['weights']}, dataset {record['dataset']}, {stage}; {tested}.{smoke}")
 
 
-def run_notebook(name: str, cfg: Config, data_root: Path, folder: Path) -> None:
+def run_notebook(name: str, cfg: Config, data_root: Path, folder: Path, label: str | None = None) -> None:
     """Run a notebook of the series (e.g. '03_finetune') top to bottom in a kernel of its own, with
     these settings (FBP_CONFIG) and data, in this work folder, echoing each line it prints (Keras'
-    bar gives one per epoch); its executed copy, with every output, is kept in the run's folder
-    (given, so the dataset is not fingerprinted again)."""
+    bar gives one per epoch) after the run's label (its protocol unless given); its executed copy,
+    with every output, is kept in the run's folder (given, so the dataset is not fingerprinted again)."""
+    label = label or cfg.protocol
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, DeadKernelError
@@ -1296,7 +1477,7 @@ def run_notebook(name: str, cfg: Config, data_root: Path, folder: Path) -> None:
                 for line in lines:  # a progress bar redraws after "\r": keep its last state
                     shown = line.rsplit("\r", 1)[-1]
                     if shown.strip():
-                        print(f"  {cfg.protocol} | {shown}", flush=True)
+                        print(f"  {label} | {shown}", flush=True)
             return super().output(outs, msg, display_id, cell_index)
 
     path = REPO_DIR / "notebooks" / f"{name}.ipynb"
@@ -1305,19 +1486,19 @@ def run_notebook(name: str, cfg: Config, data_root: Path, folder: Path) -> None:
            "FBP_WORK_DIR": str(work_home())}
     copy = Path(folder) / f"{name}.ipynb"
     start = time.perf_counter()
-    print(f"{cfg.protocol}: notebook {name} runs ...", flush=True)
+    print(f"{label}: notebook {name} runs ...", flush=True)
     try:
         EchoingClient(notebook, timeout=None, kernel_name="python3",
                       resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
     except (CellExecutionError, DeadKernelError) as error:
         reason = (f"{error.ename}: {error.evalue}" if isinstance(error, CellExecutionError)
                   else "its kernel died (out of memory?)")
-        raise RuntimeError(f"{cfg.protocol}: notebook {name} stopped, {reason}\nIts outputs are in "
+        raise RuntimeError(f"{label}: notebook {name} stopped, {reason}\nIts outputs are in "
                            f"{copy}. Run this cell again to resume.") from None
     finally:
         copy.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(notebook, copy)
-    print(f"{cfg.protocol}: notebook {name} done in {(time.perf_counter() - start) / 60:.1f} min.")
+    print(f"{label}: notebook {name} done in {(time.perf_counter() - start) / 60:.1f} min.")
 
 
 def one_fold_of_a_protocol() -> bool:
@@ -1325,14 +1506,21 @@ def one_fold_of_a_protocol() -> bool:
     return bool(os.environ.get("FBP_CONFIG"))
 
 
+def switched_on(wanted: bool, switch: str, what: str) -> bool:
+    """Whether a runner cell of notebook 04 runs: never in the copy of 04 that evaluates one run for a
+    runner (so a switch is safe to save as True), else when wanted; says why not."""
+    if one_fold_of_a_protocol():
+        print(f"This copy of notebook 04 evaluates one run for a runner: {switch} does nothing here.")
+        return False
+    if not wanted:
+        print(f"{switch} is off: set {switch} = True above to {what}.")
+    return wanted
+
+
 def protocols_to_run(wanted: bool) -> list[str]:
     """The protocols notebook 04's runner cell runs: both when wanted (the 5-fold one alone in smoke
-    mode), none in the copy of 04 that evaluates one fold for a runner (so the switch is safe to save)."""
-    if one_fold_of_a_protocol():
-        print("This copy of notebook 04 evaluates one fold for the protocol runner: no protocol here.")
-        return []
-    if not wanted:
-        print("The full protocols are off: set RUN_FULL_PROTOCOLS = True above to run them (hours on a T4).")
+    mode), none in the copy of 04 that evaluates one fold for a runner."""
+    if not switched_on(wanted, "RUN_FULL_PROTOCOLS", "run both protocols (hours on a T4)"):
         return []
     return ["5-fold"] if smoke_mode() else ["5-fold", "60/40"]
 
@@ -1347,22 +1535,106 @@ def run_protocol(protocol: str, cfg: Config, data_root: Path) -> pd.DataFrame:
         raise RuntimeError("This notebook is running one fold for a protocol runner, so it cannot run "
                            "protocols itself (RUN_FULL_PROTOCOLS must stay off here).")
     names = [f"fold{k}" for k in range(1, 6)] if protocol == "5-fold" else [protocol]
-    folds = [replace(cfg, protocol=name) for name in names]
-    dataset = dataset_id(all_labels(data_root))
-    folders = [run_dir(fold, dataset) for fold in folds]
-    check_space(folders, f"the {protocol} protocol")
-    for fold, folder in zip(folds, folders, strict=True):  # every fold trained before any is evaluated
-        for notebook, done in [("02_frozen_head", "frozen"), ("03_finetune", "finished")]:
-            if not read_run(folder).get(done):
-                run_notebook(notebook, fold, data_root, folder)
-    reports = [current_evaluation(folder)[0] for folder in folders]  # None if made from another model
-    for k, (fold, folder) in enumerate(zip(folds, folders, strict=True)):
-        if reports[k] is None:
-            run_notebook("04_evaluation", fold, data_root, folder)
-            reports[k] = current_evaluation(folder)[0]
+    folds = {name: replace(cfg, protocol=name) for name in names}
+    folders, reports = train_and_evaluate(folds, data_root, f"the {protocol} protocol")
     if protocol == "5-fold":
         save_out_of_fold_reference(folders)
     return aggregate_folds(reports)
+
+
+def train_and_evaluate(runs: dict[str, Config], data_root: Path, what: str) -> tuple[list[Path], list[dict]]:
+    """Train each run (named by its label) with notebooks 02 and 03, every one before any is
+    evaluated, then evaluate each with notebook 04, one run at a time, each notebook in a kernel of
+    its own (which frees the GPU); a step done is not run again, a run cut short resumes. Returns
+    the runs' folders and evaluations."""
+    dataset = dataset_id(all_labels(data_root))
+    folders = [run_dir(cfg, dataset) for cfg in runs.values()]
+    check_space(folders, what)
+    for (label, cfg), folder in zip(runs.items(), folders, strict=True):
+        for notebook, done in [("02_frozen_head", "frozen"), ("03_finetune", "finished")]:
+            if not read_run(folder).get(done):
+                run_notebook(notebook, cfg, data_root, folder, label)
+    reports = [current_evaluation(folder)[0] for folder in folders]  # None if made from another model
+    for k, ((label, cfg), folder) in enumerate(zip(runs.items(), folders, strict=True)):
+        if reports[k] is None:
+            run_notebook("04_evaluation", cfg, data_root, folder, label)
+            reports[k] = current_evaluation(folder)[0]
+    return folders, reports
+
+
+def ablation_recipes(cfg: Config) -> dict[str, Config]:
+    """The ablation's recipes by name, on fold 1 with the run's other settings: first the blog's
+    ResNet50 with squared error alone, then each backbone with and without the raters' distribution,
+    each in its backbone's default batch (in smoke mode three of them, in smoke's batch: a test of
+    the runner, not an ablation)."""
+    recipes = {}
+    for backbone in BACKBONES:
+        for distribution in (False, True):
+            name = f"{backbone}{' + distribution' if distribution else ''}"
+            recipe = replace(cfg, protocol="fold1", backbone=backbone, label_distribution=distribution,
+                             batch_size=None)
+            recipes[name] = recipe.smoke() if smoke_mode() else recipe
+    if smoke_mode():
+        recipes = {name: recipes[name] for name in ("ResNet50", "ResNet50 + distribution", "ConvNeXtTiny")}
+    return recipes
+
+
+def run_ablation(cfg: Config, data_root: Path) -> pd.DataFrame:
+    """Train and evaluate the ablation's recipes on fold 1 (one at a time, resumable; a recipe done is
+    not trained again) and compare each with the blog's recipe on the same test faces."""
+    recipes = ablation_recipes(cfg)
+    folders, _ = train_and_evaluate(recipes, data_root, "the ablation")
+    return ablation_table(dict(zip(recipes, folders, strict=True)))
+
+
+def with_interval(value: float, low: float, high: float) -> str:
+    """A figure and its interval in one cell, e.g. '0.9012 [0.8890, 0.9120]'."""
+    return f"{value:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def paired_differences(true, predicted, baseline, samples: int = 1000, seed: int = 0) -> dict:
+    """PC, MAE, RMSE and Spearman of predicted minus those of baseline on the same faces, with a 95 %
+    paired bootstrap interval (the same resampled faces for both): {metric: (difference, low, high)}."""
+    true, predicted, baseline = (np.asarray(a, float) for a in (true, predicted, baseline))
+
+    def difference(t, p, b, axis=-1):
+        return metrics_along(t, p, axis) - metrics_along(t, b, axis)
+
+    point = difference(true, predicted, baseline)
+    low, high = bootstrap_interval(difference, (true, predicted, baseline), 0.95, samples, seed)
+    return {name: (float(point[k]), float(low[k]), float(high[k])) for k, name in enumerate(METRICS)}
+
+
+def ablation_table(folders: dict[str, Path], samples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per recipe (the first is the baseline, the blog's): PC, MAE and RMSE with 95 % intervals,
+    the paired difference from the baseline on the same test faces with its interval, which of those
+    differences are real (their interval excludes zero), and time per epoch, peak GPU memory and the
+    runtime that fine-tuned it."""
+    baseline_name, rows = next(iter(folders)), {}
+    baseline = None
+    for name, folder in folders.items():
+        report, why_not = current_evaluation(folder)
+        if report is None:
+            raise RunNotFoundError(f"Recipe {name} ({Path(folder).name}) is {why_not}.")
+        faces = pd.read_csv(Path(folder) / "predictions.csv")
+        predicted = faces[report["model"]].to_numpy(float)
+        if baseline is None:
+            baseline = faces.assign(baseline=predicted)
+        elif not faces["file"].equals(baseline["file"]):
+            raise RunNotFoundError(f"Recipe {name} was tested on other faces than {baseline_name}: "
+                                   "recipes are compared on the same test faces only.")
+        differences = paired_differences(faces["score"], predicted, baseline["baseline"], samples, seed)
+        record = read_run(folder)
+        tuned = record.get("finetune", {})
+        rows[name] = {
+            "stage": STAGE_NAMES[report["model"]],
+            **{m: with_interval(report[m], *report["ci95"][m]) for m in ("PC", "MAE", "RMSE")},
+            **{f"Δ{m}": with_interval(*differences[m]) for m in ("PC", "MAE", "RMSE")},
+            "real differences": ", ".join(m for m in ("PC", "MAE", "RMSE")
+                                          if differences[m][1] > 0 or differences[m][2] < 0) or "none",
+            "s/epoch": tuned.get("seconds_per_epoch"), "peak GPU GB": tuned.get("peak_gpu_gb"),
+            "runtime": f"{tuned.get('runtime', 'not fine-tuned')}, TF {record['versions']['tensorflow']}"}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(f"recipe (Δ: minus {baseline_name})")
 
 
 def aggregate_folds(reports: list[dict]) -> pd.DataFrame:
@@ -1407,18 +1679,25 @@ def regression_metrics(y_true, y_pred) -> dict:
 
 
 COMBOLOSS = "ComboLoss (SEResNeXt-50, 2020)"
+TWO_D_FAP = "2D-FAP (MobileNetV2, dual label distribution, 2022)"
+PAPER_CHOICE = "none: a fixed 20k iterations"
+ON_TEST = "on the test fold (optimistic)"  # ComboLoss' loaders return the test split as 'val'
+ON_VALIDATION = "on validation"           # ours: carved from the training part
 PUBLISHED = pd.DataFrame(
-    [("5-fold CV, mean", "AlexNet", 0.8634, 0.2651, 0.3481, "paper, Table VII"),
-     ("5-fold CV, mean", "ResNet-18", 0.8900, 0.2419, 0.3166, "paper, Table VII"),
-     ("5-fold CV, mean", "ResNeXt-50", 0.8997, 0.2291, 0.3017, "paper, Table VII"),
-     ("5-fold CV, mean", COMBOLOSS, 0.9199, 0.2050, 0.2704, "lucasxlu/ComboLoss"),
-     ("fold1", COMBOLOSS, 0.9157, 0.2119, 0.2751, "lucasxlu/ComboLoss, 5-fold table"),
-     ("60/40", "AlexNet", 0.8298, 0.2938, 0.3819, "paper, Table VIII"),
-     ("60/40", "ResNet-18", 0.8513, 0.2818, 0.3703, "paper, Table VIII"),
-     ("60/40", "ResNeXt-50", 0.8777, 0.2518, 0.3325, "paper, Table VIII"),
+    [("5-fold CV, mean", "AlexNet", 0.8634, 0.2651, 0.3481, "paper, Table VII", PAPER_CHOICE),
+     ("5-fold CV, mean", "ResNet-18", 0.8900, 0.2419, 0.3166, "paper, Table VII", PAPER_CHOICE),
+     ("5-fold CV, mean", "ResNeXt-50", 0.8997, 0.2291, 0.3017, "paper, Table VII", PAPER_CHOICE),
+     ("5-fold CV, mean", COMBOLOSS, 0.9199, 0.2050, 0.2704, "lucasxlu/ComboLoss", ON_TEST),
+     ("5-fold CV, mean", TWO_D_FAP, 0.928, 0.196, 0.259,
+      "arXiv 2212.01742, as compiled by others (its own table not read here)",
+      "none: the last of a fixed 90 epochs (its released code)"),
+     ("fold1", COMBOLOSS, 0.9157, 0.2119, 0.2751, "lucasxlu/ComboLoss, 5-fold table", ON_TEST),
+     ("60/40", "AlexNet", 0.8298, 0.2938, 0.3819, "paper, Table VIII", PAPER_CHOICE),
+     ("60/40", "ResNet-18", 0.8513, 0.2818, 0.3703, "paper, Table VIII", PAPER_CHOICE),
+     ("60/40", "ResNeXt-50", 0.8777, 0.2518, 0.3325, "paper, Table VIII", PAPER_CHOICE),
      ("60/40", f"{COMBOLOSS}, best of its ablation settings on the test split", 0.9117, 0.2126,
-      0.2813, "lucasxlu/ComboLoss")],
-    columns=["protocol", "model", "PC", "MAE", "RMSE", "source"])
+      0.2813, "lucasxlu/ComboLoss", ON_TEST)],
+    columns=["protocol", "model", "PC", "MAE", "RMSE", "source", "epoch chosen"])
 
 
 def bootstrap_interval(statistic, data: tuple, level: float, samples: int, seed: int) -> np.ndarray:
@@ -1518,6 +1797,49 @@ def published_results(protocol: str) -> pd.DataFrame:
     return PUBLISHED[PUBLISHED["protocol"].isin(families)]
 
 
+def describe_recipe(config: dict) -> str:
+    """A run's recipe in words: backbone, loss, and any other setting changed, e.g.
+    'ConvNeXtTiny + distribution (head_lr 0.003)'."""
+    distribution = " + distribution" if config.get("label_distribution") else ""
+    recipe = config.get("backbone", "ResNet50") + distribution
+    rest = {k: v for k, v in config.items() if k not in ("backbone", "label_distribution")}
+    others = describe_settings(rest).split(", ", 1)[1]  # without the protocol
+    return recipe if others == "default settings" else f"{recipe} ({others})"
+
+
+def results_table(root: Path | None = None) -> pd.DataFrame:
+    """Every result the work folder's evaluations hold: each evaluated fold-1 run (one fold, the
+    ablation's recipes) and 60/40 run, and each 5-fold protocol done (the mean over its folds, ± SD),
+    with its recipe, how its epoch was chosen, and the runtime that fine-tuned it."""
+    rows = []
+    for folder, record in saved_runs(root):
+        protocol, (report, _) = record["config"]["protocol"], current_evaluation(folder)
+        if report is None or protocol not in ("fold1", "60/40"):
+            continue
+        figures = [{m: f"{report[m]:.4f}" for m in ("PC", "MAE", "RMSE")} | {"protocol": protocol}]
+        reports = [current_evaluation(fold)[0] for fold in fold_runs(folder)]
+        if reports and all(reports) and len({r["model"] for r in reports}) == 1:
+            summary = aggregate_folds(reports)
+            figures.append({m: f"{summary.loc['mean', m]:.4f} ± {summary.loc['SD', m]:.4f}"
+                            for m in ("PC", "MAE", "RMSE")} | {"protocol": "5-fold CV, mean ± SD"})
+        tuned = record.get("finetune")
+        runtime = (f"{tuned.get('runtime', 'unrecorded')}, TF {record['versions']['tensorflow']}" if tuned
+                   else "stage 1 only")
+        for row in figures:
+            rows.append({"protocol": row.pop("protocol"), "recipe": describe_recipe(record["config"]),
+                         "stage": STAGE_NAMES[report["model"]], **row, "epoch chosen": ON_VALIDATION,
+                         "runtime": runtime,
+                         "run": folder.name + (" (SMOKE: meaningless)" if record.get("smoke") else "")})
+    columns = ["protocol", "recipe", "stage", "PC", "MAE", "RMSE", "epoch chosen", "runtime", "run"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["protocol", "recipe"], ignore_index=True)
+
+
+def as_markdown(table: pd.DataFrame) -> str:
+    """A table as GitHub markdown, for the README."""
+    lines = [list(table.columns), ["---"] * len(table.columns), *table.astype(str).to_numpy().tolist()]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
 def accuracy_note(folder: Path) -> str:
     """How far off this run's model is: its test figures if evaluated, else the paper's, so labelled."""
     report, why_not = current_evaluation(folder)
@@ -1548,7 +1870,7 @@ class FramingError(Exception):
 
 
 USER_ERRORS = (DatasetError, RunNotFoundError, NoSpaceError, DriveNotMountedError, ConstantPredictionError,
-               FramingError, PhotoError)
+               FramingError, PhotoError, SettingError, GPUMemoryError)
 
 
 @dataclass
@@ -1758,20 +2080,39 @@ def shifted_eyes(face: Face, shift: tuple[float, float, float, float]) -> Face:
 
 
 @functools.lru_cache(maxsize=4)
-def feature_maps(model: keras.Model, layer: str) -> keras.Model:
-    """The model's ResNet50 up to a block's output, kept so that its compiled graph is reused."""
-    backbone = model.get_layer("resnet50")
-    return keras.Model(backbone.inputs, backbone.get_layer(layer).output)
+def feature_maps(model: keras.Model) -> tuple[keras.Model, list]:
+    """The model's backbone up to its last feature map (the input of its average pooling), kept so
+    that its compiled graph is reused; and the layers after the pooling (ConvNeXt: a LayerNormalization)."""
+    backbone = backbone_of(model)
+    pooling = next(layer for layer in reversed(backbone.layers)  # the last: EfficientNet's blocks pool too
+                   if isinstance(layer, keras.layers.GlobalAveragePooling2D))
+    after = backbone.layers[backbone.layers.index(pooling) + 1:]
+    if not all(isinstance(layer, keras.layers.LayerNormalization) for layer in after):
+        raise ValueError(f"{backbone.name}: after its pooling come {[type(x).__name__ for x in after]}, "
+                         "which contribution_maps cannot spread over the cells")
+    return keras.Model(backbone.inputs, pooling.input), after
 
 
-def contribution_maps(model: keras.Model, faces: np.ndarray, mean_features: np.ndarray,
-                      layer: str = "conv5_block3_out") -> tuple[np.ndarray, np.ndarray]:
+def cell_features(model: keras.Model, faces: np.ndarray) -> np.ndarray:
+    """Per cell of the backbone's last feature map, features that average over the cells to exactly
+    the pooled features the heads see: the map itself, or under the LayerNormalization that ConvNeXt
+    applies after pooling, taken with the pooled features' own mean and spread (a per-face affine map)."""
+    extractor, after = feature_maps(model)
+    maps = np.asarray(extractor.predict_on_batch(model.get_layer("preprocess")(faces)), dtype=float)
+    for norm in after:
+        pooled = maps.mean(axis=(1, 2), keepdims=True)
+        scale = 1 / np.sqrt(pooled.var(axis=-1, keepdims=True) + norm.epsilon)
+        gamma, beta = (keras.ops.convert_to_numpy(w).astype(float) for w in norm.weights)
+        maps = (maps - pooled.mean(axis=-1, keepdims=True)) * scale * gamma + beta
+    return maps
+
+
+def contribution_maps(model: keras.Model, faces: np.ndarray,
+                      mean_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Scores of uint8 faces and their signed maps: per cell, (features - mean) times the head's weights."""
-    pixels = model.get_layer("preprocess")(faces)
-    maps = np.asarray(feature_maps(model, layer).predict_on_batch(pixels))
+    maps = cell_features(model, faces)
     kernel, bias = (keras.ops.convert_to_numpy(w).astype(float) for w in model.get_layer("score").weights)
-    maps = maps.astype(float)
-    scores = maps.mean(axis=(1, 2)) @ kernel[:, 0] + bias[0]  # ResNet50's average pooling, then the head
+    scores = maps.mean(axis=(1, 2)) @ kernel[:, 0] + bias[0]  # the backbone's average pooling, then the head
     return scores, (maps - mean_features) @ kernel[:, 0]
 
 
@@ -1836,20 +2177,66 @@ def save_out_of_fold_reference(folders: list[Path]) -> None:
                "the fine-tuned model of the fold that held it out", **joined})
 
 
-def load_reference(folder: Path) -> Reference:
-    """The run's reference: the 5-fold out-of-fold predictions if there, else its best stage's own."""
+def load_reference(folder: Path, out_of_fold: bool = True) -> Reference:
+    """The run's reference: the 5-fold out-of-fold predictions if there (and wanted), else its best
+    stage's own test predictions."""
     stage = "finetuned" if (Path(folder) / "finetuned.keras").is_file() else "frozen"
     path = Path(folder) / f"reference-{stage}.json"
     if not path.is_file():
         raise RunNotFoundError(f"{path.name} is missing in {folder}: the run was trained by an older "
                                "version of this project. Train it again with notebooks 02 and 03.")
     own = json.loads(path.read_text())
-    out_of_fold = out_of_fold_path(folder) if stage == "finetuned" else None
-    scores = (out_of_fold and read_json(out_of_fold)) or own
+    joined = out_of_fold_path(folder) if stage == "finetuned" and out_of_fold else None
+    scores = (joined and read_json(joined)) or own
     source = (scores["set"] if scores is not own
               else f"the {STAGE_NAMES[stage]} model's predictions for {own['set']}")
     return Reference(np.asarray(scores["true"], float), np.asarray(scores["predicted"], float),
                      np.asarray(own["mean_features"], float), own["map_scale"], source)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A model that scores faces, and the reference that places its scores: the faces its run held out."""
+
+    name: str
+    model: keras.Model
+    reference: Reference
+
+
+def fold_runs(folder: Path) -> list[Path]:
+    """The five fold runs of the 5-fold protocol made with this run's settings, once the protocol is
+    done (its out-of-fold reference written); else []."""
+    joined = out_of_fold_path(folder)
+    if joined is None or not joined.is_file():
+        return []
+    record = read_run(folder)
+    cfg = Config(**record["config"])
+    return [run_dir(replace(cfg, protocol=f"fold{k}"), record["dataset"], Path(folder).parents[1])
+            for k in range(1, 6)]
+
+
+def scorers(folder: Path) -> list[Scorer]:
+    """The models notebook 05 scores with: after the 5-fold protocol the five fold models, each with
+    its own fold's test predictions as reference; else the run's current model and its reference."""
+    folds = fold_runs(folder)
+    if not all((fold / "finetuned.keras").is_file() for fold in folds):
+        folds = []
+    if not folds:
+        return [Scorer(Path(folder).name, load_run_model(folder), load_reference(folder))]
+    print("The 5-fold protocol of these settings is done: scoring with its five fine-tuned fold models.")
+    return [Scorer(fold.name, load_run_model(fold), load_reference(fold, out_of_fold=False))
+            for fold in folds]
+
+
+def describe_shares(shares: np.ndarray) -> str:
+    """Predicted shares of raters per rating (1-5) in words, largest first, to the nearest 5 %, e.g.
+    "of 60 raters like the dataset's, about 55 % would give a 3, 25 % a 4 and 15 % a 2"."""
+    rounded = {rating: 5 * round(20 * share) for rating, share in zip(RATINGS, shares, strict=True)}
+    named = [f"{percent} % a {rating}" for rating, percent in sorted(rounded.items(), key=lambda r: -r[1])
+             if percent > 0]
+    named[0] = named[0].replace(" a ", " would give a ", 1)
+    listed = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} and {named[-1]}"
+    return f"of {RATERS} raters like the dataset's, about {listed}"
 
 
 def neighbour_count(n: int) -> int:

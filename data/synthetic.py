@@ -1,6 +1,7 @@
 """A small stand-in for SCUT-FBP5500: the release's exact layout, faces drawn so that their scores
-show in the pixels. Smoke runs (FBP_SMOKE=1 without FBP_DATA_DIR) and the tests train on it;
-no real face is in it. Run as a script to write one: python data/synthetic.py FOLDER [N]."""
+show in the pixels, and so does how much the 60 raters disagree on each face (the spread of its
+ratings). Smoke runs (FBP_SMOKE=1 without FBP_DATA_DIR) and the tests train on it; no real face
+is in it. Run as a script to write one: python data/synthetic.py FOLDER [N]."""
 
 from __future__ import annotations
 
@@ -29,11 +30,15 @@ def make_synthetic_dataset(folder: Path, n: int = 300, image_size: int = 96, see
     counts = group_counts(n)
     names = [f"{g}{i}.jpg" for g in GROUPS for i in range(1, counts[g] + 1)]
     latent = np.clip(rng.normal(3.0, 0.7, len(names)), 1.2, 4.8)
-    ratings = np.clip(np.round(latent[:, None] + rng.normal(0, 0.7, (len(names), 60))), 1, 5)
+    # How much the raters disagree on a face: their noise's SD, drawn from a stream of its own,
+    # which leaves the main stream (latent scores, drawings' nuisances, splits) as it was.
+    spread = np.random.default_rng([seed, SPREAD_STREAM]).uniform(*RATER_NOISE_SD, len(names))
+    noise = rng.normal(0, 1, (len(names), 60)) * spread[:, None]
+    ratings = np.clip(np.round(latent[:, None] + noise), 1, 5)
     scores = ratings.mean(axis=1)
     (root / "Images").mkdir(parents=True)
-    for name, score in zip(names, scores, strict=True):
-        synthetic_face(score, image_size, rng).save(root / "Images" / name, quality=90)
+    for name, score, sd in zip(names, scores, spread, strict=True):
+        synthetic_face(score, image_size, rng, spread=sd).save(root / "Images" / name, quality=90)
     written = names if naming == "current" else [old_name(name) for name in names]
     write_protocols(root / "train_test_files", written, scores, rng)
     save_json(root / "synthetic_framing.json", SYNTHETIC_FRAMING)
@@ -53,6 +58,14 @@ SYNTHETIC_FRAMING = {"eye_center_x": 0.5, "eye_center_y": 0.44, "eye_distance": 
                      "note": "drawn geometry of the synthetic faces, not measured"}
 
 
+# The raters' noise SD varies from face to face between these (mean 0.7, before rounding to whole
+# points and clipping to 1-5); the face's mouth shows it: the wider the mouth, the more the raters
+# disagree. A face's score shows in its brightness and eye size, independent of the mouth.
+RATER_NOISE_SD = (0.35, 1.05)
+MOUTH_RED = (220, 30, 40)  # redder than any skin (grey) or background (channels below 120)
+SPREAD_STREAM = 1  # the spread's random stream, beside the dataset's seed
+
+
 def group_counts(n: int) -> dict[str, int]:
     """Images per group in the release's proportions (2000:2000:750:750) for n images."""
     caucasian = round(n * 750 / 5500)
@@ -60,8 +73,9 @@ def group_counts(n: int) -> dict[str, int]:
             "CF": caucasian, "CM": caucasian}
 
 
-def synthetic_face(score: float, size: int, rng: np.random.Generator):
-    """A face-like picture whose brightness and eye size grow with the score."""
+def synthetic_face(score: float, size: int, rng: np.random.Generator, spread: float = 0.7):
+    """A face-like picture whose brightness and eye size grow with the score, and whose red mouth
+    widens with the raters' disagreement (spread, their noise SD within RATER_NOISE_SD)."""
     from PIL import Image, ImageDraw
 
     background = tuple(int(v) for v in rng.integers(0, 120, 3))
@@ -77,8 +91,10 @@ def synthetic_face(score: float, size: int, rng: np.random.Generator):
     for dx in (-0.35, 0.35):
         ex, ey = cx + dx * half, cy - 0.2 * half
         draw.ellipse([ex - eye, ey - eye, ex + eye, ey + eye], fill=(20, 20, 20))
-    draw.line([cx - 0.3 * half, cy + 0.5 * half, cx + 0.3 * half, cy + 0.5 * half],
-              fill=(90, 30, 30), width=max(1, size // 48))
+    low, high = RATER_NOISE_SD
+    mouth = half * (0.08 + 0.4 * np.clip((spread - low) / (high - low), 0, 1))
+    draw.line([cx - mouth, cy + 0.5 * half, cx + mouth, cy + 0.5 * half],
+              fill=MOUTH_RED, width=max(2, round(size * 0.045)))
     noise = rng.normal(0, 6, (size, size, 3))
     return Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
 

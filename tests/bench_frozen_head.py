@@ -32,7 +32,7 @@ def main(images: int = 400, size: int = 224, epochs: int = 10) -> None:
         start = time.perf_counter()
         features = utils.cached_features(model, frame, size, Path(cache))
         extract = time.perf_counter() - start
-        head = keras.Sequential([keras.Input((utils.FEATURES,)), model.get_layer("score")])
+        head = keras.Sequential([keras.Input((features.shape[1],)), model.get_layer("score")])
         head.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
         start = time.perf_counter()
         head.fit(features.to_numpy(), y, batch_size=32, epochs=epochs, verbose=0)

@@ -60,7 +60,7 @@ def main(runs: int = 5) -> None:
     keras.utils.set_random_seed(0)
     model = model_from_notebook(350)
     predicted = np.linspace(1, 5, 1100)
-    reference = utils.Reference(predicted, predicted, np.zeros(utils.FEATURES), 1.0, "bench")
+    reference = utils.Reference(predicted, predicted, np.zeros(2048), 1.0, "bench")
     with tempfile.TemporaryDirectory() as folder:
         path = twelve_megapixel_photo(Path(folder))
         print(f"photo: {path.stat().st_size / 1e6:.1f} MB, 4000x3000, EXIF-rotated")

@@ -71,12 +71,12 @@ def run_cells(name: str, tag: str | None = None, twice: bool = False, edits: dic
     return namespace
 
 
-def model_from_notebook(image_size: int, seed: int = 0):
+def model_from_notebook(image_size: int, seed: int = 0, **settings):
     """The model exactly as notebook 02's cells build it, at this size, with untrained weights
-    drawn from this seed."""
+    drawn from this seed (and other Config settings: backbone, label_distribution)."""
     import keras
 
-    cfg = utils.Config(image_size=image_size, weights=None, seed=seed)
+    cfg = utils.Config(image_size=image_size, weights=None, seed=seed, **settings)
     return run_cells("02_frozen_head", "model", utils=utils, keras=keras, cfg=cfg)["model"]
 
 

@@ -247,10 +247,10 @@ def test_colab_02_and_03_train_in_new_vms_and_keep_the_run_on_drive(drive):
 
 def test_colab_04_evaluates_in_a_new_vm(drive):
     def user_settings(nb):
-        cell = next(c for c in nb.cells if "RUN_FULL_PROTOCOLS = " in c.source)
-        assert "RUN_FULL_PROTOCOLS = utils.smoke_mode()" in cell.source
-        cell.source = cell.source.replace("RUN_FULL_PROTOCOLS = utils.smoke_mode()",
-                                          "RUN_FULL_PROTOCOLS = False")  # a Colab user's default
+        for switch in ("RUN_FULL_PROTOCOLS", "RUN_ABLATION"):  # a Colab user's defaults: both off
+            cell = next(c for c in nb.cells if f"{switch} = " in c.source)
+            assert f"{switch} = utils.smoke_mode()" in cell.source
+            cell.source = cell.source.replace(f"{switch} = utils.smoke_mode()", f"{switch} = False")
 
     run_in_fresh_vm(drive, NOTEBOOKS[3], edit=user_settings)
     work = drive / "drive" / "MyDrive" / "scut-fbp5500"

@@ -1,6 +1,7 @@
 """Evaluation: metrics against hand-worked values and scipy, intervals, groups, folds."""
 
 import warnings
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -69,13 +70,22 @@ def test_the_intervals_are_percentiles_of_the_figures_over_resampled_faces():
 
 def test_the_published_results_beside_a_run_are_those_of_its_protocol_family():
     fold3 = utils.published_results("fold3")
-    assert set(fold3["protocol"]) == {"5-fold CV, mean"} and len(fold3) == 4
+    assert set(fold3["protocol"]) == {"5-fold CV, mean"} and len(fold3) == 5
     fold1 = utils.published_results("fold1")
     combo = fold1[fold1["protocol"] == "fold1"].iloc[-1]  # like for like with a fold-1 run
     assert (combo["MAE"], combo["RMSE"], combo["PC"]) == (0.2119, 0.2751, 0.9157)
     sixty = utils.published_results("60/40").set_index("model")
     assert sixty.loc["ResNeXt-50", "PC"] == 0.8777 and len(sixty) == 4
     assert any("best of its ablation settings" in name for name in sixty.index)
+
+
+def test_the_published_table_says_how_each_row_chose_its_epoch():
+    table = utils.PUBLISHED.set_index("model")
+    assert set(table.filter(like="ComboLoss", axis=0)["epoch chosen"]) == {"on the test fold (optimistic)"}
+    fap = table.loc[utils.TWO_D_FAP]
+    assert (fap["PC"], fap["MAE"], fap["RMSE"]) == (0.928, 0.196, 0.259)
+    assert "as compiled by others" in fap["source"] and fap["protocol"] == "5-fold CV, mean"
+    assert table["epoch chosen"].notna().all()
 
 
 def simulated_faces(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -252,3 +262,91 @@ def test_small_groups_give_intervals_without_warnings():
         warnings.simplefilter("error")
         gaps = utils.group_gaps(frame, samples=400)
     assert np.isfinite(gaps[["RMSE/SD", "others", "gap", "low", "high"]].to_numpy()).all()
+
+
+# --- the ablation and the results table ---------------------------------------------------
+
+
+def test_a_paired_difference_is_the_difference_of_the_figures_on_the_same_resampled_faces():
+    rng = np.random.default_rng(3)
+    true = rng.uniform(1, 5, 300)
+    baseline, better = true + rng.normal(0, 0.4, 300), true + rng.normal(0, 0.3, 300)
+    differences = utils.paired_differences(true, better, baseline, samples=200, seed=7)
+    point = {m: utils.regression_metrics(true, better)[m] - utils.regression_metrics(true, baseline)[m]
+             for m in utils.METRICS}
+    # scipy draws the same face indices for the three paired arrays as this loop does
+    resamples = np.random.default_rng(7).integers(0, 300, (200, 300))
+    drawn = [utils.regression_metrics(true[i], better[i]) for i in resamples]
+    base = [utils.regression_metrics(true[i], baseline[i]) for i in resamples]
+    for m in ("PC", "MAE", "RMSE"):
+        assert differences[m][0] == pytest.approx(point[m])
+        paired = np.percentile([d[m] - b[m] for d, b in zip(drawn, base, strict=True)], [2.5, 97.5])
+        assert differences[m][1:] == pytest.approx(paired, rel=1e-9)
+    assert differences["RMSE"][2] < 0 and differences["PC"][1] > 0  # clearly better: intervals exclude 0
+    same = utils.paired_differences(true, baseline, baseline, samples=50)
+    assert all(value == low == high == 0 for value, low, high in same.values())
+
+
+def evaluated_run(root, name: str, true, predicted, files, protocol: str = "fold1", **config) -> None:
+    """A run folder as notebooks 02 to 04 leave it: run.json, a model file, evaluation.json of that
+    model and predictions.csv (the figures computed from the predictions given)."""
+    folder = root / "runs" / name
+    folder.mkdir(parents=True)
+    (folder / "finetuned.keras").write_bytes(name.encode())
+    cfg = asdict(utils.Config(protocol=protocol, **config))
+    utils.save_json(folder / "run.json", {
+        "config": cfg, "dataset": "d", "recipe": utils.RECIPE_VERSION, "smoke": False, "finished": True,
+        "versions": {"tensorflow": "2.20.0"},
+        "finetune": {"runtime": "Tesla T4", "peak_gpu_gb": 9.5, "seconds_per_epoch": 61.0}})
+    figures = utils.bootstrap_metrics(true, predicted, samples=100)
+    utils.save_json(folder / "evaluation.json", {
+        "evaluated": utils.current_model(folder), "model": "finetuned", "protocol": protocol, "n": len(true),
+        **{m: v for m, (v, low, high) in figures.items()},
+        "ci95": {m: [low, high] for m, (v, low, high) in figures.items()}})
+    pd.DataFrame({"file": files, "score": true, "finetuned": predicted}).to_csv(folder / "predictions.csv")
+
+
+@pytest.fixture
+def recipes(tmp_path):
+    """Three evaluated recipes on the same 300 test faces: the baseline, a clearly better one, a copy."""
+    rng = np.random.default_rng(4)
+    true, files = rng.uniform(1, 5, 300), [f"AF{k}.jpg" for k in range(300)]
+    baseline = true + rng.normal(0, 0.4, 300)
+    evaluated_run(tmp_path, "fold1-blog", true, baseline, files)
+    evaluated_run(tmp_path, "fold1-convnext", true, true + rng.normal(0, 0.25, 300), files,
+                  backbone="ConvNeXtTiny", label_distribution=True)
+    evaluated_run(tmp_path, "fold1-again", true, baseline, files, seed=1)
+    evaluated_run(tmp_path, "60-40-blog", true, baseline, files, protocol="60/40")
+    return tmp_path
+
+
+def test_the_ablation_compares_each_recipe_with_the_blogs_on_the_same_faces(recipes):
+    names = {"ResNet50": "fold1-blog", "ConvNeXtTiny + distribution": "fold1-convnext",
+             "again": "fold1-again"}
+    table = utils.ablation_table({k: recipes / "runs" / v for k, v in names.items()}, samples=200)
+    assert list(table.index) == list(names) and table.index.name == "recipe (Δ: minus ResNet50)"
+    assert table.loc["ConvNeXtTiny + distribution", "real differences"] == "PC, MAE, RMSE"
+    assert table.loc["again", "real differences"] == table.loc["ResNet50", "real differences"] == "none"
+    assert table.loc["again", "ΔPC"] == "0.0000 [0.0000, 0.0000]"
+    row = table.loc["ResNet50"]
+    assert (row["s/epoch"], row["peak GPU GB"], row["runtime"]) == (61.0, 9.5, "Tesla T4, TF 2.20.0")
+    report = utils.read_json(recipes / "runs" / "fold1-blog" / "evaluation.json")
+    assert row["PC"] == utils.with_interval(report["PC"], *report["ci95"]["PC"])
+    predictions = pd.read_csv(recipes / "runs" / "fold1-again" / "predictions.csv")
+    predictions.iloc[::-1].to_csv(recipes / "runs" / "fold1-again" / "predictions.csv")
+    with pytest.raises(utils.RunNotFoundError, match="other faces"):
+        utils.ablation_table({k: recipes / "runs" / v for k, v in names.items()}, samples=20)
+
+
+def test_the_results_table_is_written_from_the_evaluations(recipes):
+    (recipes / "runs" / "fold1-again" / "finetuned.keras").write_bytes(b"a later model")  # not evaluated
+    table = utils.results_table(recipes)
+    assert list(table["run"]) == ["60-40-blog", "fold1-convnext", "fold1-blog"]
+    assert list(table["recipe"]) == ["ResNet50", "ConvNeXtTiny + distribution", "ResNet50"]
+    assert set(table["epoch chosen"]) == {"on validation"}
+    assert set(table["runtime"]) == {"Tesla T4, TF 2.20.0"}
+    report = utils.read_json(recipes / "runs" / "fold1-blog" / "evaluation.json")
+    assert table.loc[2, "PC"] == f"{report['PC']:.4f}"
+    markdown = utils.as_markdown(table).splitlines()
+    assert markdown[0] == "| protocol | recipe | stage | PC | MAE | RMSE | epoch chosen | runtime | run |"
+    assert markdown[1] == "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" and len(markdown) == 5

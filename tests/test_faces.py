@@ -129,18 +129,27 @@ def model():
     return model_from_notebook(64)
 
 
-@pytest.fixture(scope="module")
-def reference():
-    """A reference whose average face is a random feature vector; predictions spread over 1-5."""
+def reference_for(model) -> utils.Reference:
+    """A reference whose average face is random features of the model's width; predictions over 1-5."""
     predicted = np.linspace(1, 5, 201)
-    return utils.Reference(predicted + 0.1, predicted, np.random.default_rng(1).uniform(0, 1, utils.FEATURES),
+    width = model.get_layer("score").input.shape[-1]
+    return utils.Reference(predicted + 0.1, predicted, np.random.default_rng(1).uniform(0, 1, width),
                            0.5, "a test reference")
 
 
-def test_contribution_maps_average_to_the_score_minus_the_average_prediction(model, reference):
+@pytest.fixture(scope="module")
+def reference(model):
+    return reference_for(model)
+
+
+@pytest.mark.parametrize("backbone", list(utils.BACKBONES))
+def test_contribution_maps_average_to_the_score_minus_the_average_prediction(backbone):
+    keras.utils.set_random_seed(0)
+    model = model_from_notebook(64, backbone=backbone)
+    reference = reference_for(model)
     faces = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     scores, maps = utils.contribution_maps(model, faces, reference.mean_features)
-    np.testing.assert_allclose(scores, model.predict(faces, verbose=0).ravel(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(scores, model.predict(faces, verbose=0)["score"].ravel(), rtol=1e-4, atol=1e-4)
     kernel, bias = (w.numpy().astype(float) for w in model.get_layer("score").weights)
     average = reference.mean_features @ kernel[:, 0] + bias[0]   # the head's prediction for the average face
     np.testing.assert_allclose(maps.mean(axis=(1, 2)), scores - average, rtol=1e-9, atol=1e-9)

@@ -1,9 +1,12 @@
 """The model as notebook 02 builds it: the blog's parameter counts, frozen BatchNormalization,
 ImageNet weights by default, saving, mixed precision, the feature cache."""
 
+from dataclasses import asdict
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import model_from_notebook, run_cells
 
 import utils
@@ -38,10 +41,11 @@ def test_unfrozen_everything_trains_and_batchnorm_keeps_its_statistics():
                  if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(batchnorm) == 53 and all(isinstance(b, utils.InferenceBatchNormalization) for b in batchnorm)
     images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
-    np.testing.assert_allclose(model(images, training=True), model(images, training=False), rtol=1e-6)
+    np.testing.assert_allclose(model(images, training=True)["score"], model(images, training=False)["score"],
+                               rtol=1e-6)
     statistics = [keras.ops.convert_to_numpy(w) for b in batchnorm for w in b.non_trainable_weights]
     model.compile(optimizer="adam", loss="mse")
-    model.train_on_batch(images, np.full((4, 1), 3.0))
+    model.train_on_batch(images, {"score": np.full((4, 1), 3.0)})
     after = [keras.ops.convert_to_numpy(w) for b in batchnorm for w in b.non_trainable_weights]
     assert all(np.array_equal(a, b) for a, b in zip(statistics, after, strict=True))
 
@@ -83,8 +87,8 @@ def test_a_saved_model_reloads_in_safe_mode_and_predicts_the_same(model, tmp_pat
     images = np.random.default_rng(2).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
     model.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
-    np.testing.assert_allclose(again.predict(images, verbose=0), model.predict(images, verbose=0),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(again.predict(images, verbose=0)["score"],
+                               model.predict(images, verbose=0)["score"], rtol=1e-5, atol=1e-5)
 
 
 def test_mixed_precision_computes_in_float16_but_scores_in_float32(tmp_path):
@@ -94,7 +98,7 @@ def test_mixed_precision_computes_in_float16_but_scores_in_float32(tmp_path):
     conv = model.get_layer("resnet50").get_layer("conv1_conv")
     assert conv.compute_dtype == "float16" and conv.variable_dtype == "float32"
     assert model.get_layer("score").compute_dtype == "float32"
-    assert model(np.zeros((1, 32, 32, 3), "uint8")).dtype == "float32"
+    assert model(np.zeros((1, 32, 32, 3), "uint8"))["score"].dtype == "float32"
     model.compile(optimizer=keras.optimizers.AdamW(1e-5), loss="mse")  # as notebook 03 compiles it
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)  # small gradients survive
     utils.use_precision(model, "float32")
@@ -110,9 +114,9 @@ def test_cached_features_equal_the_frozen_networks(model, synthetic_root, tmp_pa
     np.testing.assert_allclose(features, utils.feature_extractor(model).predict(images, verbose=0),
                                rtol=1e-4, atol=1e-4)
     # notebook 02's head on cached features is the model's own head: the same scores as the network
-    head = keras.Sequential([keras.Input((utils.FEATURES,)), model.get_layer("score")])
+    head = keras.Sequential([keras.Input((2048,)), model.get_layer("score")])
     np.testing.assert_allclose(head.predict(features.to_numpy(), verbose=0),
-                               model.predict(images, verbose=0), rtol=1e-4, atol=1e-4)
+                               model.predict(images, verbose=0)["score"], rtol=1e-4, atol=1e-4)
     monkeypatch.setattr(utils, "feature_extractor", lambda m: pytest.fail("computed again"))
     np.testing.assert_array_equal(utils.cached_features(model, frame, SIZE, tmp_path), features)
 
@@ -141,6 +145,88 @@ def test_predictions_keep_the_order_and_mirror_on_request(model, synthetic_root)
     frame = utils.all_labels(synthetic_root).head(6)
     images = np.concatenate([x.numpy() for x, _ in utils.make_dataset(frame, SIZE, 4)])
     np.testing.assert_allclose(utils.predict_scores(model, frame, SIZE, batch_size=4),
-                               model.predict(images, verbose=0).ravel(), rtol=1e-5, atol=1e-5)
+                               model.predict(images, verbose=0)["score"].ravel(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(utils.predict_scores(model, frame, SIZE, batch_size=4, mirror=True),
-                               model.predict(images[:, :, ::-1], verbose=0).ravel(), rtol=1e-5, atol=1e-5)
+                               model.predict(images[:, :, ::-1], verbose=0)["score"].ravel(),
+                               rtol=1e-5, atol=1e-5)
+
+
+MODERN = ["ConvNeXtTiny", "EfficientNetV2S"]
+
+
+@pytest.mark.parametrize("backbone", MODERN)
+def test_a_modern_backbone_is_built_with_its_own_preprocessing_once_and_a_head_of_its_width(backbone):
+    model = model_from_notebook(SIZE, backbone=backbone)
+    inside = utils.backbone_of(model)
+    width = inside.output.shape[-1]
+    assert [layer.name for layer in model.layers] == ["image", "preprocess", inside.name, "score"]
+    assert model.get_layer("score").kernel.shape == (width, 1) and trainable(model) == width + 1
+    # Keras' ConvNeXt and EfficientNetV2 rescale and normalise 0-255 pixels themselves: the
+    # model's preprocessing layer passes them through, so they are preprocessed exactly once
+    images = np.random.default_rng(3).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(model.get_layer("preprocess")(images), images.astype("float32"))
+    own = [layer for layer in inside.layers
+           if isinstance(layer, keras.layers.Normalization | keras.layers.Rescaling)]
+    assert len(own) == 1 and inside.layers.index(own[0]) == 1  # its first layer after the input
+    np.testing.assert_allclose(utils.feature_extractor(model).predict(images, verbose=0),
+                               inside.predict(images.astype("float32"), verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_batchnormalization_is_kept_where_a_backbone_has_it():
+    efficientnet = utils.backbone_of(model_from_notebook(SIZE, backbone="EfficientNetV2S"))
+    batchnorm = [layer for layer in efficientnet.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert batchnorm and all(isinstance(layer, utils.InferenceBatchNormalization) for layer in batchnorm)
+    convnext = utils.backbone_of(model_from_notebook(SIZE, backbone="ConvNeXtTiny"))
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in convnext._flatten_layers())
+
+
+@pytest.mark.parametrize("backbone", MODERN)
+def test_a_modern_backbones_model_saves_reloads_and_computes_mixed_precision(backbone, tmp_path):
+    model = model_from_notebook(32, backbone=backbone, label_distribution=True)
+    images = np.random.default_rng(4).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    for head in utils.HEADS:
+        np.testing.assert_allclose(again.predict(images, verbose=0)[head],
+                                   model.predict(images, verbose=0)[head], rtol=1e-5, atol=1e-5)
+    utils.use_precision(model, "mixed_float16")
+    outputs = model(images)
+    assert outputs["score"].dtype == outputs["distribution"].dtype == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(outputs["distribution"]).sum(axis=1), 1, rtol=1e-5)
+
+
+def test_the_backbone_names_its_feature_cache_and_its_runs(synthetic_root, tmp_path):
+    frame = utils.all_labels(synthetic_root).head(4)
+    for backbone in utils.BACKBONES:
+        utils.cached_features(model_from_notebook(32, backbone=backbone), frame, 32, tmp_path)
+    names = sorted(p.name for p in tmp_path.glob("features-*.npy"))
+    assert len(names) == 3 and any("-convnext_tiny-" in n for n in names)
+    runs = {utils.run_dir(utils.Config(backbone=backbone), "data").name for backbone in utils.BACKBONES}
+    assert len(runs) == 3
+
+
+def test_each_backbone_has_a_default_batch_size_and_an_unknown_one_is_named():
+    for backbone, known in utils.BACKBONES.items():
+        assert utils.Config(backbone=backbone).batch_size == known.batch_size
+        assert utils.Config(backbone=backbone, batch_size=8).batch_size == 8
+    assert utils.Config().batch_size == 32  # the blog's ResNet50 keeps the batch of earlier versions
+    with pytest.raises(utils.SettingError, match="'ResNet50', 'ConvNeXtTiny', 'EfficientNetV2S'"):
+        utils.Config(backbone="VGG16")
+
+
+def test_the_default_settings_are_described_as_such_for_every_backbone():
+    assert utils.describe_settings(asdict(utils.Config())) == "protocol fold1, default settings"
+    assert utils.describe_settings(asdict(utils.Config(backbone="EfficientNetV2S"))) == \
+        "protocol fold1, backbone 'EfficientNetV2S'"
+
+
+def test_running_out_of_gpu_memory_names_a_batch_size_to_try():
+    cfg = utils.Config(backbone="ConvNeXtTiny")
+    with pytest.raises(utils.GPUMemoryError, match=rf"batches of 32\..*batch_size={cfg.batch_size // 2} "):
+        with utils.plain_out_of_memory(cfg):
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+    small = utils.Config(image_size=700, batch_size=32)  # 4 times the pixels: a quarter of the default
+    assert utils.batch_that_fits(small) == utils.BACKBONES["ResNet50"].batch_size // 4
+    with pytest.raises(tf.errors.InternalError):  # other errors pass unchanged
+        with utils.plain_out_of_memory(cfg):
+            raise tf.errors.InternalError(None, None, "a bug")

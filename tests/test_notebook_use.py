@@ -18,7 +18,8 @@ from skimage import data
 
 import utils
 
-NO_PROTOCOLS = {"utils.protocols_to_run(RUN_FULL_PROTOCOLS)": "[]"}  # the runner has a test of its own
+NO_PROTOCOLS = {"utils.protocols_to_run(RUN_FULL_PROTOCOLS)": "[]",  # the runners have tests of their own
+                "RUN_ABLATION = utils.smoke_mode()": "RUN_ABLATION = False"}
 
 
 @pytest.fixture
@@ -100,10 +101,12 @@ def test_the_protocol_switch_is_safe_to_save(monkeypatch, capsys):
     assert utils.protocols_to_run(True) == ["5-fold"] and utils.protocols_to_run(False) == []
     # the copy of 04 a runner executes for one fold, from a saved notebook with the switch on
     monkeypatch.setenv("FBP_CONFIG", json.dumps({"protocol": "fold2"}))
-    assert utils.protocols_to_run(True) == [] and "no protocol here" in capsys.readouterr().out
+    assert utils.protocols_to_run(True) == []
+    assert "RUN_FULL_PROTOCOLS does nothing here" in capsys.readouterr().out
     [cell] = [c for c in nbformat.read(ROOT / "notebooks" / "04_evaluation.ipynb", as_version=4).cells
               if "utils.run_protocol(" in c.source]
     assert "for protocol in utils.protocols_to_run(RUN_FULL_PROTOCOLS):" in cell.source
+    assert utils.switched_on(True, "RUN_ABLATION", "") is False  # the ablation's switch likewise
 
 
 def test_work_on_an_unmounted_drive_stops_with_what_to_do(tmp_path, monkeypatch):

@@ -107,8 +107,9 @@ def test_01_runs_in_smoke_mode(smoke):
     [agreement] = smoke.glob("human_agreement-*.json")  # kept per dataset
     human = json.loads(agreement.read_text())
     assert human["raters"] == 60 and human["images"] == 300
-    # Synthetic ratings: a face's taste (SD 0.7) plus each rater's noise (SD 0.7, then rounded to
-    # whole points: variance ~0.57 against 0.49). So a face's ratings spread by ~0.75, one rater
+    # Synthetic ratings: a face's taste (SD 0.7) plus each rater's noise (SD 0.35-1.05 by face, 0.7
+    # on average, then rounded to whole points: variance ~0.57 against 0.49). So a face's ratings
+    # spread by ~0.75 on average, one rater
     # matches the others' mean at ~sqrt(0.49 / 1.06) = 0.68 and two means of 30 raters at
     # ~0.49 / (0.49 + 0.57 / 30) = 0.96; clipping to 1-5 lowers all three a little.
     assert 0.65 < human["mean_per_image_sd"] < 0.8
@@ -157,10 +158,23 @@ def test_04_runs_in_smoke_mode_and_the_protocols_end_to_end(smoke, monkeypatch):
     for name in ["fold2", "fold3", "fold4", "fold5"]:
         [folder] = (smoke / "runs").glob(f"{name}-*")
         assert json.loads((folder / "evaluation.json").read_text())["PC"] > 0.5
-    # running a protocol again trains nothing
+    # the ablation's smoke recipes were trained and compared with the blog's, on the same faces
+    [ablation] = [c for c in notebook.cells if "utils.run_ablation(" in c.source]
+    shown = json.dumps(ablation.outputs)
+    assert "ResNet50 + distribution" in shown and "ConvNeXtTiny" in shown and "real differences" in shown
+    assert "  ConvNeXtTiny | Epoch 2/2" in shown  # each recipe's progress shows
+    # the results table, written from the evaluations: fold-1 runs and the 5-fold mean
+    [results] = [c for c in notebook.cells if "utils.results_table()" in c.source]
+    printed = "".join(o.get("text", "") for o in results.outputs)
+    assert "| fold1 | ResNet50 | fine-tuned |" in printed and "| 5-fold CV, mean ± SD | ResNet50 |" in printed
+    assert "| fold1 | ResNet50 + distribution |" in printed and "| fold1 | ConvNeXtTiny |" in printed
+    # running a protocol or the ablation again trains nothing
     monkeypatch.setattr(utils, "run_notebook", lambda *a, **k: pytest.fail("trained again"))
-    table = utils.run_protocol("5-fold", utils.Config().smoke(), smoke / "synthetic" / utils.DATASET_DIRNAME)
+    data = smoke / "synthetic" / utils.DATASET_DIRNAME
+    table = utils.run_protocol("5-fold", utils.Config().smoke(), data)
     assert list(table.index) == ["fold1", "fold2", "fold3", "fold4", "fold5", "mean", "SD"]
+    assert list(utils.run_ablation(utils.Config().smoke(), data).index) == [
+        "ResNet50", "ResNet50 + distribution", "ConvNeXtTiny"]
 
 
 def test_05_speaks_of_every_photo_and_scores_every_face(smoke, tmp_path, monkeypatch):
@@ -171,12 +185,28 @@ def test_05_speaks_of_every_photo_and_scores_every_face(smoke, tmp_path, monkeyp
     assert "coffee.jpg: no face found" in text and "notes.jpg: this is not an image" in text
     assert "cut.jpg: the image cannot be read" in text
     assert "webcam needs Colab" in text
+    # after the 5-fold protocol, the five fold models score together
+    assert "scoring with its five fine-tuned fold models" in text and "and the five models)" in text
+    assert "This run has no distribution head" in text
     # the score belongs to the face, not to the photo: alone or beside a smaller face, within the spread
     scored = dict(re.findall(r"^(\w+\.jpg, face \d): score (\d\.\d\d \(±\d\.\d\d)", text, re.MULTILINE))
     (alone, alone_spread), (beside, beside_spread) = (
         map(float, scored[key].split(" (±")) for key in ("alone.jpg, face 1", "beside.jpg, face 1"))
     assert "beside.jpg, face 2" in scored and alone_spread > 0
     assert abs(alone - beside) <= max(alone_spread, beside_spread) + 0.01  # printed to 2 decimals
+
+
+def test_05_says_how_much_raters_would_disagree_with_a_distribution_run(smoke, tmp_path, monkeypatch, capsys):
+    from conftest import run_cells
+
+    [(folder, _)] = [(f, r) for f, r in utils.saved_runs() if r["config"]["label_distribution"]]
+    photo_folder(tmp_path)
+    monkeypatch.setenv("FBP_PHOTO", str(tmp_path / "me.jpg"))
+    scored = run_cells("05_score_your_face", edits={"RUN_NAME = None": f"RUN_NAME = {folder.name!r}"})
+    text = capsys.readouterr().out
+    said = re.search(r"me\.jpg, face 1: of 60 raters like the dataset's, about (\d+) % would give a \d", text)
+    assert said and 0 < int(said.group(1)) <= 100
+    assert scored["shares"][0].sum() == pytest.approx(1, abs=1e-5)  # six crops' shares, averaged
 
 
 @pytest.fixture

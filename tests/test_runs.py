@@ -258,7 +258,7 @@ def test_a_protocol_run_echoes_each_line_its_notebooks_print(tmp_path, monkeypat
 def fake_fold_notebooks(dataset: str, calls: list):
     """A stand-in for run_notebook: writes what notebooks 02, 03 and 04 would write for a fold
     (tiny model files; 04 reports the current model's stage: PC .80 frozen, .90 fine-tuned)."""
-    def run(name, cfg, data_root, folder):
+    def run(name, cfg, data_root, folder, label=None):
         calls.append((name, cfg.protocol))
         folder.mkdir(parents=True, exist_ok=True)
         if name == "02_frozen_head":

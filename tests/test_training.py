@@ -90,3 +90,47 @@ def test_the_run_record_holds_what_05_needs(small_root, work, monkeypatch):
 def test_fine_tune_needs_stage_one(small_root, work, monkeypatch):
     with pytest.raises(utils.RunNotFoundError, match="run notebook 02"):
         train(SMOKE, small_root, monkeypatch, ["03_finetune"])
+
+
+@pytest.mark.parametrize("backbone", ["ConvNeXtTiny", "EfficientNetV2S"])
+def test_a_modern_backbone_trains_both_stages_and_records_its_cost(backbone, small_root, work, monkeypatch):
+    cfg = replace(SMOKE, backbone=backbone, finetune_epochs=1)
+    train(cfg, small_root, monkeypatch)
+    folder = utils.run_dir(cfg, utils.dataset_id(utils.all_labels(small_root)))
+    record = utils.read_run(folder)
+    assert record["finished"] and record["config"]["backbone"] == backbone
+    tuned = record["finetune"]
+    assert tuned["runtime"] == "CPU" and tuned["peak_gpu_gb"] is None and tuned["seconds_per_epoch"] > 0
+    model = utils.load_run_model(folder)
+    names = {"ConvNeXtTiny": "convnext_tiny", "EfficientNetV2S": "efficientnetv2-s"}
+    assert utils.backbone_of(model).name == names[backbone]
+    test = utils.load_protocol(small_root, "fold1")["test"]
+    assert np.isfinite(utils.predict_scores(model, test, cfg.image_size)).all()
+
+
+def predicted_spread(shares: np.ndarray) -> np.ndarray:
+    """The SD of the ratings that shares of raters per rating (1-5) describe."""
+    ratings = np.array(utils.RATINGS, float)
+    mean = shares @ ratings
+    return np.sqrt(np.clip(shares @ ratings**2 - mean**2, 0, None))
+
+
+def test_the_distribution_head_learns_how_much_the_raters_disagree(tmp_path, work, monkeypatch):
+    from scipy import stats
+
+    # 1,000 faces whose mouths show how much their raters disagree (data/synthetic.py); the head
+    # learns on the frozen (untrained) backbone's features, as notebook 02 does
+    root = synthetic.make_synthetic_dataset(tmp_path / "spread", n=1000)
+    cfg = replace(SMOKE, label_distribution=True)
+    shown = train(cfg, root, monkeypatch, ["02_frozen_head"])
+    test = shown["parts"]["test"]
+    predicted = shown["head"].predict(shown["x"]["test"], verbose=0)
+    np.testing.assert_allclose(predicted["distribution"].sum(axis=1), 1, rtol=1e-5)
+    true_spread = predicted_spread(test[utils.SHARES].to_numpy())
+    assert stats.spearmanr(predicted_spread(predicted["distribution"]), true_spread)[0] > 0.4
+    # the distribution's centre follows the score, and the score head still learns the score
+    assert stats.pearsonr(predicted["distribution"] @ np.array(utils.RATINGS), test["score"])[0] > 0.8
+    assert stats.pearsonr(predicted["score"].ravel(), test["score"])[0] > 0.8
+    # and the saved model carries both heads
+    model = utils.load_run_model(utils.run_dir(cfg, utils.dataset_id(utils.all_labels(root))))
+    assert set(model.output) == {"score", "distribution"}
