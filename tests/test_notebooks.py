@@ -63,9 +63,8 @@ def smoke(tmp_path_factory):
 
 
 def default_run(smoke):
-    """The one fold1 run of the smoke series (the default protocol with the default settings)."""
-    [folder] = (smoke / "runs").glob("fold1-*")
-    return folder
+    """The smoke series' own run: the one notebook 02 set up (fold 1, the default settings)."""
+    return smoke / "runs" / utils.read_json(smoke / "runs" / "current.json")["run"]
 
 
 def photo_folder(tmp_path):
@@ -161,20 +160,20 @@ def test_04_runs_in_smoke_mode_and_the_protocols_end_to_end(smoke, monkeypatch):
     # the ablation's smoke recipes were trained and compared with the blog's, on the same faces
     [ablation] = [c for c in notebook.cells if "utils.run_ablation(" in c.source]
     shown = json.dumps(ablation.outputs)
-    assert "ResNet50 + distribution" in shown and "ConvNeXtTiny" in shown and "real differences" in shown
-    assert "  ConvNeXtTiny | Epoch 2/2" in shown  # each recipe's progress shows
+    assert "EfficientNetV2S + distribution" in shown and "real differences" in shown
+    assert "  EfficientNetV2S + distribution | Epoch 2/2" in shown  # each recipe's progress shows
     # the results table, written from the evaluations: fold-1 runs and the 5-fold mean
     [results] = [c for c in notebook.cells if "utils.results_table()" in c.source]
     printed = "".join(o.get("text", "") for o in results.outputs)
     assert "| fold1 | ResNet50 | fine-tuned |" in printed and "| 5-fold CV, mean ± SD | ResNet50 |" in printed
-    assert "| fold1 | ResNet50 + distribution |" in printed and "| fold1 | ConvNeXtTiny |" in printed
+    assert "| fold1 | EfficientNetV2S + distribution | fine-tuned |" in printed
     # running a protocol or the ablation again trains nothing
     monkeypatch.setattr(utils, "run_notebook", lambda *a, **k: pytest.fail("trained again"))
     data = smoke / "synthetic" / utils.DATASET_DIRNAME
     table = utils.run_protocol("5-fold", utils.Config().smoke(), data)
     assert list(table.index) == ["fold1", "fold2", "fold3", "fold4", "fold5", "mean", "SD"]
     assert list(utils.run_ablation(utils.Config().smoke(), data).index) == [
-        "ResNet50", "ResNet50 + distribution", "ConvNeXtTiny"]
+        "ResNet50", "EfficientNetV2S + distribution"]
 
 
 def test_05_speaks_of_every_photo_and_scores_every_face(smoke, tmp_path, monkeypatch):
