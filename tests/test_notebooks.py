@@ -165,8 +165,10 @@ def test_04_runs_in_smoke_mode_and_the_protocols_end_to_end(smoke, monkeypatch):
     # the results table, written from the evaluations: fold-1 runs and the 5-fold mean
     [results] = [c for c in notebook.cells if "utils.results_table()" in c.source]
     printed = "".join(o.get("text", "") for o in results.outputs)
-    assert "| fold1 | ResNet50 | fine-tuned |" in printed and "| 5-fold CV, mean ± SD | ResNet50 |" in printed
-    assert "| fold1 | EfficientNetV2S + distribution | fine-tuned |" in printed
+    smoke_settings = "(image_size 64, weights None, batch_size 16"  # each recipe says what it changed
+    assert f"| fold1 | ResNet50 {smoke_settings}" in printed
+    assert f"| 5-fold CV, mean ± SD | ResNet50 {smoke_settings}" in printed
+    assert f"| fold1 | EfficientNetV2S + distribution {smoke_settings}" in printed
     # running a protocol or the ablation again trains nothing
     monkeypatch.setattr(utils, "run_notebook", lambda *a, **k: pytest.fail("trained again"))
     data = smoke / "synthetic" / utils.DATASET_DIRNAME
