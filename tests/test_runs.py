@@ -308,3 +308,18 @@ def test_no_note_or_description_quotes_an_earlier_models_evaluation(work, small_
     assert note.startswith(f"This run's model: {why_not}.")
     assert "0.80" not in note and "paper's" in note
     assert why_not in utils.describe_run(folder) and "0.80" not in utils.describe_run(folder)
+
+
+def test_05s_five_fold_models_are_found_once_the_5_fold_protocol_is_done(small_root, work, monkeypatch):
+    dataset, calls = utils.dataset_id(utils.all_labels(small_root)), []
+    monkeypatch.setattr(utils, "run_notebook", fake_fold_notebooks(dataset, calls))
+    fold1 = utils.run_dir(SMOKE, dataset)
+    utils.run_notebook("02_frozen_head", SMOKE, small_root, fold1)
+    utils.run_notebook("03_finetune", SMOKE, small_root, fold1)
+    assert utils.fold_runs(fold1) == []  # one fold trained: 05 scores with its model alone
+    utils.run_protocol("5-fold", SMOKE, small_root)
+    folds = utils.fold_runs(fold1)
+    assert folds == [utils.run_dir(replace(SMOKE, protocol=f"fold{k}"), dataset) for k in range(1, 6)]
+    other = replace(SMOKE, seed=1)  # fold 1 with other settings: the protocol done is not its own
+    utils.run_notebook("02_frozen_head", other, small_root, utils.run_dir(other, dataset))
+    assert utils.fold_runs(utils.run_dir(other, dataset)) == []
