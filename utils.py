@@ -146,9 +146,9 @@ def peak_gpu_gb() -> float | None:
 
 def describe_runtime() -> str:
     """One line on TensorFlow, Keras and the accelerator, with a hint when there is no GPU."""
-    line = f"TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-    if accelerator() != "CPU":
-        return line + f"GPU: {accelerator()}"
+    line, device = f"TensorFlow {tf.__version__}, Keras {keras.__version__}, ", accelerator()
+    if device != "CPU":
+        return line + f"GPU: {device}"
     hint = ("Runtime > Change runtime type > T4 GPU" if in_colab()
             else "training the full model on a CPU takes many hours; use Colab's free T4")
     return line + f"no GPU found ({hint})."
@@ -1587,6 +1587,14 @@ def run_ablation(cfg: Config, data_root: Path) -> pd.DataFrame:
     return ablation_table(dict(zip(recipes, folders, strict=True)))
 
 
+def trained_on(record: dict) -> str:
+    """The runtime that fine-tuned a run, from its record: e.g. 'Tesla T4, TF 2.20.0', or 'stage 1 only'."""
+    tuned = record.get("finetune")
+    if not tuned:
+        return "stage 1 only"
+    return f"{tuned.get('runtime', 'unrecorded')}, TF {record['versions']['tensorflow']}"
+
+
 def with_interval(value: float, low: float, high: float) -> str:
     """A figure and its interval in one cell, e.g. '0.9012 [0.8890, 0.9120]'."""
     return f"{value:.4f} [{low:.4f}, {high:.4f}]"
@@ -1624,8 +1632,7 @@ def ablation_table(folders: dict[str, Path], samples: int = 1000, seed: int = 0)
             raise RunNotFoundError(f"Recipe {name} was tested on other faces than {baseline_name}: "
                                    "recipes are compared on the same test faces only.")
         differences = paired_differences(faces["score"], predicted, baseline["baseline"], samples, seed)
-        record = read_run(folder)
-        tuned = record.get("finetune", {})
+        tuned = read_run(folder).get("finetune", {})
         rows[name] = {
             "stage": STAGE_NAMES[report["model"]],
             **{m: with_interval(report[m], *report["ci95"][m]) for m in ("PC", "MAE", "RMSE")},
@@ -1633,7 +1640,7 @@ def ablation_table(folders: dict[str, Path], samples: int = 1000, seed: int = 0)
             "real differences": ", ".join(m for m in ("PC", "MAE", "RMSE")
                                           if differences[m][1] > 0 or differences[m][2] < 0) or "none",
             "s/epoch": tuned.get("seconds_per_epoch"), "peak GPU GB": tuned.get("peak_gpu_gb"),
-            "runtime": f"{tuned.get('runtime', 'not fine-tuned')}, TF {record['versions']['tensorflow']}"}
+            "runtime": trained_on(read_run(folder))}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(f"recipe (Δ: minus {baseline_name})")
 
 
@@ -1822,9 +1829,7 @@ def results_table(root: Path | None = None) -> pd.DataFrame:
             summary = aggregate_folds(reports)
             figures.append({m: f"{summary.loc['mean', m]:.4f} ± {summary.loc['SD', m]:.4f}"
                             for m in ("PC", "MAE", "RMSE")} | {"protocol": "5-fold CV, mean ± SD"})
-        tuned = record.get("finetune")
-        runtime = (f"{tuned.get('runtime', 'unrecorded')}, TF {record['versions']['tensorflow']}" if tuned
-                   else "stage 1 only")
+        runtime = trained_on(record)
         for row in figures:
             rows.append({"protocol": row.pop("protocol"), "recipe": describe_recipe(record["config"]),
                          "stage": STAGE_NAMES[report["model"]], **row, "epoch chosen": ON_VALIDATION,

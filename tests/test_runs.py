@@ -277,10 +277,17 @@ def fake_fold_notebooks(dataset: str, calls: list):
     return run
 
 
-def test_a_protocol_reevaluates_a_fold_evaluated_before_its_fine_tune(small_root, work, monkeypatch):
-    # the user ran 02 and 04 for fold 1, then the 5-fold protocol (which runs 03 for fold 1)
+@pytest.fixture
+def fake_notebooks(small_root, work, monkeypatch) -> tuple[str, list]:
+    """run_notebook replaced by fake_fold_notebooks: the dataset's id and the calls it records."""
     dataset, calls = utils.dataset_id(utils.all_labels(small_root)), []
     monkeypatch.setattr(utils, "run_notebook", fake_fold_notebooks(dataset, calls))
+    return dataset, calls
+
+
+def test_a_protocol_reevaluates_a_fold_evaluated_before_its_fine_tune(small_root, fake_notebooks):
+    # the user ran 02 and 04 for fold 1, then the 5-fold protocol (which runs 03 for fold 1)
+    dataset, calls = fake_notebooks
     fold1 = utils.run_dir(SMOKE, dataset)
     utils.run_notebook("02_frozen_head", SMOKE, small_root, fold1)
     utils.run_notebook("04_evaluation", SMOKE, small_root, fold1)
@@ -310,9 +317,8 @@ def test_no_note_or_description_quotes_an_earlier_models_evaluation(work, small_
     assert why_not in utils.describe_run(folder) and "0.80" not in utils.describe_run(folder)
 
 
-def test_05s_five_fold_models_are_found_once_the_5_fold_protocol_is_done(small_root, work, monkeypatch):
-    dataset, calls = utils.dataset_id(utils.all_labels(small_root)), []
-    monkeypatch.setattr(utils, "run_notebook", fake_fold_notebooks(dataset, calls))
+def test_05s_five_fold_models_are_found_once_the_5_fold_protocol_is_done(small_root, fake_notebooks):
+    dataset, _ = fake_notebooks
     fold1 = utils.run_dir(SMOKE, dataset)
     utils.run_notebook("02_frozen_head", SMOKE, small_root, fold1)
     utils.run_notebook("03_finetune", SMOKE, small_root, fold1)
