@@ -2,11 +2,13 @@
 
 The notebooks hold the recipe: the Keras calls that build, train and evaluate the model, the
 analysis and the steps a photo goes through. This module holds what several notebooks share or a
-reader need not see, in sections: environment (Colab, Drive, work folder), data (fetching,
-validating, tf.data), model (registered layers, precision, feature cache), runs (records,
-checkpoints that survive a lost VM, the protocol runner), evaluation (bootstrap, group gaps,
-published results), faces (detection, alignment, reference, uploads and webcam). The smoke runs'
-synthetic dataset is made by data/synthetic.py.
+reader need not see, in sections: errors (every one a user can fix), environment (Colab, Drive,
+work folder, files written whole), data (fetching, validating, ratings, tf.data), model
+(registered layers, precision, feature cache), runs (settings, records, a run in words, each
+stage's saves, checkpoints that survive a lost VM, the protocol and ablation runners), evaluation
+(bootstrap, group gaps, folds, the ablation, published results), faces (detection, alignment,
+reference, scoring, uploads and webcam). The smoke runs' synthetic dataset is made by
+data/synthetic.py, which stands alone: this module imports it, never the reverse.
 """
 
 from __future__ import annotations
@@ -38,7 +40,83 @@ for _gpu in tf.config.list_physical_devices("GPU"):  # take GPU memory as needed
     tf.config.experimental.set_memory_growth(_gpu, True)  # fold's notebooks it runs share one GPU
 
 # ---------------------------------------------------------------------------------------
-# Environment: Colab or local, smoke mode, where work is kept
+# Errors: each a problem the user can fix, shown as its message alone (show_errors_plainly)
+# ---------------------------------------------------------------------------------------
+
+
+class DriveNotMountedError(Exception):
+    """The work folder is on Google Drive, which is not mounted now."""
+
+
+class NoSpaceError(Exception):
+    """The work folder's disk (in Colab, your Drive) has no room for what a run will write."""
+
+
+class DatasetError(Exception):
+    """Base of every problem with the dataset that the user can fix."""
+
+
+class DatasetLayoutError(DatasetError):
+    """The folder is not laid out like the SCUT-FBP5500 release."""
+
+
+class LabelFormatError(DatasetError):
+    """A label line is not '<file name> <score>'."""
+
+
+class ScoreRangeError(DatasetError):
+    """A score lies outside the rating scale [1, 5]."""
+
+
+class MissingImagesError(DatasetError):
+    """Images named in the label files are not on disk."""
+
+
+class CorruptImageError(DatasetError):
+    """An image file cannot be decoded."""
+
+
+class DownloadRefusedError(DatasetError):
+    """Google Drive did not hand over the zip."""
+
+
+class BadZipError(DatasetError):
+    """The zip is broken or would write outside its target folder."""
+
+
+class SettingError(ValueError):
+    """A setting of Config that the recipe cannot use."""
+
+
+class RunNotFoundError(FileNotFoundError):
+    """A notebook needs a run, or a stage, model, file or evaluation of one, that is not there (yet)."""
+
+
+class RunMismatchError(Exception):
+    """A run does not fit its use: another recipe version, dataset or precision, other faces or stages."""
+
+
+class GPUMemoryError(Exception):
+    """The GPU ran out of memory while training."""
+
+
+class ConstantPredictionError(ValueError):
+    """The model predicts one value for every face, so PC is undefined."""
+
+
+class FramingError(Exception):
+    """The dataset's face framing could not be measured."""
+
+
+class PhotoError(Exception):
+    """A photo that cannot be scored, with the reason in words."""
+
+
+USER_ERRORS = (DriveNotMountedError, NoSpaceError, DatasetError, SettingError, RunNotFoundError,
+               RunMismatchError, GPUMemoryError, ConstantPredictionError, FramingError, PhotoError)
+
+# ---------------------------------------------------------------------------------------
+# Environment: Colab or local, smoke mode, where work is kept and how a file is written whole
 # ---------------------------------------------------------------------------------------
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -57,6 +135,11 @@ def in_colab() -> bool:
 def smoke_mode() -> bool:
     """True when FBP_SMOKE=1 asks for a tiny, offline run."""
     return os.environ.get("FBP_SMOKE", "").strip() == "1"
+
+
+def one_fold_of_a_protocol() -> bool:
+    """True in a notebook that a protocol runner is running for one fold (it passes FBP_CONFIG)."""
+    return bool(os.environ.get("FBP_CONFIG"))
 
 
 def mount_drive() -> Path | None:
@@ -79,16 +162,6 @@ def flush_drive() -> None:
         print("Drive flushed: every checkpoint and report is on your Drive.")
 
 
-def check_drive(path: Path) -> None:
-    """Stop, with what to do, before reading or writing work on Google Drive while it is not mounted
-    (the last cell of a notebook flushes and unmounts it): files would go to the VM's disk and be lost."""
-    if in_colab() and Path(path).is_relative_to(DRIVE_MOUNT) and not DRIVE_HOME.is_dir():
-        raise DriveNotMountedError(
-            f"Google Drive is not mounted (the notebook's last cell flushed and unmounted it), so {path} "
-            "cannot be read or written. Run the cell with `utils.mount_drive()` near the top again, "
-            "then this cell.")
-
-
 def work_home() -> Path:
     """Where work is kept: FBP_WORK_DIR, else Drive in Colab, else ./work."""
     if os.environ.get("FBP_WORK_DIR"):
@@ -107,6 +180,50 @@ def work_dir() -> Path:
     path = work_home() / "smoke" if smoke_mode() else work_home()  # smoke runs share nothing with real ones
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_drive(path: Path) -> None:
+    """Stop, with what to do, before reading or writing work on Google Drive while it is not mounted
+    (the last cell of a notebook flushes and unmounts it): files would go to the VM's disk and be lost."""
+    if in_colab() and Path(path).is_relative_to(DRIVE_MOUNT) and not DRIVE_HOME.is_dir():
+        raise DriveNotMountedError(
+            f"Google Drive is not mounted (the notebook's last cell flushed and unmounted it), so {path} "
+            "cannot be read or written. Run the cell with `utils.mount_drive()` near the top again, "
+            "then this cell.")
+
+
+def write_atomically(path: Path, write: Callable[[Path], object], empty_old: bool = False) -> Path:
+    """Write a file under a temporary name beside it (same suffix), then rename it into place: a lost
+    VM never leaves half a file. empty_old empties the file it replaces first (a replaced file goes
+    to Drive's bin whole, and counts there for 30 days)."""
+    path = Path(path)
+    check_drive(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    write(temporary)
+    if empty_old and path.exists():
+        discard(path)
+    temporary.replace(path)
+    return path
+
+
+def discard(path: Path) -> None:
+    """Delete a file after emptying it: Google Drive keeps a deleted file in its bin, where it
+    counts against the quota for 30 days; emptied first, it keeps nothing there."""
+    os.truncate(path, 0)
+    Path(path).unlink()
+
+
+def save_json(path: Path, data: dict) -> Path:
+    """Write a JSON report atomically (numbers from numpy become plain floats)."""
+    return write_atomically(path, lambda file: file.write_text(json.dumps(data, indent=1, default=float)))
+
+
+def read_json(path: Path) -> dict:
+    """A JSON record such as a run's run.json, {} if there is none (stopping first, with what to do,
+    if it would be on Google Drive while Drive is not mounted)."""
+    check_drive(path)
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else {}
 
 
 def show_errors_plainly() -> None:
@@ -155,7 +272,7 @@ def describe_runtime() -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# Data: the SCUT-FBP5500 release, its labels and protocols, validation, tf.data pipeline
+# Data: the SCUT-FBP5500 release, its labels and protocols, validation, ratings, tf.data
 # ---------------------------------------------------------------------------------------
 
 GDRIVE_FILE_ID = "1w0TorBfTIqbquQVd6k3h_77ypnrvfGwf"
@@ -165,61 +282,9 @@ GROUPS = ("AF", "AM", "CF", "CM")
 GROUP_NAMES = {"AF": "Asian female", "AM": "Asian male",
                "CF": "Caucasian female", "CM": "Caucasian male"}
 OLD_PREFIXES = {"fty": "AF", "mty": "AM", "ftw": "CF", "mtw": "CM"}
-PROTOCOLS = ("fold1", "fold2", "fold3", "fold4", "fold5", "60/40")
+FOLDS = ("fold1", "fold2", "fold3", "fold4", "fold5")  # the 5-fold protocol's folds
+PROTOCOLS = (*FOLDS, "60/40")
 NAME_PATTERN = re.compile(r"^(AF|AM|CF|CM|fty|mty|ftw|mtw)(\d+)\.jpg$")
-
-
-class DatasetError(Exception):
-    """Base of every problem with the dataset that the user can fix."""
-
-
-class DatasetLayoutError(DatasetError):
-    """The folder is not laid out like the SCUT-FBP5500 release."""
-
-
-class LabelFormatError(DatasetError):
-    """A label line is not '<file name> <score>'."""
-
-
-class ScoreRangeError(DatasetError):
-    """A score lies outside the rating scale [1, 5]."""
-
-
-class MissingImagesError(DatasetError):
-    """Images named in the label files are not on disk."""
-
-
-class CorruptImageError(DatasetError):
-    """An image file cannot be decoded."""
-
-
-class DownloadRefusedError(DatasetError):
-    """Google Drive did not hand over the zip."""
-
-
-class BadZipError(DatasetError):
-    """The zip is broken or would write outside its target folder."""
-
-
-class RunNotFoundError(FileNotFoundError):
-    """A notebook needs a trained run (or stage) that is not in the work folder yet."""
-
-
-class DriveNotMountedError(Exception):
-    """The work folder is on Google Drive, which is not mounted now."""
-
-
-class NoSpaceError(Exception):
-    """The work folder's disk (in Colab, your Drive) has no room for what a run will write."""
-
-
-class GPUMemoryError(Exception):
-    """The GPU ran out of memory while training."""
-
-
-def gdrive_url(file_id: str = GDRIVE_FILE_ID) -> str:
-    """The direct-download address of a Google Drive file."""
-    return f"https://drive.google.com/uc?id={file_id}"
 
 
 def own_copy_help() -> str:
@@ -309,7 +374,8 @@ def download_zip(destination: Path, file_id: str = GDRIVE_FILE_ID) -> Path:
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     try:
-        gdown.download(url=gdrive_url(file_id), output=str(destination), quiet=False, resume=True)
+        gdown.download(url=f"https://drive.google.com/uc?id={file_id}", output=str(destination), quiet=False,
+                       resume=True)
     except Exception as error:  # gdown raises several types for quota, network and HTML pages
         if is_connection_error(error):
             raise DownloadRefusedError(no_connection_help()) from None
@@ -399,6 +465,12 @@ def canonical_name(name: str) -> str:
     return f"{OLD_PREFIXES.get(prefix, prefix)}{number}.jpg"
 
 
+def old_name(name: str) -> str:
+    """The 2018 release's name of an image: 'AF12.jpg' -> 'fty12.jpg'."""
+    new_to_old = {v: k for k, v in OLD_PREFIXES.items()}
+    return new_to_old[name[:2]] + name[2:]
+
+
 def read_labels(path: Path) -> pd.DataFrame:
     """Read a label file ('<file name> <score>' per line) of either release, checked line by line."""
     path = Path(path)
@@ -473,12 +545,6 @@ def load_protocol(root: Path, protocol: str = "fold1", val_fraction: float = 0.1
     return parts
 
 
-def old_name(name: str) -> str:
-    """The 2018 release's name of an image: 'AF12.jpg' -> 'fty12.jpg'."""
-    new_to_old = {v: k for k, v in OLD_PREFIXES.items()}
-    return new_to_old[name[:2]] + name[2:]
-
-
 def natural_key(names: pd.Series) -> pd.Series:
     """Sort key putting AF2 before AF10."""
     return names.map(lambda n: (n[:2], int(re.sub(r"\D", "", n) or 0)))
@@ -500,6 +566,13 @@ def all_labels(root: Path) -> pd.DataFrame:
     parts = [read_labels(p) for p in protocol_files(root, "fold1")]
     labels = locate_images(root, pd.concat(parts).sort_values("file", key=natural_key).reset_index(drop=True))
     return labels.assign(bytes=[os.path.getsize(p) for p in labels["path"]])
+
+
+def dataset_fingerprint(frame: pd.DataFrame) -> str:
+    """A hash of the image names, sizes and scores (of labels as all_labels gives them)."""
+    text = "".join(f"{f}:{n}:{s:.6f};" for f, n, s in zip(frame["file"], frame["bytes"], frame["score"],
+                                                         strict=True))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def verify_images(paths: list[str], workers: int = 8) -> None:
@@ -544,24 +617,76 @@ def percentile_of(score: float, scores: np.ndarray) -> float:
     return float(stats.percentileofscore(np.asarray(scores, dtype=float), score, kind="strict"))
 
 
-def write_atomically(path: Path, write: Callable[[Path], object], empty_old: bool = False) -> Path:
-    """Write a file under a temporary name beside it (same suffix), then rename it into place: a lost
-    VM never leaves half a file. empty_old empties the file it replaces first (a replaced file goes
-    to Drive's bin whole, and counts there for 30 days)."""
-    path = Path(path)
-    check_drive(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.stem}.tmp{path.suffix}")
-    write(temporary)
-    if empty_old and path.exists():
-        discard(path)
-    temporary.replace(path)
-    return path
+RATERS = 60
 
 
-def save_json(path: Path, data: dict) -> Path:
-    """Write a JSON report atomically (numbers from numpy become plain floats)."""
-    return write_atomically(path, lambda file: file.write_text(json.dumps(data, indent=1, default=float)))
+def read_ratings(root: Path) -> pd.DataFrame | None:
+    """Each image's rating by each of the 60 raters (Rater, file, Rating), or None without the file."""
+    path = Path(root) / "All_Ratings.xlsx"
+    if not path.is_file():
+        return None
+    expected = set(all_labels(root)["file"])
+    workbook = pd.read_excel(path, sheet_name=None)
+    sheets = [s for s in map(rating_columns, workbook.values()) if s is not None]
+    ratings = next((s for s in sheets if ratings_complete(s, expected)), None)
+    if ratings is None and sheets:
+        ratings = pd.concat(sheets).drop_duplicates(["Rater", "file"])
+    if ratings is None or not ratings_complete(ratings, expected):
+        found = (f"{ratings['file'].nunique()} images and {ratings['Rater'].nunique()} raters in "
+                 f"{len(ratings)} ratings" if ratings is not None
+                 else "no sheet with the columns Rater, Filename and Rating")
+        raise DatasetLayoutError(
+            f"{path.name}: expected the dataset's {len(expected)} images x {RATERS} raters, each "
+            f"image rated once by each rater, in its sheets {list(workbook)}; found {found}. "
+            "Replace it with the release's own file, or remove it to skip the rater analysis.")
+    return ratings.reset_index(drop=True)
+
+
+def rating_columns(sheet: pd.DataFrame) -> pd.DataFrame | None:
+    """A sheet's Rater, file and Rating columns (names matched ignoring case), or None."""
+    columns = {str(c).strip().lower(): c for c in sheet.columns}
+    if not {"rater", "filename", "rating"} <= set(columns):
+        return None
+    ratings = pd.DataFrame({"Rater": sheet[columns["rater"]],
+                            "file": sheet[columns["filename"]].astype(str).str.strip(),
+                            "Rating": pd.to_numeric(sheet[columns["rating"]], errors="coerce")})
+    ratings = ratings[ratings["file"].str.match(NAME_PATTERN) & ratings["Rating"].notna()]
+    return ratings.assign(file=ratings["file"].map(canonical_name))
+
+
+def ratings_complete(ratings: pd.DataFrame, images: set[str]) -> bool:
+    """True when each of the images, and no other, is rated once by each of 60 raters."""
+    return (set(ratings["file"]) == images and ratings["Rater"].nunique() == RATERS
+            and len(ratings) == len(images) * RATERS and not ratings.duplicated(["Rater", "file"]).any())
+
+
+RATINGS = (1, 2, 3, 4, 5)
+SHARES = [f"share_{rating}" for rating in RATINGS]  # of a face's raters who gave each rating
+
+
+def rating_shares(root: Path, labels: pd.DataFrame) -> pd.DataFrame:
+    """Per image (all_labels' rows), the share of its 60 raters who gave 1, 2, 3, 4 and 5, from
+    All_Ratings.xlsx; read once per dataset (a minute for the real file) and kept in the work folder."""
+    path = work_dir() / f"rating-shares-{dataset_fingerprint(labels)}.csv"
+    if path.is_file():
+        return pd.read_csv(path, index_col="file")
+    ratings = read_ratings(root)
+    if ratings is None:
+        raise DatasetLayoutError(
+            f"label_distribution=True learns how the 60 raters rated each face, which All_Ratings.xlsx "
+            f"holds, and {root} has no All_Ratings.xlsx. Put the release's file there (it is in the "
+            "zip), or set label_distribution=False in notebook 02's parameters cell.")
+    counts = pd.crosstab(ratings["file"], ratings["Rating"].round().astype(int))
+    counts = counts.reindex(index=labels["file"], columns=list(RATINGS), fill_value=0)
+    shares = counts.div(counts.sum(axis=1), axis=0).set_axis(SHARES, axis=1).rename_axis("file")
+    write_atomically(path, lambda file: shares.to_csv(file))
+    return shares
+
+
+def add_rating_shares(parts: dict[str, pd.DataFrame], root: Path, labels: pd.DataFrame) -> dict:
+    """The protocol's parts with each face's rating shares as columns (SHARES), for a distribution head."""
+    shares = rating_shares(root, labels)
+    return {name: part.join(shares, on="file") for name, part in parts.items()}
 
 
 def human_agreement_path(dataset: str) -> Path:
@@ -588,7 +713,8 @@ def targets(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, training: bool = False,
                  seed: int = 0):
     """(uint8 image, targets) batches: decoded, resized and cached; shuffled when training
-    (notebook 03 then maps its augmentation over them), else in the frame's order."""
+    (notebook 03 then maps its augmentation over them), else in the frame's order, as predict takes
+    them (it reads the images, not the targets)."""
     if training:  # a random cache order lets a small shuffle buffer mix the groups well
         frame = frame.sample(frac=1.0, random_state=seed)
     paths = frame["path"].astype(str).to_numpy()
@@ -600,104 +726,13 @@ def make_dataset(frame: pd.DataFrame, image_size: int, batch_size: int, training
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-RATERS = 60
-
-
-def read_ratings(root: Path) -> pd.DataFrame | None:
-    """Each image's rating by each of the 60 raters (Rater, file, Rating), or None without the file."""
-    path = Path(root) / "All_Ratings.xlsx"
-    if not path.is_file():
-        return None
-    expected = set(all_labels(root)["file"])
-    workbook = pd.read_excel(path, sheet_name=None)
-    sheets = [s for s in map(rating_columns, workbook.values()) if s is not None]
-    ratings = next((s for s in sheets if ratings_complete(s, expected)), None)
-    if ratings is None and sheets:
-        ratings = pd.concat(sheets).drop_duplicates(["Rater", "file"])
-    if ratings is None or not ratings_complete(ratings, expected):
-        found = (f"{ratings['file'].nunique()} images and {ratings['Rater'].nunique()} raters in "
-                 f"{len(ratings)} ratings" if ratings is not None
-                 else "no sheet with the columns Rater, Filename and Rating")
-        raise DatasetLayoutError(
-            f"{path.name}: expected the dataset's {len(expected)} images x {RATERS} raters, each "
-            f"image rated once by each rater, in its sheets {list(workbook)}; found {found}. "
-            "Replace it with the release's own file, or remove it to skip the rater analysis.")
-    return ratings.reset_index(drop=True)
-
-
-RATINGS = (1, 2, 3, 4, 5)
-SHARES = [f"share_{rating}" for rating in RATINGS]  # of a face's raters who gave each rating
-
-
-def rating_shares(root: Path, labels: pd.DataFrame) -> pd.DataFrame:
-    """Per image (all_labels' rows), the share of its 60 raters who gave 1, 2, 3, 4 and 5, from
-    All_Ratings.xlsx; read once per dataset (a minute for the real file) and kept in the work folder."""
-    path = work_dir() / f"rating-shares-{dataset_id(labels)}.csv"
-    if path.is_file():
-        return pd.read_csv(path, index_col="file")
-    ratings = read_ratings(root)
-    if ratings is None:
-        raise DatasetLayoutError(
-            f"label_distribution=True learns how the 60 raters rated each face, which All_Ratings.xlsx "
-            f"holds, and {root} has no All_Ratings.xlsx. Put the release's file there (it is in the "
-            "zip), or set label_distribution=False in notebook 02's parameters cell.")
-    counts = pd.crosstab(ratings["file"], ratings["Rating"].round().astype(int))
-    counts = counts.reindex(index=labels["file"], columns=list(RATINGS), fill_value=0)
-    shares = counts.div(counts.sum(axis=1), axis=0).set_axis(SHARES, axis=1).rename_axis("file")
-    write_atomically(path, lambda file: shares.to_csv(file))
-    return shares
-
-
-def add_rating_shares(parts: dict[str, pd.DataFrame], root: Path, labels: pd.DataFrame) -> dict:
-    """The protocol's parts with each face's rating shares as columns (SHARES), for a distribution head."""
-    shares = rating_shares(root, labels)
-    return {name: part.join(shares, on="file") for name, part in parts.items()}
-
-
-def rating_columns(sheet: pd.DataFrame) -> pd.DataFrame | None:
-    """A sheet's Rater, file and Rating columns (names matched ignoring case), or None."""
-    columns = {str(c).strip().lower(): c for c in sheet.columns}
-    if not {"rater", "filename", "rating"} <= set(columns):
-        return None
-    ratings = pd.DataFrame({"Rater": sheet[columns["rater"]],
-                            "file": sheet[columns["filename"]].astype(str).str.strip(),
-                            "Rating": pd.to_numeric(sheet[columns["rating"]], errors="coerce")})
-    ratings = ratings[ratings["file"].str.match(NAME_PATTERN) & ratings["Rating"].notna()]
-    return ratings.assign(file=ratings["file"].map(canonical_name))
-
-
-def ratings_complete(ratings: pd.DataFrame, images: set[str]) -> bool:
-    """True when each of the images, and no other, is rated once by each of 60 raters."""
-    return (set(ratings["file"]) == images and ratings["Rater"].nunique() == RATERS
-            and len(ratings) == len(images) * RATERS and not ratings.duplicated(["Rater", "file"]).any())
-
-
 # ---------------------------------------------------------------------------------------
 # Model: the layers a saved model needs registered, mixed precision, the feature cache
 # ---------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Backbone:
-    """What the recipe needs to know of a keras.applications backbone beyond its constructor."""
-
-    module: str                # its keras.applications module, whose preprocess_input the model applies
-    batch_size: int            # the default batch, estimated to fit a T4's memory at 350 px
-
-
-# Estimated peaks of a fine-tune at 350 px in batches of 32 on a T4 (tests/bench_backbones.py: the
-# training state, every layer's activations in float16, 30 % slack and 1 GB for CUDA; README,
-# "Backbones"): ResNet50 8.5 GB, ConvNeXtTiny 6.8 GB, EfficientNetV2S 9.4 GB of about 15. The
-# largest batch within 14 GB is 48, 64 and 48; all keep 32, the blog's recipe's, so that the
-# ablation compares backbones, not batch sizes.
-BACKBONES = {
-    "ResNet50": Backbone("resnet50", 32),
-    "ConvNeXtTiny": Backbone("convnext", 32),
-    "EfficientNetV2S": Backbone("efficientnet_v2", 32),
-}
-
-
-class SettingError(ValueError):
-    """A setting of Config that the recipe cannot use."""
+# The backbones the recipe knows, by their keras.applications constructor, each with the module
+# whose preprocess_input the model applies.
+BACKBONES = {"ResNet50": "resnet50", "ConvNeXtTiny": "convnext", "EfficientNetV2S": "efficientnet_v2"}
 
 
 @keras.saving.register_keras_serializable(package="fbp")
@@ -711,7 +746,7 @@ class ImageNetPreprocess(keras.layers.Layer):
         self.backbone = backbone
 
     def call(self, images):
-        module = getattr(keras.applications, BACKBONES[self.backbone].module)
+        module = getattr(keras.applications, BACKBONES[self.backbone])
         return module.preprocess_input(keras.ops.cast(images, "float32"))
 
     def get_config(self):
@@ -763,6 +798,9 @@ class RatingShares(keras.layers.Layer):
         return ends[:, 1:] - ends[:, :-1]
 
 
+HEADS = ("score", "distribution")  # the model's outputs; the second with label_distribution only
+
+
 def backbone_of(model: keras.Model) -> keras.Model:
     """The model's backbone (ResNet50, ConvNeXtTiny, ...): the one model among its layers."""
     return next(layer for layer in model.layers if isinstance(layer, keras.Model))
@@ -803,9 +841,6 @@ def use_precision(model: keras.Model, policy: str) -> None:
             layer.dtype_policy = policy
 
 
-HEADS = ("score", "distribution")  # the model's outputs; the second with label_distribution only
-
-
 def compile_arguments(cfg: Config) -> dict:
     """model.compile's loss, loss_weights and metrics, the same for the head (02) and the whole model
     (03): squared error on the score (the blog's; MAE and RMSE in score points beside it), and with
@@ -817,13 +852,6 @@ def compile_arguments(cfg: Config) -> dict:
         arguments["loss"]["distribution"] = keras.losses.KLDivergence()
         arguments["loss_weights"]["distribution"] = cfg.distribution_weight
     return arguments
-
-
-def dataset_fingerprint(frame: pd.DataFrame) -> str:
-    """A hash of the image names, sizes and scores (of labels as all_labels gives them)."""
-    text = "".join(f"{f}:{n}:{s:.6f};" for f, n, s in zip(frame["file"], frame["bytes"], frame["score"],
-                                                         strict=True))
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def cached_features(model: keras.Model, frame: pd.DataFrame, image_size: int, cache_dir: Path,
@@ -838,28 +866,23 @@ def cached_features(model: keras.Model, frame: pd.DataFrame, image_size: int, ca
         print(f"Features loaded from the cache {path.name}.")
         return pd.DataFrame(np.load(path), index=frame["file"])
     print(f"{backbone.name} features of every image, once (Keras' bar counts batches):")
-    images = image_batches(frame, image_size, batch_size)
+    images = make_dataset(frame, image_size, batch_size)  # predict takes the images, not the scores
     features = feature_extractor(model).predict(images, verbose=1).astype("float32")
     write_atomically(path, lambda file: np.save(file, features))
     return pd.DataFrame(features, index=frame["file"])
 
 
-def image_batches(frame: pd.DataFrame, image_size: int, batch_size: int = 64) -> tf.data.Dataset:
-    """The frame's images alone (no scores), batched in its order, for predict."""
-    return make_dataset(frame, image_size, batch_size).map(lambda x, y: x)
-
-
 def predict_scores(model: keras.Model, frame: pd.DataFrame, image_size: int,
                    batch_size: int = 64, mirror: bool = False) -> np.ndarray:
     """Predicted scores of the frame's images (or of their horizontal mirrors), in its order."""
-    images = image_batches(frame, image_size, batch_size)
+    images = make_dataset(frame, image_size, batch_size)  # predict takes the images, not the scores
     if mirror:
-        images = images.map(lambda x: tf.reverse(x, axis=[2]))
+        images = images.map(lambda x, y: (tf.reverse(x, axis=[2]), y))
     return model.predict(images, verbose=0)["score"].ravel()
 
 
 # ---------------------------------------------------------------------------------------
-# Runs: settings, run folders and records, checkpoints that survive a lost VM, protocols
+# Runs: settings, run folders and records, each stage's saves, the protocol and ablation runners
 # ---------------------------------------------------------------------------------------
 
 RECIPE_VERSION = 5  # bump whenever a change to the training code changes what a run's model means
@@ -874,7 +897,11 @@ class Config:
     image_size: int = 350              # the blog's and the dataset's size
     weights: str | None = "imagenet"   # None only for smoke runs and tests
     val_fraction: float = 0.1          # carved from the training part for model choice
-    batch_size: int | None = None      # None: the backbone's default, estimated to fit a T4 at 350 px
+    # A fine-tune at 350 px in batches of 32 should peak on a T4 at 8.5 GB with ResNet50, 6.8 with
+    # ConvNeXtTiny and 9.4 with EfficientNetV2S, of about 15 (tests/bench_backbones.py; README,
+    # "Backbones"): each could take more, and all keep the blog's 32, so that the ablation compares
+    # backbones, not batch sizes.
+    batch_size: int | None = None      # None: 32
     label_distribution: bool = False   # also learn the share of the 60 raters giving 1-5 (a second head)
     distribution_weight: float = 1.0   # its loss's weight beside the score's squared error
     head_lr: float = 1e-3
@@ -890,7 +917,7 @@ class Config:
             raise SettingError(f"backbone={self.backbone!r} is not one the recipe knows: choose one of "
                                f"{', '.join(map(repr, BACKBONES))}.")
         if self.batch_size is None:  # frozen: set once, so that the run's record names the batch
-            object.__setattr__(self, "batch_size", BACKBONES[self.backbone].batch_size)
+            object.__setattr__(self, "batch_size", 32)
 
     def smoke(self) -> Config:
         """The same settings shrunk to a run of a minute on a CPU, with untrained weights."""
@@ -898,15 +925,20 @@ class Config:
                        finetune_lr=1e-5)
 
     def for_environment(self) -> Config:
-        """The settings a protocol runner passed in FBP_CONFIG, else these (shrunk when FBP_SMOKE=1)."""
+        """The settings a protocol runner passed in FBP_CONFIG, else these (shrunk when FBP_SMOKE=1);
+        says so when they replace these."""
         if one_fold_of_a_protocol():
+            print("Notebook 04's runner is running this notebook for one fold: its settings "
+                  "(FBP_CONFIG) replace this notebook's.")
             return Config(**json.loads(os.environ["FBP_CONFIG"]))
-        return self.smoke() if smoke_mode() else self
-
-
-def dataset_id(labels: pd.DataFrame) -> str:
-    """The fingerprint of a dataset from all its labels (validate_dataset's): images' names, sizes, scores."""
-    return dataset_fingerprint(labels)
+        if not smoke_mode():
+            return self
+        smoke, own = asdict(self.smoke()), asdict(self)
+        changed = [f"{name} {value!r}" for name, value in smoke.items() if value != own[name]]
+        if changed:
+            print(f"Smoke mode (FBP_SMOKE=1): {', '.join(changed)} replace your settings, for a run "
+                  "of a minute on a CPU.")
+        return self.smoke()
 
 
 def run_identity(cfg: Config, dataset: str) -> dict:
@@ -927,16 +959,9 @@ def run_dir(cfg: Config, dataset: str, root: Path | None = None) -> Path:
     return Path(root or work_dir()) / "runs" / f"{cfg.protocol.replace('/', '-')}-{fingerprint}"
 
 
-def read_run(path: Path) -> dict:
-    """The run's record (run.json), empty if there is none yet."""
-    check_drive(path)
-    record = Path(path) / "run.json"
-    return json.loads(record.read_text()) if record.is_file() else {}
-
-
 def update_run(path: Path, **fields) -> dict:
     """Merge fields into run.json, written atomically so a lost VM never leaves half a file."""
-    record = {**read_run(path), **fields}
+    record = {**read_json(Path(path) / "run.json"), **fields}
     save_json(Path(path) / "run.json", record)
     return record
 
@@ -948,37 +973,6 @@ def saved_runs(root: Path | None = None) -> list[tuple[Path, dict]]:
     return [(path.parent, json.loads(path.read_text())) for path in records]
 
 
-def identity_fields(record: dict) -> dict:
-    """A record's or identity's settings, recipe, smoke flag (and dataset, if known) as one flat dict."""
-    fields = {**record.get("config", {}), "recipe": record.get("recipe"), "smoke": record.get("smoke")}
-    return {**fields, "dataset": record["dataset"]} if record.get("dataset") else fields
-
-
-def differences(record: dict, identity: dict) -> str:
-    """What differs between a saved run and an identity, e.g. 'image_size 64 -> 350'."""
-    old, new = identity_fields(record), identity_fields(identity)
-    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k))
-
-
-def other_runs_note(identity: dict, root: Path | None = None) -> str:
-    """Names the saved runs of the same protocol made with other settings or data, and what differs."""
-    protocol = identity["config"]["protocol"]
-    lines = [f"  {folder.name}: {differences(record, identity)}" for folder, record in saved_runs(root)
-             if record["config"]["protocol"] == protocol and record["fingerprint"] != identity["fingerprint"]]
-    if not lines:
-        return ""
-    return "Runs of this protocol with other settings or data (kept, not reused):\n" + "\n".join(lines)
-
-
-def describe_settings(config: dict) -> str:
-    """A run's settings in words: those that differ from Config's defaults (the batch size from its
-    backbone's), e.g. 'protocol fold1, head_lr 0.003'."""
-    backbone = BACKBONES[config.get("backbone", Config.backbone)]
-    defaults = {**asdict(Config()), "batch_size": backbone.batch_size}
-    changed = [f"{k} {v!r}" for k, v in config.items() if k != "protocol" and v != defaults.get(k)]
-    return f"protocol {config['protocol']}, " + (", ".join(changed) if changed else "default settings")
-
-
 def current_run_file() -> Path:
     """Where notebook 02 names the run that notebooks 03, 04 and 05 continue."""
     return work_dir() / "runs" / "current.json"
@@ -988,9 +982,9 @@ def open_run(cfg: Config, labels: pd.DataFrame) -> tuple[Path, dict]:
     """This run's folder and identity; says which stages it has done, names the saved runs made with
     other settings or data (kept, never reused), and makes it the run that 03, 04 and 05 continue
     (not when a protocol runner runs this fold: the user's own run stays theirs)."""
-    identity = run_identity(cfg, dataset_id(labels))
+    identity = run_identity(cfg, dataset_fingerprint(labels))
     folder = run_dir(cfg, identity["dataset"])
-    record = read_run(folder)
+    record = read_json(folder / "run.json")
     stage = ("fine-tuned" if record.get("finished") else "stage 1 done" if record.get("frozen")
              else "new")
     print(f"Run {folder.name} ({stage}): {describe_settings(identity['config'])}.")
@@ -1001,21 +995,6 @@ def open_run(cfg: Config, labels: pd.DataFrame) -> tuple[Path, dict]:
     return folder, identity
 
 
-def saved_run_names() -> str:
-    """The saved runs' folder names, for a message: 'fold1-3fa2c1d0e4, ...' or 'none yet'."""
-    return ", ".join(f.name for f, _ in saved_runs()) or "none yet"
-
-
-def named_run(name: str) -> tuple[Path, dict]:
-    """The saved run called name (a folder of runs/) and its record; says which runs exist if none is."""
-    folder = work_dir() / "runs" / name
-    record = read_run(folder)
-    if not record:
-        raise RunNotFoundError(f"There is no run called {name!r} in {folder.parent}. Saved runs: "
-                               f"{saved_run_names()}. Set RUN_NAME to one of them, or to None.")
-    return folder, record
-
-
 def current_run(name: str | None = None, dataset: str | None = None) -> tuple[Path, dict]:
     """The run to continue and its identity: the fold a protocol runner passed (FBP_CONFIG), else
     the saved run called name, else the one notebook 02 set up last (never a guess such as the
@@ -1023,23 +1002,25 @@ def current_run(name: str | None = None, dataset: str | None = None) -> tuple[Pa
     if one_fold_of_a_protocol():
         cfg = Config().for_environment()
         identity, folder, how = run_identity(cfg, dataset), run_dir(cfg, dataset), "this fold of the protocol"
-    elif name:
-        (folder, identity), how = named_run(name), "named in RUN_NAME"
-    else:
-        chosen = read_json(current_run_file())
-        if chosen is None:
+    else:  # a named run's record, or the identity notebook 02 wrote with the run's name
+        identity = read_json(work_dir() / "runs" / name / "run.json" if name else current_run_file())
+        if not identity:
+            saved = ", ".join(folder.name for folder, _ in saved_runs()) or "none yet"
+            if name:
+                raise RunNotFoundError(f"There is no run called {name!r} in {work_dir() / 'runs'}. Saved "
+                                       f"runs: {saved}. Set RUN_NAME to one of them, or to None.")
             raise RunNotFoundError(
                 "No run chosen yet: run notebook 02 first (its parameters cell sets up the run that "
-                f"notebooks 03, 04 and 05 continue), or set RUN_NAME to a saved run ({saved_run_names()}).")
-        folder, identity = work_dir() / "runs" / chosen.pop("run"), chosen
-        how = "set up by notebook 02"
+                f"notebooks 03, 04 and 05 continue), or set RUN_NAME to a saved run ({saved}).")
+        folder = work_dir() / "runs" / (name or identity.pop("run"))
+        how = "named in RUN_NAME" if name else "set up by notebook 02"
     if identity.get("recipe") != RECIPE_VERSION:
-        raise RunNotFoundError(
+        raise RunMismatchError(
             f"Run {folder.name} was made by version {identity.get('recipe')} of the training recipe, and "
             f"this checkout's is {RECIPE_VERSION}: its saved models do not fit this code. Run notebook 02 "
             "(and 03) to make the run again with this version, or set RUN_NAME to a run made by it.")
     if dataset and identity["dataset"] != dataset:
-        raise RunNotFoundError(
+        raise RunMismatchError(
             f"Run {folder.name} was trained on dataset {identity['dataset']}, and this one is {dataset}: "
             "its test faces would not be this dataset's. Point FBP_DATA_DIR at the dataset it was "
             "trained on, or run notebook 02 on this one.")
@@ -1047,34 +1028,71 @@ def current_run(name: str | None = None, dataset: str | None = None) -> tuple[Pa
     return folder, identity
 
 
-def save_model_atomically(model: keras.Model, path: Path) -> None:
-    """model.save under a temporary name, then renamed: a lost VM never leaves half a file."""
-    write_atomically(path, model.save, empty_old=True)
+# --- a run in words --------------------------------------------------------------------
 
 
-def batch_that_fits(cfg: Config) -> int:
-    """A batch size to try after the GPU ran out of memory: half this one, at most the backbone's
-    default scaled to the image size (activations grow with the pixels)."""
-    estimate = BACKBONES[cfg.backbone].batch_size * (350 / cfg.image_size) ** 2
-    return max(1, min(cfg.batch_size // 2, int(estimate)))
+def describe_settings(config: dict) -> str:
+    """A run's settings in words: its backbone (+ distribution, with label_distribution) and the other
+    settings that differ from Config's defaults, the protocol aside (the run's name says it), e.g.
+    'ConvNeXtTiny + distribution (head_lr 0.003)'."""
+    defaults = asdict(Config())
+    recipe = config.get("backbone", defaults["backbone"])
+    recipe += " + distribution" if config.get("label_distribution") else ""
+    changed = [f"{k} {v!r}" for k, v in config.items()
+               if k not in ("protocol", "backbone", "label_distribution") and v != defaults.get(k)]
+    return f"{recipe} ({', '.join(changed)})" if changed else recipe
 
 
-@contextlib.contextmanager
-def plain_out_of_memory(cfg: Config):
-    """Around training: the GPU running out of memory becomes a plain message naming a batch size
-    to try (the epochs saved so far are kept)."""
-    try:
-        yield
-    except (tf.errors.ResourceExhaustedError, tf.errors.InternalError) as error:
-        if isinstance(error, tf.errors.InternalError) and "out of memory" not in str(error).lower():
-            raise
-        smaller = batch_that_fits(cfg)
-        raise GPUMemoryError(
-            f"The GPU ran out of memory fine-tuning {cfg.backbone} at {cfg.image_size} px in batches of "
-            f"{cfg.batch_size}. Restart the session (Runtime > Restart session: TensorFlow keeps the "
-            f"memory it took), set batch_size={smaller} in notebook 02's parameters cell and run 02 "
-            "(seconds: its features are cached), then this notebook. A new batch size makes a new run, "
-            "which fine-tunes from the start; this run's saved epochs stay on Drive.") from None
+def describe_code(code: dict | None) -> str:
+    """A commit in words, e.g. 'commit 3a7d21c (with local changes)'."""
+    if not code or not code.get("commit"):
+        return "code of unknown version (not a git checkout)"
+    return f"commit {code['commit'][:7]}" + (" (with local changes)" if code.get("changed") else "")
+
+
+def describe_run(folder: Path) -> str:
+    """A run in a line: its settings and dataset, the stage it reached and the code that trained it,
+    its test PC if notebook 04 evaluated its current model (else why not), and SMOKE RUN for one."""
+    record, tuned = read_json(Path(folder) / "run.json"), {}
+    stage = "stage 1 only (frozen head)"
+    if record.get("finished"):
+        tuned = record["finetune"]
+        stage = f"fine-tuned (best epoch {tuned['best_epoch']} of {record['config']['finetune_epochs']})"
+    report, why_not = current_evaluation(folder)
+    tested = (f"test PC {report['PC']:.3f} ({STAGE_NAMES[report['model']]} model, notebook 04)" if report
+              else why_not)
+    smoke = (" SMOKE RUN (synthetic data, untrained weights): its figures mean nothing."
+             if record.get("smoke") else "")
+    return (f"Run {Path(folder).name}: {describe_settings(record['config'])}, dataset {record['dataset']}; "
+            f"{stage}, trained by {describe_code(tuned.get('code', record.get('code')))}; {tested}.{smoke}")
+
+
+def trained_on(record: dict) -> str:
+    """The runtime that fine-tuned a run, from its record: e.g. 'Tesla T4, TF 2.20.0', or 'stage 1 only'."""
+    tuned = record.get("finetune")
+    if not tuned:
+        return "stage 1 only"
+    return f"{tuned.get('runtime', 'unrecorded')}, TF {record['versions']['tensorflow']}"
+
+
+def other_runs_note(identity: dict, root: Path | None = None) -> str:
+    """Names the saved runs of the same protocol made with other settings or data (kept, never
+    reused), each with what differs, e.g. '  fold1-3fa2c1d0e4: head_lr 0.001 -> 0.002'."""
+    def fields(record: dict) -> dict:  # a record's or identity's settings, recipe, smoke flag and dataset
+        return {**record["config"], **{key: record.get(key) for key in ("recipe", "smoke", "dataset")}}
+
+    new, lines = fields(identity), []
+    for folder, record in saved_runs(root):
+        old = fields(record)
+        if old["protocol"] == new["protocol"] and record["fingerprint"] != identity["fingerprint"]:
+            changed = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v)
+            lines.append(f"  {folder.name}: {changed}")
+    if not lines:
+        return ""
+    return "Runs of this protocol with other settings or data (kept, not reused):\n" + "\n".join(lines)
+
+
+# --- stage 1 (notebook 02): the head's model, log, reference and record ----------------
 
 
 def history_frame(history: dict) -> pd.DataFrame:
@@ -1104,36 +1122,15 @@ def code_version() -> dict:
         return {"commit": None, "changed": None}
 
 
-def describe_code(code: dict | None) -> str:
-    """A commit in words, e.g. 'commit 3a7d21c (with local changes)'."""
-    if not code or not code.get("commit"):
-        return "code of unknown version (not a git checkout)"
-    return f"commit {code['commit'][:7]}" + (" (with local changes)" if code.get("changed") else "")
-
-
-def code_note(recorded: dict | None, what: str) -> str:
-    """'' when the recorded code is this checkout's; else which commit to check out to match it."""
-    now = code_version()
-    if not recorded or recorded == now:
-        return ""
-    note = (f"Note: {what} trained by {describe_code(recorded)}; this checkout is {describe_code(now)}, so "
-            "training goes on with other code.")
-    if recorded.get("commit") and recorded["commit"] != now["commit"]:
-        note += (f" To continue with the same code, run `!git -C {REPO_DIR} fetch --depth 1 origin "
-                 f"{recorded['commit']} && git -C {REPO_DIR} checkout {recorded['commit']}`, restart "
-                 "the kernel and run this notebook again.")
-    return note
-
-
 def record_stage_one(folder: Path, identity: dict, labels: pd.DataFrame, model: keras.Model,
                      parts: dict, test_features: np.ndarray, history: dict, frozen: dict) -> dict:
     """Keep stage 1 as the cells above made and showed it: frozen.keras, history_head.csv, the
     percentile's reference, and run.json with the identity, sizes, framing and the stage's figures.
     A stage 1 saved before with the same settings is replaced (a fine-tune made from it is kept)."""
-    before = read_run(folder)
+    before = read_json(folder / "run.json")
     folder.mkdir(parents=True, exist_ok=True)
     history_frame(history).to_csv(folder / "history_head.csv", index=False)
-    save_model_atomically(model, folder / "frozen.keras")
+    write_atomically(folder / "frozen.keras", model.save, empty_old=True)
     save_reference(folder, "frozen", model, parts["test"], identity["config"]["image_size"], test_features)
     record = update_run(folder, **identity, versions=versions(), code=code_version(),
                         framing=framing_for(labels), frozen=frozen,
@@ -1146,9 +1143,30 @@ def record_stage_one(folder: Path, identity: dict, labels: pd.DataFrame, model: 
     return record
 
 
+MAP_SAMPLE = 32                # faces whose maps set the colour scale
+
+
+def save_reference(folder: Path, stage: str, model: keras.Model, frame: pd.DataFrame,
+                   image_size: int, features: np.ndarray | None = None) -> Path:
+    """Keep the stage's test predictions, true scores, mean features and map colour scale for 05."""
+    if features is None:
+        features = feature_extractor(model).predict(make_dataset(frame, image_size, 64), verbose=0)
+    features = np.asarray(features, dtype=float)
+    kernel, bias = (keras.ops.convert_to_numpy(w).astype(float) for w in model.get_layer("score").weights)
+    predicted = features @ kernel[:, 0] + bias[0]
+    mean_features = features.mean(axis=0)
+    sample = np.concatenate([x for x, _ in make_dataset(frame.head(MAP_SAMPLE), image_size, MAP_SAMPLE)])
+    maps = contribution_maps(model, sample, mean_features)[1]
+    return save_json(Path(folder) / f"reference-{stage}.json", {
+        "stage": stage, "set": f"the {len(frame):,} test faces of {Path(folder).name}",
+        "files": frame["file"].tolist(), "true": frame["score"].round(4).tolist(),
+        "predicted": predicted.round(4).tolist(), "mean_features": mean_features.tolist(),
+        "map_scale": float(np.percentile(np.abs(maps), 98))})  # 98th percentile of |cell|
+
+
 def stage_one_record(folder: Path, identity: dict) -> dict:
     """The run's record once notebook 02 has done its stage 1 with these settings and data."""
-    record = read_run(folder)
+    record = read_json(folder / "run.json")
     if record.get("fingerprint") != identity["fingerprint"] or not record.get("frozen"):
         raise RunNotFoundError(
             f"Stage 1 of run {folder.name} is not done: run notebook 02 with the same settings "
@@ -1157,11 +1175,22 @@ def stage_one_record(folder: Path, identity: dict) -> dict:
     return record
 
 
-def discard(path: Path) -> None:
-    """Delete a file after emptying it: Google Drive keeps a deleted file in its bin, where it
-    counts against the quota for 30 days; emptied first, it keeps nothing there."""
-    os.truncate(path, 0)
-    Path(path).unlink()
+# --- stage 2 (notebook 03): saves that survive a lost VM, resuming, the final model ----
+
+
+def save_in_turn(folder: Path, record: str, variables: list, **info) -> dict:
+    """Save variables over the older of two files (e.g. state-a.npz and state-b.npz for state.json),
+    then name it, with its size and info, in the JSON record, which keeps the save before as
+    'previous': whenever a VM is lost, the newer whole file is named and the other is untouched."""
+    folder, stem = Path(folder), Path(record).stem
+    latest = read_json(folder / record)  # stops first if Drive is not mounted
+    name = f"{stem}-b.npz" if latest and latest["file"] == f"{stem}-a.npz" else f"{stem}-a.npz"
+    folder.mkdir(parents=True, exist_ok=True)
+    size = save_arrays_in_place(folder / name, variables)
+    previous = {k: v for k, v in latest.items() if k != "previous"} if latest else None
+    entry = {**info, "file": name, "bytes": size, "previous": previous}
+    save_json(folder / record, entry)
+    return entry
 
 
 def save_arrays_in_place(path: Path, variables: list) -> int:
@@ -1177,27 +1206,6 @@ def save_arrays_in_place(path: Path, variables: list) -> int:
         raise OSError(f"{path} holds {Path(path).stat().st_size:,} bytes after {size:,} were written: "
                       "is the disk (or your Drive) full?")
     return size
-
-
-def save_in_turn(folder: Path, record: str, variables: list, **info) -> dict:
-    """Save variables over the older of two files (e.g. state-a.npz and state-b.npz for state.json),
-    then name it, with its size and info, in the JSON record, which keeps the save before as
-    'previous': whenever a VM is lost, the newer whole file is named and the other is untouched."""
-    folder, stem = Path(folder), Path(record).stem
-    check_drive(folder)
-    latest = read_json(folder / record)
-    name = f"{stem}-b.npz" if latest and latest["file"] == f"{stem}-a.npz" else f"{stem}-a.npz"
-    folder.mkdir(parents=True, exist_ok=True)
-    size = save_arrays_in_place(folder / name, variables)
-    previous = {k: v for k, v in latest.items() if k != "previous"} if latest else None
-    entry = {**info, "file": name, "bytes": size, "previous": previous}
-    save_json(folder / record, entry)
-    return entry
-
-
-def read_json(path: Path) -> dict | None:
-    """A JSON record, None if there is none."""
-    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
 
 
 def newest_whole(folder: Path, entry: dict | None) -> tuple[dict, list[np.ndarray]] | None:
@@ -1233,46 +1241,6 @@ class EpochBackup(keras.callbacks.Callback):
                      epoch=epoch + 1, precision=self.model.dtype_policy.name, code=code_version())
 
 
-def restore_training(model: keras.Model, folder: Path, epochs: int, steps_per_epoch: int) -> int:
-    """Load the last good training state of the run into the compiled model and return the epochs
-    it has done: all of them for a finished run; else the newest whole backup (weights and optimizer);
-    else the best weights with a fresh optimizer; else none (0). Says which, and when other code
-    trained the run so far."""
-    folder = Path(folder)
-    if read_run(folder).get("finished"):
-        print(f"Run {folder.name} is already fine-tuned with these settings and data.")
-        return epochs
-    model.optimizer.build(model.trainable_variables)  # its slots must exist before loading
-    state = read_json(folder / "backup" / "state.json")
-    found = newest_whole(folder / "backup", state)
-    if found:
-        saved, arrays = found
-        if saved.get("precision", model.dtype_policy.name) != model.dtype_policy.name:
-            raise RunNotFoundError(
-                f"Run {folder.name} was training in {saved['precision']} (on a GPU with tensor cores) "
-                f"and this runtime computes in {model.dtype_policy.name}: its optimizer state does not fit. "
-                "Connect to a T4 GPU (Runtime > Change runtime type) and run this notebook again.")
-        model.set_weights(arrays[:len(model.weights)])
-        for variable, value in zip(model.optimizer.variables, arrays[len(model.weights):], strict=True):
-            variable.assign(value)
-        print(f"Resuming the fine-tune of run {folder.name} after epoch {saved['epoch']} of {epochs}.")
-    elif found := newest_whole(folder, read_best(folder)):
-        saved, arrays = found
-        model.set_weights(arrays)
-        model.optimizer.iterations.assign(saved["epoch"] * steps_per_epoch)  # the schedule goes on
-        print(f"No whole backup of run {folder.name} is left: resuming after epoch {saved['epoch']}, "
-              "whose best weights are whole, with a fresh optimizer state.")
-    else:
-        saved = {"epoch": 0, "code": read_run(folder).get("code")}
-        if state:
-            print(f"No whole backup of run {folder.name} is left: its fine-tune starts again from "
-                  "stage 1's model.")
-    note = code_note(saved.get("code"), "its last epochs were" if saved["epoch"] else "its stage 1 was")
-    if note:
-        print(note)
-    return int(saved["epoch"])
-
-
 class BestCheckpoint(keras.callbacks.Callback):
     """Keeps the weights (no optimizer state) of the epoch with the lowest validation loss, over the
     older of two files, then named with its epoch, loss and logged row in best.json, so the record
@@ -1283,11 +1251,11 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.folder, self.best = Path(folder), None
 
     def on_train_begin(self, logs=None):
-        self.best = read_best(self.folder)  # what is on disk now, whatever ran before
+        self.best = read_json(self.folder / "best.json")  # what is on disk now, whatever ran before
 
     def improves(self, logs: dict) -> bool:
         """True when this epoch's validation loss beats the best so far."""
-        return self.best is None or logs["val_loss"] < self.best["val_loss"]
+        return not self.best or logs["val_loss"] < self.best["val_loss"]
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -1295,11 +1263,6 @@ class BestCheckpoint(keras.callbacks.Callback):
             self.best = save_in_turn(self.folder, "best.json", self.model.weights, epoch=epoch + 1,
                                      val_loss=float(logs["val_loss"]),
                                      logs={k: float(v) for k, v in logs.items()})
-
-
-def read_best(folder: Path) -> dict | None:
-    """The best epoch recorded by BestCheckpoint (best.json), None before the first one."""
-    return read_json(Path(folder) / "best.json")
 
 
 class EpochLog(keras.callbacks.CSVLogger):
@@ -1317,12 +1280,75 @@ class EpochLog(keras.callbacks.CSVLogger):
         super().on_epoch_end(epoch + 1, {**(logs or {}), "seconds": time.perf_counter() - self.started})
 
 
+def restore_training(model: keras.Model, folder: Path, epochs: int, steps_per_epoch: int) -> int:
+    """Load the last good training state of the run into the compiled model and return the epochs
+    it has done: all of them for a finished run; else the newest whole backup (weights and optimizer);
+    else the best weights with a fresh optimizer; else none (0). Says which, and when other code
+    trained the run so far."""
+    folder = Path(folder)
+    if read_json(folder / "run.json").get("finished"):
+        print(f"Run {folder.name} is already fine-tuned with these settings and data.")
+        return epochs
+    model.optimizer.build(model.trainable_variables)  # its slots must exist before loading
+    state = read_json(folder / "backup" / "state.json")
+    found = newest_whole(folder / "backup", state)
+    if found:
+        saved, arrays = found
+        if saved.get("precision", model.dtype_policy.name) != model.dtype_policy.name:
+            raise RunMismatchError(
+                f"Run {folder.name} was training in {saved['precision']} (on a GPU with tensor cores) "
+                f"and this runtime computes in {model.dtype_policy.name}: its optimizer state does not fit. "
+                "Connect to a T4 GPU (Runtime > Change runtime type) and run this notebook again.")
+        model.set_weights(arrays[:len(model.weights)])
+        for variable, value in zip(model.optimizer.variables, arrays[len(model.weights):], strict=True):
+            variable.assign(value)
+        print(f"Resuming the fine-tune of run {folder.name} after epoch {saved['epoch']} of {epochs}.")
+    elif found := newest_whole(folder, read_json(folder / "best.json")):
+        saved, arrays = found
+        model.set_weights(arrays)
+        model.optimizer.iterations.assign(saved["epoch"] * steps_per_epoch)  # the schedule goes on
+        print(f"No whole backup of run {folder.name} is left: resuming after epoch {saved['epoch']}, "
+              "whose best weights are whole, with a fresh optimizer state.")
+    else:
+        saved = {"epoch": 0, "code": read_json(folder / "run.json").get("code")}
+        if state:
+            print(f"No whole backup of run {folder.name} is left: its fine-tune starts again from "
+                  "stage 1's model.")
+    recorded, now = saved.get("code"), code_version()
+    if recorded and recorded != now:  # other code trained the run so far: say so, and how to match it
+        what = "its last epochs were" if saved["epoch"] else "its stage 1 was"
+        match = (f" To continue with the same code, run `!git -C {REPO_DIR} fetch --depth 1 origin "
+                 f"{recorded['commit']} && git -C {REPO_DIR} checkout {recorded['commit']}`, restart the "
+                 "kernel and run this notebook again." if recorded.get("commit") not in (None, now["commit"])
+                 else "")
+        print(f"Note: {what} trained by {describe_code(recorded)}; this checkout is {describe_code(now)}, "
+              f"so training goes on with other code.{match}")
+    return int(saved["epoch"])
+
+
+@contextlib.contextmanager
+def plain_out_of_memory(cfg: Config):
+    """Around training: the GPU running out of memory becomes a plain message naming a batch size
+    to try, half this one (the epochs saved so far are kept)."""
+    try:
+        yield
+    except (tf.errors.ResourceExhaustedError, tf.errors.InternalError) as error:
+        if isinstance(error, tf.errors.InternalError) and "out of memory" not in str(error).lower():
+            raise
+        raise GPUMemoryError(
+            f"The GPU ran out of memory fine-tuning {cfg.backbone} at {cfg.image_size} px in batches of "
+            f"{cfg.batch_size}. Restart the session (Runtime > Restart session: TensorFlow keeps the "
+            f"memory it took), set batch_size={max(1, cfg.batch_size // 2)} in notebook 02's parameters "
+            "cell and run 02 (seconds: its features are cached), then this notebook. A new batch size makes "
+            "a new run, which fine-tunes from the start; this run's saved epochs stay on Drive.") from None
+
+
 def read_history(path: Path, best: dict | None = None) -> pd.DataFrame:
     """A training log (1-based epochs), keeping the last row of an epoch logged twice around a lost
     VM, except the row of the best checkpoint on disk (given as best.json), which is always kept."""
     frame = pd.read_csv(path)
     keep = ~frame.duplicated("epoch", keep="last")
-    if best is not None:
+    if best:
         saved = (frame["epoch"] == best["epoch"]) & np.isclose(frame["val_loss"], best["val_loss"])
         if saved.any():
             keep = (keep & (frame["epoch"] != best["epoch"])) | (saved & ~saved.duplicated(keep="last"))
@@ -1336,9 +1362,9 @@ def record_finetune(folder: Path, model: keras.Model, parts: dict, image_size: i
     seconds per epoch and the peak GPU memory of the kernel that finished it); then backups and
     checkpoints go (emptied first, so that Drive's bin keeps none of them)."""
     folder = Path(folder)
-    record = read_run(folder)
+    record = read_json(folder / "run.json")
     if not record.get("finished"):
-        found = newest_whole(folder, read_best(folder))
+        found = newest_whole(folder, read_json(folder / "best.json"))
         if found is None:
             raise RunNotFoundError(
                 f"No whole copy of the best weights of run {folder.name} is left. Delete best.json "
@@ -1346,7 +1372,7 @@ def record_finetune(folder: Path, model: keras.Model, parts: dict, image_size: i
         best, weights = found
         final = type(model).from_config(model.get_config())  # uncompiled: no optimizer state to save
         final.set_weights(weights)
-        save_model_atomically(final, folder / "finetuned.keras")
+        write_atomically(folder / "finetuned.keras", final.save, empty_old=True)
         save_reference(folder, "finetuned", final, parts["test"], image_size)
         val_pred = predict_scores(final, parts["val"], image_size)
         history = read_history(folder / "history_finetune.csv", best)
@@ -1363,22 +1389,188 @@ def record_finetune(folder: Path, model: keras.Model, parts: dict, image_size: i
     return record
 
 
-def folder_bytes(folder: Path) -> int:
-    """The bytes of the files below a folder."""
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+# --- a run's current model and its evaluation ------------------------------------------
 
 
-def space_needed(folders: list[Path], model_bytes: int) -> int:
-    """Bytes these runs will still add to the work folder, from the size of one saved model (W): W
-    for each stage's model not saved yet and, while a fine-tune is unfinished, its two backups (the
-    weights and AdamW's two moments: 3 W each) and two copies of its best weights, 8 W at the peak,
-    less what those files hold already (they are overwritten in place). Folds train one at a time."""
-    models = sum(model_bytes for folder in folders for name in ("frozen.keras", "finetuned.keras")
-                 if not (Path(folder) / name).is_file())
-    training = [8 * model_bytes - sum(p.stat().st_size for pattern in ("backup/state-*.npz", "best-*.npz")
-                                      for p in Path(folder).glob(pattern))
-                for folder in folders if not read_run(folder).get("finished")]
-    return models + max(training, default=0)
+def current_model_path(folder: Path) -> Path:
+    """The file of a run's best model: fine-tuned if that stage is done, else the frozen-head one."""
+    for name in ("finetuned.keras", "frozen.keras"):
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    raise RunNotFoundError(f"No trained model in {folder}: run notebooks 02 and 03 first.")
+
+
+def current_model(folder: Path) -> dict:
+    """Which model a run has now (what 04 evaluates and 05 scores with): its stage and a hash of its file."""
+    path, digest = current_model_path(folder), hashlib.sha1()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return {"stage": path.stem, "file": path.name, "sha1": digest.hexdigest()[:12]}
+
+
+STAGE_NAMES = {"frozen": "frozen-head", "finetuned": "fine-tuned"}
+
+
+def current_evaluation(folder: Path) -> tuple[dict | None, str]:
+    """Notebook 04's evaluation.json if it measured the run's current model, else None and why: none
+    yet, or one made from an earlier model (a frozen head since fine-tuned: 04 must run again)."""
+    report = read_json(Path(folder) / "evaluation.json")
+    if report and report.get("evaluated") == current_model(folder):
+        return report, ""
+    return None, ("notebook 04 evaluated an earlier model of this run, not its current one: run 04 again"
+                  if report else "not evaluated yet (notebook 04 does it)")
+
+
+# --- runners (notebook 04): folds and recipes through notebooks 02 to 04 ---------------
+
+
+def execute_notebook(name: str, copy: Path, env: dict, label: str) -> None:
+    """Run notebooks/<name>.ipynb top to bottom in a kernel of its own with this environment,
+    echoing each line it prints after its label (Keras' bar gives one per epoch); its executed
+    copy, with every output, is kept at `copy`. A failing cell stops it with a plain RuntimeError."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, DeadKernelError
+
+    class EchoingClient(NotebookClient):
+        pending = ""  # the start of a line not finished yet
+
+        def output(self, outs, msg, display_id, cell_index):
+            if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+                *lines, self.pending = (self.pending + msg["content"]["text"]).split("\n")
+                for line in lines:  # a progress bar redraws after "\r": keep its last state
+                    shown = line.rsplit("\r", 1)[-1]
+                    if shown.strip():
+                        print(f"  {label} | {shown}", flush=True)
+            return super().output(outs, msg, display_id, cell_index)
+
+    path = REPO_DIR / "notebooks" / f"{name}.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    print(f"{label}: notebook {name} runs ...", flush=True)
+    try:
+        EchoingClient(notebook, timeout=None, kernel_name="python3",
+                      resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
+    except (CellExecutionError, DeadKernelError) as error:
+        reason = (f"{error.ename}: {error.evalue}" if isinstance(error, CellExecutionError)
+                  else "its kernel died (out of memory?)")
+        raise RuntimeError(f"{label}: notebook {name} stopped, {reason}\nIts outputs are in {copy}.") \
+            from None
+    finally:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, copy)
+    print(f"{label}: notebook {name} done in {(time.perf_counter() - start) / 60:.1f} min.", flush=True)
+
+
+def run_notebook(name: str, cfg: Config, data_root: Path, folder: Path, label: str | None = None) -> None:
+    """Run a notebook of the series (e.g. '03_finetune') for a runner: with these settings
+    (FBP_CONFIG) and data, in this work folder, its progress shown after the run's label (its
+    protocol unless given), its executed copy kept in the run's folder."""
+    env = {**os.environ, "FBP_CONFIG": json.dumps(asdict(cfg)), "FBP_DATA_DIR": str(data_root),
+           "FBP_WORK_DIR": str(work_home())}
+    try:
+        execute_notebook(name, Path(folder) / f"{name}.ipynb", env, label or cfg.protocol)
+    except RuntimeError as error:
+        raise RuntimeError(f"{error} Run this cell again to resume.") from None
+
+
+def run_series(log: str | None = None) -> int:
+    """Run notebooks 01 to 05 headless, in order, each in a kernel of its own (the README's first
+    command): their executed copies go to the work folder's executed/ folder, then the run's
+    headline figures and the results table are printed. Returns the exit status for the shell."""
+    executed = work_dir() / "executed"
+    executed.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for path in sorted((REPO_DIR / "notebooks").glob("0[1-5]_*.ipynb")):
+        try:
+            execute_notebook(path.stem, executed / path.name, dict(os.environ), path.stem[:2])
+        except RuntimeError as error:
+            print(f"{error}\nFix what it says, then run the series again: what is done is not done again.")
+            return 1
+    if log:
+        shutil.copyfile(log, executed / "series.log")
+    folder, _ = current_run()
+    report, why_not = current_evaluation(folder)
+    print(f"\nThe series ran in {(time.perf_counter() - start) / 60:.1f} min. Executed notebooks, with "
+          f"every output: {executed}" + (" (TensorFlow's start-up log: series.log there)." if log else "."))
+    print(describe_run(folder))
+    if report:
+        print("Test figures with 95 % intervals:", ", ".join(
+            f"{name} {with_interval(report[name], *report['ci95'][name])}" for name in ("PC", "MAE", "RMSE")))
+    else:
+        print(f"No test figures: {why_not}.")
+    print("\nThe results table (notebook 04's last cell):\n" + as_markdown(results_table()))
+    return 0
+
+
+def switched_on(wanted: bool, switch: str, what: str) -> bool:
+    """Whether one of notebook 04's runner cells (RUN_FULL_PROTOCOLS, RUN_ABLATION) runs: when wanted,
+    but never in the copy of 04 that evaluates one run for a runner, so that a switch is safe to save
+    as True; says why not, and how to switch it on."""
+    if one_fold_of_a_protocol():
+        print(f"This copy of notebook 04 evaluates one run for a runner: {switch} does nothing here.")
+        return False
+    if not wanted:
+        print(f"{switch} is off: set {switch} = True above to {what}.")
+    return wanted
+
+
+def run_protocol(protocol: str, cfg: Config, data_root: Path) -> pd.DataFrame:
+    """Run a protocol: 'fold1'..'fold5', '5-fold' (all five) or '60/40'. Notebooks 02 and 03 train
+    each fold, then notebook 04 evaluates it, each in a kernel of its own (which frees the GPU); a
+    fold resumes after a lost VM and a step done is not run again. After 5-fold every fold's
+    folder also gets the out-of-fold predictions of all faces (05's reference). Returns the
+    per-fold figures, with their mean and SD for 5-fold."""
+    if one_fold_of_a_protocol():
+        raise RuntimeError("This notebook is running one fold for a protocol runner, so it cannot run "
+                           "protocols itself (RUN_FULL_PROTOCOLS must stay off here).")
+    names = list(FOLDS) if protocol == "5-fold" else [protocol]
+    folds = {name: replace(cfg, protocol=name) for name in names}
+    folders, reports = train_and_evaluate(folds, data_root, f"the {protocol} protocol")
+    if protocol == "5-fold":
+        save_out_of_fold_reference(folders)
+    return aggregate_folds(reports)
+
+
+def out_of_fold_path(folder: Path) -> Path | None:
+    """Where the 5-fold protocol keeps, once for its five folds, the out-of-fold reference of a fold's
+    run (beside the runs, named by the settings the folds share); None for a run of another protocol."""
+    record = read_json(Path(folder) / "run.json")
+    if not record["config"]["protocol"].startswith("fold"):
+        return None
+    shared = {**{k: record[k] for k in ("dataset", "recipe", "smoke")},
+              "config": {**record["config"], "protocol": "5-fold"}}
+    return Path(folder).parent / f"reference-5fold-{fingerprint_of(shared)}.json"
+
+
+def save_out_of_fold_reference(folders: list[Path]) -> None:
+    """Join the fine-tuned folds' test predictions into the 5-fold protocol's reference."""
+    parts = [json.loads((Path(f) / "reference-finetuned.json").read_text()) for f in folders]
+    joined = {key: [v for part in parts for v in part[key]] for key in ("files", "true", "predicted")}
+    save_json(out_of_fold_path(folders[0]), {
+        "set": f"the {len(joined['files']):,} faces of the 5-fold protocol, each predicted by "
+               "the fine-tuned model of the fold that held it out", **joined})
+
+
+def train_and_evaluate(runs: dict[str, Config], data_root: Path, what: str) -> tuple[list[Path], list[dict]]:
+    """Train each run (named by its label) with notebooks 02 and 03, every one before any is
+    evaluated, then evaluate each with notebook 04, one run at a time, each notebook in a kernel of
+    its own (which frees the GPU); a step done is not run again, a run cut short resumes. Returns
+    the runs' folders and evaluations."""
+    dataset = dataset_fingerprint(all_labels(data_root))
+    folders = [run_dir(cfg, dataset) for cfg in runs.values()]
+    check_space(folders, what)
+    for (label, cfg), folder in zip(runs.items(), folders, strict=True):
+        for notebook, done in [("02_frozen_head", "frozen"), ("03_finetune", "finished")]:
+            if not read_json(folder / "run.json").get(done):
+                run_notebook(notebook, cfg, data_root, folder, label)
+    reports = [current_evaluation(folder)[0] for folder in folders]  # None if made from another model
+    for k, ((label, cfg), folder) in enumerate(zip(runs.items(), folders, strict=True)):
+        if reports[k] is None:
+            run_notebook("04_evaluation", cfg, data_root, folder, label)
+            reports[k] = current_evaluation(folder)[0]
+    return folders, reports
 
 
 def check_space(folders: list[Path], what: str) -> None:
@@ -1407,166 +1599,29 @@ def check_space(folders: list[Path], what: str) -> None:
            + ", ".join(f"{name} ({size / 1e6:,.0f} MB)" for size, name in runs) if runs else ""))
 
 
-def current_model_path(folder: Path) -> Path:
-    """The file of a run's best model: fine-tuned if that stage is done, else the frozen-head one."""
-    for name in ("finetuned.keras", "frozen.keras"):
-        if (Path(folder) / name).is_file():
-            return Path(folder) / name
-    raise RunNotFoundError(f"No trained model in {folder}: run notebooks 02 and 03 first.")
+def space_needed(folders: list[Path], model_bytes: int) -> int:
+    """Bytes these runs will still add to the work folder, from the size of one saved model (W): W
+    for each stage's model not saved yet and, while a fine-tune is unfinished, its two backups (the
+    weights and AdamW's two moments: 3 W each) and two copies of its best weights, 8 W at the peak,
+    less what those files hold already (they are overwritten in place). Folds train one at a time."""
+    models = sum(model_bytes for folder in folders for name in ("frozen.keras", "finetuned.keras")
+                 if not (Path(folder) / name).is_file())
+    training = [8 * model_bytes - sum(p.stat().st_size for pattern in ("backup/state-*.npz", "best-*.npz")
+                                      for p in Path(folder).glob(pattern))
+                for folder in folders if not read_json(Path(folder) / "run.json").get("finished")]
+    return models + max(training, default=0)
 
 
-def load_run_model(folder: Path) -> keras.Model:
-    """A run's best model: fine-tuned if that stage is done, else the frozen-head one."""
-    return keras.models.load_model(current_model_path(folder), safe_mode=True)
-
-
-def current_model(folder: Path) -> dict:
-    """Which model a run has now (what 04 evaluates and 05 scores with): its stage and a hash of its file."""
-    path, digest = current_model_path(folder), hashlib.sha1()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return {"stage": path.stem, "file": path.name, "sha1": digest.hexdigest()[:12]}
-
-
-STAGE_NAMES = {"frozen": "frozen-head", "finetuned": "fine-tuned"}
-
-
-def current_evaluation(folder: Path) -> tuple[dict | None, str]:
-    """Notebook 04's evaluation.json if it measured the run's current model, else None and why: none
-    yet, or one made from an earlier model (a frozen head since fine-tuned: 04 must run again)."""
-    report = read_json(Path(folder) / "evaluation.json")
-    if report and report.get("evaluated") == current_model(folder):
-        return report, ""
-    return None, ("notebook 04 evaluated an earlier model of this run, not its current one: run 04 again"
-                  if report else "not evaluated yet (notebook 04 does it)")
-
-
-def describe_run(folder: Path) -> str:
-    """A line naming a run: protocol, main settings, stage reached, and its test PC if evaluated."""
-    record, folder = read_run(folder), Path(folder)
-    cfg = record["config"]
-    stage = (f"fine-tuned (best epoch {record['finetune']['best_epoch']} of {cfg['finetune_epochs']})"
-             if record.get("finished") else "stage 1 only (frozen head)")
-    stage += f", trained by {describe_code(record.get('finetune', {}).get('code', record.get('code')))}"
-    report, why_not = current_evaluation(folder)
-    tested = (f"test PC {report['PC']:.3f} ({STAGE_NAMES[report['model']]} model, notebook 04)" if report
-              else why_not)
-    smoke = (" SMOKE RUN (synthetic data, untrained weights): its figures mean nothing."
-             if record.get("smoke") else "")
-    return (f"Run {folder.name}: protocol {cfg['protocol']}, {cfg['image_size']} px, weights "
-            f"{cfg['weights']}, dataset {record['dataset']}, {stage}; {tested}.{smoke}")
-
-
-def run_notebook(name: str, cfg: Config, data_root: Path, folder: Path, label: str | None = None) -> None:
-    """Run a notebook of the series (e.g. '03_finetune') top to bottom in a kernel of its own, with
-    these settings (FBP_CONFIG) and data, in this work folder, echoing each line it prints (Keras'
-    bar gives one per epoch) after the run's label (its protocol unless given); its executed copy,
-    with every output, is kept in the run's folder (given, so the dataset is not fingerprinted again)."""
-    label = label or cfg.protocol
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, DeadKernelError
-
-    class EchoingClient(NotebookClient):
-        pending = ""  # the start of a line not finished yet
-
-        def output(self, outs, msg, display_id, cell_index):
-            if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
-                *lines, self.pending = (self.pending + msg["content"]["text"]).split("\n")
-                for line in lines:  # a progress bar redraws after "\r": keep its last state
-                    shown = line.rsplit("\r", 1)[-1]
-                    if shown.strip():
-                        print(f"  {label} | {shown}", flush=True)
-            return super().output(outs, msg, display_id, cell_index)
-
-    path = REPO_DIR / "notebooks" / f"{name}.ipynb"
-    notebook = nbformat.read(path, as_version=4)
-    env = {**os.environ, "FBP_CONFIG": json.dumps(asdict(cfg)), "FBP_DATA_DIR": str(data_root),
-           "FBP_WORK_DIR": str(work_home())}
-    copy = Path(folder) / f"{name}.ipynb"
-    start = time.perf_counter()
-    print(f"{label}: notebook {name} runs ...", flush=True)
-    try:
-        EchoingClient(notebook, timeout=None, kernel_name="python3",
-                      resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
-    except (CellExecutionError, DeadKernelError) as error:
-        reason = (f"{error.ename}: {error.evalue}" if isinstance(error, CellExecutionError)
-                  else "its kernel died (out of memory?)")
-        raise RuntimeError(f"{label}: notebook {name} stopped, {reason}\nIts outputs are in "
-                           f"{copy}. Run this cell again to resume.") from None
-    finally:
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(notebook, copy)
-    print(f"{label}: notebook {name} done in {(time.perf_counter() - start) / 60:.1f} min.")
-
-
-def one_fold_of_a_protocol() -> bool:
-    """True in a notebook that a protocol runner is running for one fold (it passes FBP_CONFIG)."""
-    return bool(os.environ.get("FBP_CONFIG"))
-
-
-def switched_on(wanted: bool, switch: str, what: str) -> bool:
-    """Whether a runner cell of notebook 04 runs: never in the copy of 04 that evaluates one run for a
-    runner (so a switch is safe to save as True), else when wanted; says why not."""
-    if one_fold_of_a_protocol():
-        print(f"This copy of notebook 04 evaluates one run for a runner: {switch} does nothing here.")
-        return False
-    if not wanted:
-        print(f"{switch} is off: set {switch} = True above to {what}.")
-    return wanted
-
-
-def protocols_to_run(wanted: bool) -> list[str]:
-    """The protocols notebook 04's runner cell runs: both when wanted (the 5-fold one alone in smoke
-    mode), none in the copy of 04 that evaluates one fold for a runner."""
-    if not switched_on(wanted, "RUN_FULL_PROTOCOLS", "run both protocols (hours on a T4)"):
-        return []
-    return ["5-fold"] if smoke_mode() else ["5-fold", "60/40"]
-
-
-def run_protocol(protocol: str, cfg: Config, data_root: Path) -> pd.DataFrame:
-    """Run a protocol: 'fold1'..'fold5', '5-fold' (all five) or '60/40'. Notebooks 02 and 03 train
-    each fold, then notebook 04 evaluates it, each in a kernel of its own (which frees the GPU); a
-    fold resumes after a lost VM and a step done is not run again. After 5-fold every fold's
-    folder also gets the out-of-fold predictions of all faces (05's reference). Returns the
-    per-fold figures, with their mean and SD for 5-fold."""
-    if one_fold_of_a_protocol():
-        raise RuntimeError("This notebook is running one fold for a protocol runner, so it cannot run "
-                           "protocols itself (RUN_FULL_PROTOCOLS must stay off here).")
-    names = [f"fold{k}" for k in range(1, 6)] if protocol == "5-fold" else [protocol]
-    folds = {name: replace(cfg, protocol=name) for name in names}
-    folders, reports = train_and_evaluate(folds, data_root, f"the {protocol} protocol")
-    if protocol == "5-fold":
-        save_out_of_fold_reference(folders)
-    return aggregate_folds(reports)
-
-
-def train_and_evaluate(runs: dict[str, Config], data_root: Path, what: str) -> tuple[list[Path], list[dict]]:
-    """Train each run (named by its label) with notebooks 02 and 03, every one before any is
-    evaluated, then evaluate each with notebook 04, one run at a time, each notebook in a kernel of
-    its own (which frees the GPU); a step done is not run again, a run cut short resumes. Returns
-    the runs' folders and evaluations."""
-    dataset = dataset_id(all_labels(data_root))
-    folders = [run_dir(cfg, dataset) for cfg in runs.values()]
-    check_space(folders, what)
-    for (label, cfg), folder in zip(runs.items(), folders, strict=True):
-        for notebook, done in [("02_frozen_head", "frozen"), ("03_finetune", "finished")]:
-            if not read_run(folder).get(done):
-                run_notebook(notebook, cfg, data_root, folder, label)
-    reports = [current_evaluation(folder)[0] for folder in folders]  # None if made from another model
-    for k, ((label, cfg), folder) in enumerate(zip(runs.items(), folders, strict=True)):
-        if reports[k] is None:
-            run_notebook("04_evaluation", cfg, data_root, folder, label)
-            reports[k] = current_evaluation(folder)[0]
-    return folders, reports
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files below a folder."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
 def ablation_recipes(cfg: Config) -> dict[str, Config]:
     """The ablation's recipes by name, on fold 1 with the run's other settings: first the blog's
     ResNet50 with squared error alone, then each backbone with and without the raters' distribution,
-    each in its backbone's default batch (in smoke mode the blog's and one that changes both, in
-    smoke's batch: a test of the runner, not an ablation)."""
+    each in the default batch (in smoke mode the blog's and one that changes both, in smoke's batch:
+    a test of the runner, not an ablation)."""
     recipes = {}
     for backbone in BACKBONES:
         for distribution in (False, True):
@@ -1587,86 +1642,9 @@ def run_ablation(cfg: Config, data_root: Path) -> pd.DataFrame:
     return ablation_table(dict(zip(recipes, folders, strict=True)))
 
 
-def trained_on(record: dict) -> str:
-    """The runtime that fine-tuned a run, from its record: e.g. 'Tesla T4, TF 2.20.0', or 'stage 1 only'."""
-    tuned = record.get("finetune")
-    if not tuned:
-        return "stage 1 only"
-    return f"{tuned.get('runtime', 'unrecorded')}, TF {record['versions']['tensorflow']}"
-
-
-def with_interval(value: float, low: float, high: float) -> str:
-    """A figure and its interval in one cell, e.g. '0.9012 [0.8890, 0.9120]'."""
-    return f"{value:.4f} [{low:.4f}, {high:.4f}]"
-
-
-def paired_differences(true, predicted, baseline, samples: int = 1000, seed: int = 0) -> dict:
-    """PC, MAE, RMSE and Spearman of predicted minus those of baseline on the same faces, with a 95 %
-    paired bootstrap interval (the same resampled faces for both): {metric: (difference, low, high)}."""
-    true, predicted, baseline = (np.asarray(a, float) for a in (true, predicted, baseline))
-
-    def difference(t, p, b, axis=-1):
-        return metrics_along(t, p, axis) - metrics_along(t, b, axis)
-
-    point = difference(true, predicted, baseline)
-    low, high = bootstrap_interval(difference, (true, predicted, baseline), 0.95, samples, seed)
-    return {name: (float(point[k]), float(low[k]), float(high[k])) for k, name in enumerate(METRICS)}
-
-
-def ablation_table(folders: dict[str, Path], samples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """One row per recipe (the first is the baseline, the blog's): PC, MAE and RMSE with 95 % intervals,
-    the paired difference from the baseline on the same test faces with its interval, which of those
-    differences are real (their interval excludes zero), and time per epoch, peak GPU memory and the
-    runtime that fine-tuned it."""
-    baseline_name, rows = next(iter(folders)), {}
-    baseline = None
-    for name, folder in folders.items():
-        report, why_not = current_evaluation(folder)
-        if report is None:
-            raise RunNotFoundError(f"Recipe {name} ({Path(folder).name}) is {why_not}.")
-        faces = pd.read_csv(Path(folder) / "predictions.csv")
-        predicted = faces[report["model"]].to_numpy(float)
-        if baseline is None:
-            baseline = faces.assign(baseline=predicted)
-        elif not faces["file"].equals(baseline["file"]):
-            raise RunNotFoundError(f"Recipe {name} was tested on other faces than {baseline_name}: "
-                                   "recipes are compared on the same test faces only.")
-        differences = paired_differences(faces["score"], predicted, baseline["baseline"], samples, seed)
-        tuned = read_run(folder).get("finetune", {})
-        rows[name] = {
-            "stage": STAGE_NAMES[report["model"]],
-            **{m: with_interval(report[m], *report["ci95"][m]) for m in ("PC", "MAE", "RMSE")},
-            **{f"Δ{m}": with_interval(*differences[m]) for m in ("PC", "MAE", "RMSE")},
-            "real differences": ", ".join(m for m in ("PC", "MAE", "RMSE")
-                                          if differences[m][1] > 0 or differences[m][2] < 0) or "none",
-            "s/epoch": tuned.get("seconds_per_epoch"), "peak GPU GB": tuned.get("peak_gpu_gb"),
-            "runtime": trained_on(read_run(folder))}
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(f"recipe (Δ: minus {baseline_name})")
-
-
-def aggregate_folds(reports: list[dict]) -> pd.DataFrame:
-    """Per-fold PC, MAE and RMSE with each fold's stage, and their mean and SD across folds, as the
-    paper reports; refused when the folds were evaluated at different stages."""
-    table = pd.DataFrame([{k: r[k] for k in ("PC", "MAE", "RMSE", "n")} | {"stage": r["model"]}
-                          for r in reports], index=[r["protocol"] for r in reports])
-    if table["stage"].nunique() > 1:
-        stages = ", ".join(f"{fold} {stage}" for fold, stage in table["stage"].items())
-        raise RunNotFoundError(
-            f"The folds were evaluated at different stages ({stages}): their mean would mix frozen-head "
-            "figures with fine-tuned ones. Run notebook 03 for the frozen folds and notebook 04 for "
-            "each (the protocol runner in 04 does both), then average.")
-    summary = table[["PC", "MAE", "RMSE"]].agg(["mean", "std"]).assign(stage=table["stage"].iloc[0])
-    summary.index = ["mean", "SD"]
-    return pd.concat([table, summary]).astype({"n": "Int64"})
-
-
 # ---------------------------------------------------------------------------------------
-# Evaluation: metrics with confidence intervals, groups, folds, the published results
+# Evaluation: metrics with confidence intervals, groups, folds, the ablation, published results
 # ---------------------------------------------------------------------------------------
-
-
-class ConstantPredictionError(ValueError):
-    """The model predicts one value for every face, so PC is undefined."""
 
 
 def regression_metrics(y_true, y_pred) -> dict:
@@ -1683,28 +1661,6 @@ def regression_metrics(y_true, y_pred) -> dict:
             "RMSE": float(np.sqrt(np.mean((y_true - y_pred) ** 2))),
             "Spearman": float(stats.spearmanr(y_true, y_pred)[0]),
             "n": len(y_true)}
-
-
-COMBOLOSS = "ComboLoss (SEResNeXt-50, 2020)"
-TWO_D_FAP = "2D-FAP (MobileNetV2, dual label distribution, 2022)"
-PAPER_CHOICE = "none: a fixed 20k iterations"
-ON_TEST = "on the test fold (optimistic)"  # ComboLoss' loaders return the test split as 'val'
-ON_VALIDATION = "on validation"           # ours: carved from the training part
-PUBLISHED = pd.DataFrame(
-    [("5-fold CV, mean", "AlexNet", 0.8634, 0.2651, 0.3481, "paper, Table VII", PAPER_CHOICE),
-     ("5-fold CV, mean", "ResNet-18", 0.8900, 0.2419, 0.3166, "paper, Table VII", PAPER_CHOICE),
-     ("5-fold CV, mean", "ResNeXt-50", 0.8997, 0.2291, 0.3017, "paper, Table VII", PAPER_CHOICE),
-     ("5-fold CV, mean", COMBOLOSS, 0.9199, 0.2050, 0.2704, "lucasxlu/ComboLoss", ON_TEST),
-     ("5-fold CV, mean", TWO_D_FAP, 0.928, 0.196, 0.259,
-      "arXiv 2212.01742, as compiled by others (its own table not read here)",
-      "none: the last of a fixed 90 epochs (its released code)"),
-     ("fold1", COMBOLOSS, 0.9157, 0.2119, 0.2751, "lucasxlu/ComboLoss, 5-fold table", ON_TEST),
-     ("60/40", "AlexNet", 0.8298, 0.2938, 0.3819, "paper, Table VIII", PAPER_CHOICE),
-     ("60/40", "ResNet-18", 0.8513, 0.2818, 0.3703, "paper, Table VIII", PAPER_CHOICE),
-     ("60/40", "ResNeXt-50", 0.8777, 0.2518, 0.3325, "paper, Table VIII", PAPER_CHOICE),
-     ("60/40", f"{COMBOLOSS}, best of its ablation settings on the test split", 0.9117, 0.2126,
-      0.2813, "lucasxlu/ComboLoss", ON_TEST)],
-    columns=["protocol", "model", "PC", "MAE", "RMSE", "source", "epoch chosen"])
 
 
 def bootstrap_interval(statistic, data: tuple, level: float, samples: int, seed: int) -> np.ndarray:
@@ -1744,6 +1700,24 @@ def bootstrap_metrics(y_true, y_pred, samples: int = 1000, seed: int = 0) -> dic
     point = regression_metrics(y_true, y_pred)
     low, high = bootstrap_interval(metrics_along, (y_true, y_pred), 0.95, samples, seed)
     return {name: (point[name], float(low[k]), float(high[k])) for k, name in enumerate(METRICS)}
+
+
+def with_interval(value: float, low: float, high: float) -> str:
+    """A figure and its interval in one cell, e.g. '0.9012 [0.8890, 0.9120]'."""
+    return f"{value:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def paired_differences(true, predicted, baseline, samples: int = 1000, seed: int = 0) -> dict:
+    """PC, MAE, RMSE and Spearman of predicted minus those of baseline on the same faces, with a 95 %
+    paired bootstrap interval (the same resampled faces for both): {metric: (difference, low, high)}."""
+    true, predicted, baseline = (np.asarray(a, float) for a in (true, predicted, baseline))
+
+    def difference(t, p, b, axis=-1):
+        return metrics_along(t, p, axis) - metrics_along(t, b, axis)
+
+    point = difference(true, predicted, baseline)
+    low, high = bootstrap_interval(difference, (true, predicted, baseline), 0.95, samples, seed)
+    return {name: (float(point[k]), float(low[k]), float(high[k])) for k, name in enumerate(METRICS)}
 
 
 def relative_rmse(inside: np.ndarray, true: np.ndarray, error: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -1798,20 +1772,80 @@ def group_gap_note(gaps: pd.DataFrame) -> str:
     return " ".join([*verdict, method])
 
 
+def aggregate_folds(reports: list[dict]) -> pd.DataFrame:
+    """Per-fold PC, MAE and RMSE with each fold's stage, and their mean and SD across folds, as the
+    paper reports; refused when the folds were evaluated at different stages."""
+    table = pd.DataFrame([{k: r[k] for k in ("PC", "MAE", "RMSE", "n")} | {"stage": r["model"]}
+                          for r in reports], index=[r["protocol"] for r in reports])
+    if table["stage"].nunique() > 1:
+        stages = ", ".join(f"{fold} {stage}" for fold, stage in table["stage"].items())
+        raise RunMismatchError(
+            f"The folds were evaluated at different stages ({stages}): their mean would mix frozen-head "
+            "figures with fine-tuned ones. Run notebook 03 for the frozen folds and notebook 04 for "
+            "each (the protocol runner in 04 does both), then average.")
+    summary = table[["PC", "MAE", "RMSE"]].agg(["mean", "std"]).assign(stage=table["stage"].iloc[0])
+    summary.index = ["mean", "SD"]
+    return pd.concat([table, summary]).astype({"n": "Int64"})
+
+
+def ablation_table(folders: dict[str, Path], samples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per recipe (the first is the baseline, the blog's): PC, MAE and RMSE with 95 % intervals,
+    the paired difference from the baseline on the same test faces with its interval, which of those
+    differences are real (their interval excludes zero), and time per epoch, peak GPU memory and the
+    runtime that fine-tuned it."""
+    baseline_name, rows = next(iter(folders)), {}
+    baseline = None
+    for name, folder in folders.items():
+        report, why_not = current_evaluation(folder)
+        if report is None:
+            raise RunNotFoundError(f"Recipe {name} ({Path(folder).name}) is {why_not}.")
+        faces = pd.read_csv(Path(folder) / "predictions.csv")
+        predicted = faces[report["model"]].to_numpy(float)
+        if baseline is None:
+            baseline = faces.assign(baseline=predicted)
+        elif not faces["file"].equals(baseline["file"]):
+            raise RunMismatchError(f"Recipe {name} was tested on other faces than {baseline_name}: "
+                                   "recipes are compared on the same test faces only.")
+        differences = paired_differences(faces["score"], predicted, baseline["baseline"], samples, seed)
+        record = read_json(Path(folder) / "run.json")
+        tuned = record.get("finetune", {})
+        rows[name] = {
+            "stage": STAGE_NAMES[report["model"]],
+            **{m: with_interval(report[m], *report["ci95"][m]) for m in ("PC", "MAE", "RMSE")},
+            **{f"Δ{m}": with_interval(*differences[m]) for m in ("PC", "MAE", "RMSE")},
+            "real differences": ", ".join(m for m in ("PC", "MAE", "RMSE")
+                                          if differences[m][1] > 0 or differences[m][2] < 0) or "none",
+            "s/epoch": tuned.get("seconds_per_epoch"), "peak GPU GB": tuned.get("peak_gpu_gb"),
+            "runtime": trained_on(record)}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(f"recipe (Δ: minus {baseline_name})")
+
+
+COMBOLOSS = "ComboLoss (SEResNeXt-50, 2020)"
+TWO_D_FAP = "2D-FAP (MobileNetV2, dual label distribution, 2022)"
+PAPER_CHOICE = "none: a fixed 20k iterations"
+ON_TEST = "on the test fold (optimistic)"  # ComboLoss' loaders return the test split as 'val'
+ON_VALIDATION = "on validation"           # ours: carved from the training part
+PUBLISHED = pd.DataFrame(
+    [("5-fold CV, mean", "AlexNet", 0.8634, 0.2651, 0.3481, "paper, Table VII", PAPER_CHOICE),
+     ("5-fold CV, mean", "ResNet-18", 0.8900, 0.2419, 0.3166, "paper, Table VII", PAPER_CHOICE),
+     ("5-fold CV, mean", "ResNeXt-50", 0.8997, 0.2291, 0.3017, "paper, Table VII", PAPER_CHOICE),
+     ("5-fold CV, mean", COMBOLOSS, 0.9199, 0.2050, 0.2704, "lucasxlu/ComboLoss", ON_TEST),
+     ("5-fold CV, mean", TWO_D_FAP, 0.928, 0.196, 0.259,
+      "arXiv 2212.01742, as compiled by others (its own table not read here)",
+      "none: the last of a fixed 90 epochs (its released code)"),
+     ("fold1", COMBOLOSS, 0.9157, 0.2119, 0.2751, "lucasxlu/ComboLoss, 5-fold table", ON_TEST),
+     ("60/40", "AlexNet", 0.8298, 0.2938, 0.3819, "paper, Table VIII", PAPER_CHOICE),
+     ("60/40", "ResNet-18", 0.8513, 0.2818, 0.3703, "paper, Table VIII", PAPER_CHOICE),
+     ("60/40", "ResNeXt-50", 0.8777, 0.2518, 0.3325, "paper, Table VIII", PAPER_CHOICE),
+     ("60/40", f"{COMBOLOSS}, best of its ablation settings on the test split", 0.9117, 0.2126,
+      0.2813, "lucasxlu/ComboLoss", ON_TEST)],
+    columns=["protocol", "model", "PC", "MAE", "RMSE", "source", "epoch chosen"])
+
+
 def published_results(protocol: str) -> pd.DataFrame:
     """The published results to set beside a run of this protocol: its family's (and same fold's)."""
     families = ["60/40"] if protocol == "60/40" else [protocol, "5-fold CV, mean"]
     return PUBLISHED[PUBLISHED["protocol"].isin(families)]
-
-
-def describe_recipe(config: dict) -> str:
-    """A run's recipe in words: backbone, loss, and any other setting changed, e.g.
-    'ConvNeXtTiny + distribution (head_lr 0.003)'."""
-    distribution = " + distribution" if config.get("label_distribution") else ""
-    recipe = config.get("backbone", "ResNet50") + distribution
-    rest = {k: v for k, v in config.items() if k not in ("backbone", "label_distribution")}
-    others = describe_settings(rest).split(", ", 1)[1]  # without the protocol
-    return recipe if others == "default settings" else f"{recipe} ({others})"
 
 
 def results_table(root: Path | None = None) -> pd.DataFrame:
@@ -1831,7 +1865,7 @@ def results_table(root: Path | None = None) -> pd.DataFrame:
                             for m in ("PC", "MAE", "RMSE")} | {"protocol": "5-fold CV, mean ± SD"})
         runtime = trained_on(record)
         for row in figures:
-            rows.append({"protocol": row.pop("protocol"), "recipe": describe_recipe(record["config"]),
+            rows.append({"protocol": row.pop("protocol"), "recipe": describe_settings(record["config"]),
                          "stage": STAGE_NAMES[report["model"]], **row, "epoch chosen": ON_VALIDATION,
                          "runtime": runtime,
                          "run": folder.name + (" (SMOKE: meaningless)" if record.get("smoke") else "")})
@@ -1864,18 +1898,6 @@ def accuracy_note(folder: Path) -> str:
 
 DETECTION_SIDE = 640          # photos are shrunk to this longest side before detection
 MIN_CONFIDENCE = 0.9
-
-
-class PhotoError(Exception):
-    """A photo that cannot be scored, with the reason in words."""
-
-
-class FramingError(Exception):
-    """The dataset's face framing could not be measured."""
-
-
-USER_ERRORS = (DatasetError, RunNotFoundError, NoSpaceError, DriveNotMountedError, ConstantPredictionError,
-               FramingError, PhotoError, SettingError, GPUMemoryError)
 
 
 @dataclass
@@ -1945,9 +1967,29 @@ def read_photo(source: Path | bytes, name: str | None = None):
 @functools.cache
 def face_detector():
     """The MTCNN face detector (TensorFlow; its weights ship inside the package)."""
+    import gc
+    import traceback
+
     from mtcnn import MTCNN
 
-    return MTCNN()
+    # joblib, loading the weights, leaves lz4's reader to be cleaned up after it closed the file;
+    # Python 3.13 reports each such clean-up as "Exception ignored ... I/O operation on closed
+    # file" (gh-62948), harmless but red. Only those reports are dropped, and only while loading.
+    original = sys.unraisablehook
+
+    def hook(report):
+        frames = traceback.extract_tb(report.exc_traceback) if report.exc_traceback else []
+        closed = isinstance(report.exc_value, ValueError) and "on closed file" in str(report.exc_value)
+        if not (closed and frames and Path(frames[-1].filename).parts[-3:-1] == ("lz4", "frame")):
+            original(report)
+
+    sys.unraisablehook = hook
+    try:
+        detector = MTCNN()
+        gc.collect()  # any such reader left in a reference cycle is cleaned up here, not later
+    finally:
+        sys.unraisablehook = original
+    return detector
 
 
 def detect_faces(image, max_side: int = DETECTION_SIDE) -> list[Face]:
@@ -2003,7 +2045,7 @@ def measure_framing(paths: list[str], limit: int = 200, seed: int = 0) -> dict:
 def framing_for(labels: pd.DataFrame) -> dict:
     """The framing of the dataset of these labels (all_labels'), measured once and kept in the work
     folder as framing-<dataset>.json; a synthetic dataset's is drawn, in its root."""
-    path = work_dir() / f"framing-{dataset_id(labels)}.json"
+    path = work_dir() / f"framing-{dataset_fingerprint(labels)}.json"
     if path.is_file():
         return json.loads(path.read_text())
     drawn = Path(labels["path"].iloc[0]).parents[1] / "synthetic_framing.json"  # root/Images/file
@@ -2141,47 +2183,6 @@ class Reference:
                 "nearest predictions.")
 
 
-MAP_SAMPLE = 32                # faces whose maps set the colour scale
-
-
-def save_reference(folder: Path, stage: str, model: keras.Model, frame: pd.DataFrame,
-                   image_size: int, features: np.ndarray | None = None) -> Path:
-    """Keep the stage's test predictions, true scores, mean features and map colour scale for 05."""
-    if features is None:
-        features = feature_extractor(model).predict(image_batches(frame, image_size), verbose=0)
-    features = np.asarray(features, dtype=float)
-    kernel, bias = (keras.ops.convert_to_numpy(w).astype(float) for w in model.get_layer("score").weights)
-    predicted = features @ kernel[:, 0] + bias[0]
-    mean_features = features.mean(axis=0)
-    sample = np.concatenate([x for x, _ in make_dataset(frame.head(MAP_SAMPLE), image_size, MAP_SAMPLE)])
-    maps = contribution_maps(model, sample, mean_features)[1]
-    return save_json(Path(folder) / f"reference-{stage}.json", {
-        "stage": stage, "set": f"the {len(frame):,} test faces of {Path(folder).name}",
-        "files": frame["file"].tolist(), "true": frame["score"].round(4).tolist(),
-        "predicted": predicted.round(4).tolist(), "mean_features": mean_features.tolist(),
-        "map_scale": float(np.percentile(np.abs(maps), 98))})  # 98th percentile of |cell|
-
-
-def out_of_fold_path(folder: Path) -> Path | None:
-    """Where the 5-fold protocol keeps, once for its five folds, the out-of-fold reference of a fold's
-    run (beside the runs, named by the settings the folds share); None for a run of another protocol."""
-    record = read_run(folder)
-    if not record["config"]["protocol"].startswith("fold"):
-        return None
-    shared = {**{k: record[k] for k in ("dataset", "recipe", "smoke")},
-              "config": {**record["config"], "protocol": "5-fold"}}
-    return Path(folder).parent / f"reference-5fold-{fingerprint_of(shared)}.json"
-
-
-def save_out_of_fold_reference(folders: list[Path]) -> None:
-    """Join the fine-tuned folds' test predictions into the 5-fold protocol's reference."""
-    parts = [json.loads((Path(f) / "reference-finetuned.json").read_text()) for f in folders]
-    joined = {key: [v for part in parts for v in part[key]] for key in ("files", "true", "predicted")}
-    save_json(out_of_fold_path(folders[0]), {
-        "set": f"the {len(joined['files']):,} faces of the 5-fold protocol, each predicted by "
-               "the fine-tuned model of the fold that held it out", **joined})
-
-
 def load_reference(folder: Path, out_of_fold: bool = True) -> Reference:
     """The run's reference: the 5-fold out-of-fold predictions if there (and wanted), else its best
     stage's own test predictions."""
@@ -2209,15 +2210,15 @@ class Scorer:
 
 
 def fold_runs(folder: Path) -> list[Path]:
-    """The five fold runs of the 5-fold protocol made with this run's settings, once the protocol is
+    """The fold runs of the 5-fold protocol made with this run's settings, once the protocol is
     done (its out-of-fold reference written); else []."""
     joined = out_of_fold_path(folder)
     if joined is None or not joined.is_file():
         return []
-    record = read_run(folder)
+    record = read_json(Path(folder) / "run.json")
     cfg = Config(**record["config"])
-    return [run_dir(replace(cfg, protocol=f"fold{k}"), record["dataset"], Path(folder).parents[1])
-            for k in range(1, 6)]
+    work = Path(folder).parents[1]  # the work folder that holds runs/
+    return [run_dir(replace(cfg, protocol=fold), record["dataset"], work) for fold in FOLDS]
 
 
 def scorers(folder: Path) -> list[Scorer]:
@@ -2227,10 +2228,49 @@ def scorers(folder: Path) -> list[Scorer]:
     if not all((fold / "finetuned.keras").is_file() for fold in folds):
         folds = []
     if not folds:
-        return [Scorer(Path(folder).name, load_run_model(folder), load_reference(folder))]
-    print("The 5-fold protocol of these settings is done: scoring with its five fine-tuned fold models.")
-    return [Scorer(fold.name, load_run_model(fold), load_reference(fold, out_of_fold=False))
+        return [Scorer(Path(folder).name, keras.models.load_model(current_model_path(folder)),
+                       load_reference(folder))]
+    print(f"The 5-fold protocol of these settings is done: scoring with the fine-tuned models of its "
+          f"{len(folds)} folds.")
+    return [Scorer(fold.name, keras.models.load_model(current_model_path(fold)),
+                   load_reference(fold, out_of_fold=False))
             for fold in folds]
+
+
+@dataclass(frozen=True)
+class FaceScore:
+    """What every model made of one face: what notebook 05 prints and draws for it."""
+
+    face: PhotoFace
+    crops: np.ndarray          # the six crops (uint8): three alignments, then their mirrors
+    scores: np.ndarray         # per model, a row of the six crops' scores
+    score: float               # the mean of them all, kept on the 1-5 scale
+    spread: float              # half their range
+    percentile: float          # "more attractive than X %": the mean of the models' own places
+    low: float                 # and of the ranges that hold the raters' place 8 times in 10
+    high: float
+    shares: np.ndarray | None  # the raters' shares of 1-5, mean over crops and models; None without that head
+    map: np.ndarray            # the first crop's contribution map, mean over the models (score points)
+    crop_score: float          # the first crop's score, mean over the models
+    map_scale: float           # the maps' colour scale, mean over the models
+
+
+def score_face(face: PhotoFace, crops: np.ndarray, outputs: list[dict], scorers: list[Scorer]) -> FaceScore:
+    """A face's result from every model's outputs for its crops (predict_on_batch's, in the order of
+    scorers): its score and spread; each model's mean score placed among that model's own reference
+    (its held-out faces), the places averaged; the shares; the first crop's map, averaged."""
+    scores = np.stack([np.asarray(out["score"], dtype=float)[:, 0] for out in outputs])
+    places = [calibrated_percentile(float(np.clip(row.mean(), 1, 5)), scorer.reference)
+              for row, scorer in zip(scores, scorers, strict=True)]
+    percentile, low, high = np.mean(places, axis=0)
+    shares = None if "distribution" not in outputs[0] else np.mean([out["distribution"] for out in outputs],
+                                                                    axis=(0, 1))
+    made = [contribution_maps(scorer.model, crops[:1], scorer.reference.mean_features) for scorer in scorers]
+    return FaceScore(face, crops, scores, score=float(np.clip(scores.mean(), 1, 5)),
+                     spread=float(np.ptp(scores)) / 2, percentile=float(percentile), low=float(low),
+                     high=float(high), shares=shares, map=np.mean([maps[0] for _, maps in made], axis=0),
+                     crop_score=float(np.mean([first[0] for first, _ in made])),
+                     map_scale=float(np.mean([scorer.reference.map_scale for scorer in scorers])))
 
 
 def describe_shares(shares: np.ndarray) -> str:

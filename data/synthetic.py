@@ -1,10 +1,12 @@
 """A small stand-in for SCUT-FBP5500: the release's exact layout, faces drawn so that their scores
 show in the pixels, and so does how much the 60 raters disagree on each face (the spread of its
 ratings). Smoke runs (FBP_SMOKE=1 without FBP_DATA_DIR) and the tests train on it; no real face
-is in it. Run as a script to write one: python data/synthetic.py FOLDER [N]."""
+is in it. Run as a script to write one: python data/synthetic.py FOLDER [N]. It stands alone
+(utils imports it for smoke runs, never the reverse), so it names the release's layout itself."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -12,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-if __name__ == "__main__":  # run as a script: utils is in the checkout above
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils import DATASET_DIRNAME, GROUPS, old_name, save_json
+DATASET_DIRNAME = "SCUT-FBP5500_v2"  # the release's folder, as utils looks for it
+OLD_PREFIXES = {"AF": "fty", "AM": "mty", "CF": "ftw", "CM": "mtw"}  # the 2018 release's image names
 
 
 def make_synthetic_dataset(folder: Path, n: int = 300, image_size: int = 96, seed: int = 0,
@@ -28,7 +29,7 @@ def make_synthetic_dataset(folder: Path, n: int = 300, image_size: int = 96, see
     shutil.rmtree(root, ignore_errors=True)
     rng = np.random.default_rng(seed)
     counts = group_counts(n)
-    names = [f"{g}{i}.jpg" for g in GROUPS for i in range(1, counts[g] + 1)]
+    names = [f"{group}{i}.jpg" for group, count in counts.items() for i in range(1, count + 1)]
     latent = np.clip(rng.normal(3.0, 0.7, len(names)), 1.2, 4.8)
     # How much the raters disagree on a face: their noise's SD, drawn from a stream of its own,
     # which leaves the main stream (latent scores, drawings' nuisances, splits) as it was.
@@ -39,9 +40,9 @@ def make_synthetic_dataset(folder: Path, n: int = 300, image_size: int = 96, see
     (root / "Images").mkdir(parents=True)
     for name, score, sd in zip(names, scores, spread, strict=True):
         synthetic_face(score, image_size, rng, spread=sd).save(root / "Images" / name, quality=90)
-    written = names if naming == "current" else [old_name(name) for name in names]
+    written = names if naming == "current" else [OLD_PREFIXES[name[:2]] + name[2:] for name in names]
     write_protocols(root / "train_test_files", written, scores, rng)
-    save_json(root / "synthetic_framing.json", SYNTHETIC_FRAMING)
+    (root / "synthetic_framing.json").write_text(json.dumps(SYNTHETIC_FRAMING, indent=1))
     if with_ratings:
         rows = [(r + 1, name, int(v), int(v)) for i, name in enumerate(names)
                 for r, v in enumerate(ratings[i])]

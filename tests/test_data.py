@@ -177,6 +177,17 @@ def test_group_counts_follow_the_release():
     assert sum(synthetic.group_counts(301).values()) == 301
 
 
+def test_the_synthetic_dataset_stands_alone_and_names_the_release_as_utils_does():
+    """utils imports data/synthetic.py for smoke runs, never the reverse."""
+    import subprocess
+    import sys
+
+    code = "import sys, synthetic; assert 'utils' not in sys.modules and 'tensorflow' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=Path(synthetic.__file__).parent, check=True)
+    assert synthetic.DATASET_DIRNAME == utils.DATASET_DIRNAME
+    assert {utils.OLD_PREFIXES[old]: old for old in utils.OLD_PREFIXES} == synthetic.OLD_PREFIXES
+
+
 # --- the raters' own ratings ---------------------------------------------------------------
 
 
@@ -251,7 +262,6 @@ def make_zip(path: Path, members: dict[str, bytes]) -> Path:
 
 
 def test_the_official_file_is_asked_for(tmp_path, monkeypatch):
-    assert utils.gdrive_url() == "https://drive.google.com/uc?id=1w0TorBfTIqbquQVd6k3h_77ypnrvfGwf"
     calls = []
 
     def fake_download(**kwargs):
@@ -260,7 +270,8 @@ def test_the_official_file_is_asked_for(tmp_path, monkeypatch):
 
     monkeypatch.setattr("gdown.download", fake_download)
     path = utils.download_zip(tmp_path / utils.ZIP_NAME)
-    assert calls[0]["url"] == utils.gdrive_url() and calls[0]["quiet"] is False
+    assert calls[0]["url"] == "https://drive.google.com/uc?id=1w0TorBfTIqbquQVd6k3h_77ypnrvfGwf"
+    assert calls[0]["quiet"] is False
     assert calls[0]["resume"] is True  # a cut download goes on where it stopped
     assert path.is_file() and zipfile.is_zipfile(path)
 
@@ -278,7 +289,10 @@ def test_gdown_itself_writes_the_zip_whole_and_leaves_no_temporary_file(tmp_path
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setattr(utils, "gdrive_url", lambda file_id: f"http://127.0.0.1:{server.server_port}/release.zip")
+    import gdown
+
+    local, download = f"http://127.0.0.1:{server.server_port}/release.zip", gdown.download
+    monkeypatch.setattr("gdown.download", lambda **kwargs: download(**{**kwargs, "url": local}))
     try:
         path = utils.download_zip(tmp_path / "data" / utils.ZIP_NAME)
     finally:
@@ -460,15 +474,15 @@ def test_notebook_03s_augmentation_mirrors_shifts_and_zooms_within_bounds_indepe
     assert abs(np.abs(left_to_right[mirrored]).mean() - np.abs(left_to_right[~mirrored]).mean()) < 3
 
 
-def test_the_dataset_id_comes_from_the_labels_in_hand(small_root, monkeypatch):
+def test_the_dataset_fingerprint_comes_from_the_labels_in_hand(small_root, monkeypatch):
     labels = utils.validate_dataset(small_root)
     image = Path(labels["path"].iloc[0])
     image.write_bytes(image.read_bytes() + b"\0")               # one image changed on disk
-    changed = utils.dataset_id(utils.all_labels(small_root))
-    assert changed != utils.dataset_id(labels)
+    changed = utils.dataset_fingerprint(utils.all_labels(small_root))
+    assert changed != utils.dataset_fingerprint(labels)
     monkeypatch.setattr(utils, "read_labels", lambda path: pytest.fail("label files read again"))
     monkeypatch.setattr(utils.os.path, "getsize", lambda path: pytest.fail("an image stat-ed again"))
-    assert utils.dataset_id(labels) != changed                  # from the labels alone
+    assert utils.dataset_fingerprint(labels) != changed                  # from the labels alone
 
 
 def test_how_much_the_raters_disagree_varies_by_face_and_shows_in_the_mouth(synthetic_root):

@@ -19,7 +19,7 @@ def test_the_rating_shares_are_each_faces_ratings_and_their_expectation_is_its_s
     np.testing.assert_allclose(shares.iloc[0], [np.mean(first == r) for r in utils.RATINGS])
     [kept] = (work / "smoke" if utils.smoke_mode() else work).glob("rating-shares-*.csv")
     np.testing.assert_allclose(utils.rating_shares(synthetic_root, labels), shares)  # read back
-    assert kept.name == f"rating-shares-{utils.dataset_id(labels)}.csv"
+    assert kept.name == f"rating-shares-{utils.dataset_fingerprint(labels)}.csv"
 
 
 def test_without_all_ratings_a_distribution_run_says_what_to_do(small_root, work):

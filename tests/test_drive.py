@@ -133,7 +133,7 @@ def test_without_a_whole_backup_it_resumes_from_the_best_weights(tmp_path, capsy
     trained_three_epochs(tmp_path)
     for path in (tmp_path / "backup").glob("*.npz"):
         damage(path, "empty")
-    best = utils.read_best(tmp_path)
+    best = utils.read_json(tmp_path / "best.json")
     model = tiny_model()
     assert utils.restore_training(model, tmp_path, 5, 2) == best["epoch"]
     assert "resuming after epoch" in capsys.readouterr().out

@@ -237,7 +237,7 @@ def test_aggregation_over_folds():
     assert table.loc["mean", "MAE"] == pytest.approx(0.22)
     assert table.loc["fold2", "n"] == 1100 and set(table["stage"]) == {"finetuned"}
     reports[0]["model"] = "frozen"  # fold 1 evaluated before its fine-tune
-    with pytest.raises(utils.RunNotFoundError, match=r"different stages \(fold1 frozen, fold2 finetuned"):
+    with pytest.raises(utils.RunMismatchError, match=r"different stages \(fold1 frozen, fold2 finetuned"):
         utils.aggregate_folds(reports)
 
 
@@ -334,7 +334,7 @@ def test_the_ablation_compares_each_recipe_with_the_blogs_on_the_same_faces(reci
     assert row["PC"] == utils.with_interval(report["PC"], *report["ci95"]["PC"])
     predictions = pd.read_csv(recipes / "runs" / "fold1-again" / "predictions.csv")
     predictions.iloc[::-1].to_csv(recipes / "runs" / "fold1-again" / "predictions.csv")
-    with pytest.raises(utils.RunNotFoundError, match="other faces"):
+    with pytest.raises(utils.RunMismatchError, match="other faces"):
         utils.ablation_table({k: recipes / "runs" / v for k, v in names.items()}, samples=20)
 
 

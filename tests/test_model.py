@@ -205,19 +205,20 @@ def test_the_backbone_names_its_feature_cache_and_its_runs(synthetic_root, tmp_p
     assert len(runs) == 3
 
 
-def test_each_backbone_has_a_default_batch_size_and_an_unknown_one_is_named():
-    for backbone, known in utils.BACKBONES.items():
-        assert utils.Config(backbone=backbone).batch_size == known.batch_size
+def test_every_backbone_trains_in_batches_of_32_unless_set_and_an_unknown_one_is_named():
+    for backbone in utils.BACKBONES:
+        assert utils.Config(backbone=backbone).batch_size == 32  # the blog's batch
         assert utils.Config(backbone=backbone, batch_size=8).batch_size == 8
-    assert utils.Config().batch_size == 32  # the blog's ResNet50 keeps the batch of earlier versions
     with pytest.raises(utils.SettingError, match="'ResNet50', 'ConvNeXtTiny', 'EfficientNetV2S'"):
         utils.Config(backbone="VGG16")
 
 
-def test_the_default_settings_are_described_as_such_for_every_backbone():
-    assert utils.describe_settings(asdict(utils.Config())) == "protocol fold1, default settings"
-    assert utils.describe_settings(asdict(utils.Config(backbone="EfficientNetV2S"))) == \
-        "protocol fold1, backbone 'EfficientNetV2S'"
+def test_settings_are_described_by_their_backbone_and_what_differs_from_the_defaults():
+    assert utils.describe_settings(asdict(utils.Config())) == "ResNet50"
+    assert utils.describe_settings(asdict(utils.Config(protocol="60/40", backbone="EfficientNetV2S"))) == \
+        "EfficientNetV2S"  # the protocol is in the run's name
+    changed = utils.Config(backbone="ConvNeXtTiny", label_distribution=True, head_lr=3e-3)
+    assert utils.describe_settings(asdict(changed)) == "ConvNeXtTiny + distribution (head_lr 0.003)"
 
 
 def test_running_out_of_gpu_memory_names_a_batch_size_to_try():
@@ -225,8 +226,6 @@ def test_running_out_of_gpu_memory_names_a_batch_size_to_try():
     with pytest.raises(utils.GPUMemoryError, match=rf"batches of 32\..*batch_size={cfg.batch_size // 2} "):
         with utils.plain_out_of_memory(cfg):
             raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
-    small = utils.Config(image_size=700, batch_size=32)  # 4 times the pixels: a quarter of the default
-    assert utils.batch_that_fits(small) == utils.BACKBONES["ResNet50"].batch_size // 4
     with pytest.raises(tf.errors.InternalError):  # other errors pass unchanged
         with utils.plain_out_of_memory(cfg):
             raise tf.errors.InternalError(None, None, "a bug")

@@ -1,37 +1,22 @@
 """Notebooks as people use them: every cell run twice builds what one run builds, a setting changed
-once in 02 carries through 03 to 05, the protocol switch is safe to save, a re-run after the last
-cell unmounted Drive stops plainly, and the set-up cell outside a checkout says what to do."""
+once in 02 carries through 03 to 05 (two checks that each environment's smoke series runs), the
+protocol switch is safe to save, a re-run after the last cell unmounted Drive stops plainly, and the
+set-up cell outside a checkout says what to do."""
 
 import collections
 import json
 import os
 from pathlib import Path
 
+import keras
 import nbformat
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 from conftest import ROOT, run_cells
-from PIL import Image
-from skimage import data
 
 import utils
-
-NO_PROTOCOLS = {"utils.protocols_to_run(RUN_FULL_PROTOCOLS)": "[]",  # the runners have tests of their own
-                "RUN_ABLATION = utils.smoke_mode()": "RUN_ABLATION = False"}
-
-
-@pytest.fixture
-def smoke_series(synthetic_root, tmp_path, monkeypatch):
-    """Smoke mode on the shared synthetic dataset, a fresh work folder and one photo to score."""
-    Image.fromarray(data.astronaut()).save(tmp_path / "me.jpg")
-    monkeypatch.setenv("FBP_SMOKE", "1")
-    monkeypatch.setenv("FBP_DATA_DIR", str(synthetic_root))
-    monkeypatch.setenv("FBP_WORK_DIR", str(tmp_path / "work"))
-    monkeypatch.setenv("FBP_PHOTO", str(tmp_path / "me.jpg"))
-    monkeypatch.delenv("FBP_CONFIG", raising=False)
-    return tmp_path / "work" / "smoke"
 
 
 def pipeline_ops(dataset: tf.data.Dataset) -> collections.Counter:
@@ -46,30 +31,39 @@ def plain(value):
     return json.loads(json.dumps(value, default=float))
 
 
-def test_every_cell_run_twice_builds_what_one_run_builds(smoke_series):
-    once = run_cells("02_frozen_head")
+# The two checks below build on a finished smoke series, the one each environment runs once
+# (tests/test_notebooks.py runs it as the README's first command, tests/test_colab.py as a Colab
+# user): its work folder and a photo are set in the environment, as the series had them.
+
+def check_every_cell_run_twice() -> None:
+    """Every code cell of 02 to 05 run twice, in this process, builds what the series built once:
+    the same stage 1 (figures and head), pipeline, evaluation and scores."""
+    run = utils.current_run()[0]
+    record = utils.read_json(run / "run.json")
+    head = keras.models.load_model(run / "frozen.keras").get_layer("score").get_weights()
+    report = json.loads((run / "evaluation.json").read_text())
+    predictions = pd.read_csv(run / "predictions.csv")
+
     twice = run_cells("02_frozen_head", twice=True)
-    assert plain(twice["frozen"]) == plain(once["frozen"])
-    heads = [namespace["model"].get_layer("score").get_weights() for namespace in (once, twice)]
-    for a, b in zip(*heads, strict=True):
+    assert twice["RUN"] == run and plain(twice["frozen"]) == record["frozen"]
+    for a, b in zip(head, twice["model"].get_layer("score").get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert utils.read_run(twice["RUN"])["frozen"] == plain(twice["frozen"])  # what is shown is saved
+    assert utils.read_json(run / "run.json")["frozen"] == plain(twice["frozen"])  # what is shown is saved
 
     tuned = run_cells("03_finetune", twice=True)
-    cfg, run = tuned["cfg"], tuned["RUN"]
+    cfg = tuned["cfg"]
     single = tuned["train_images"].map(tuned["augment"], num_parallel_calls=tf.data.AUTOTUNE)
     assert pipeline_ops(tuned["train"]) == pipeline_ops(single)  # augmented once, not twice
     assert pipeline_ops(tuned["train"])["CropAndResize"] == 1
     history = utils.read_history(run / "history_finetune.csv")
     assert history["epoch"].tolist() == list(range(1, cfg.finetune_epochs + 1))  # each epoch trained once
-    assert tuned["history"].epoch == []  # the second run of the cell found the run finished
-    assert utils.read_run(run)["finished"]
+    assert tuned["history"].epoch == []  # the run was finished: the cell trains nothing again
+    assert utils.read_json(run / "run.json")["finished"]
 
-    evaluated = run_cells("04_evaluation", edits=NO_PROTOCOLS)
-    report = json.loads((run / "evaluation.json").read_text())
-    again = run_cells("04_evaluation", twice=True, edits=NO_PROTOCOLS)
+    again = run_cells("04_evaluation", twice=True)
     assert json.loads((run / "evaluation.json").read_text()) == report
-    pd.testing.assert_frame_equal(again["predictions"], evaluated["predictions"])
+    pd.testing.assert_frame_equal(again["predictions"].drop(columns="path").reset_index(drop=True),
+                                  predictions, check_dtype=False)
 
     scored = run_cells("05_score_your_face")
     rescored = run_cells("05_score_your_face", twice=True)
@@ -77,36 +71,58 @@ def test_every_cell_run_twice_builds_what_one_run_builds(smoke_series):
     assert [face.label for face in rescored["scored"]] == ["me.jpg, face 1"]
 
 
-def test_a_setting_changed_in_02_alone_carries_through_03_to_05(smoke_series, capsys):
-    default = run_cells("02_frozen_head")["RUN"]
+def check_a_setting_changed_in_02_alone(capsys) -> None:
+    """A setting changed in 02's parameters cell makes a new run that 05 scores at once with its
+    stage 1, and that 03 fine-tunes and 05 then scores, though the series' run is newer."""
+    default = utils.current_run()[0]
     changed = run_cells("02_frozen_head", edits={'utils.Config(protocol="fold1")':
                                                  'utils.Config(protocol="fold1", head_lr=3e-3)'})
     run = changed["RUN"]
     assert run != default and changed["cfg"].head_lr == 3e-3
     os.utime(default / "run.json")  # the other run is the newest folder: never a reason to take it
+    early = run_cells("05_score_your_face")
+    said = capsys.readouterr().out
+    assert early["RUN"] == run and "stage 1 only (frozen head)" in said
+    assert "scoring with the frozen-head model" in said and "me.jpg, face 1: score" in said
     tuned = run_cells("03_finetune")
-    assert tuned["RUN"] == run and tuned["cfg"] == changed["cfg"] and utils.read_run(run)["finished"]
-    assert f"Run {run.name} (set up by notebook 02): protocol fold1" in capsys.readouterr().out
+    assert tuned["RUN"] == run and tuned["cfg"] == changed["cfg"]
+    assert utils.read_json(run / "run.json")["finished"]
+    said = capsys.readouterr().out
+    assert f"Run {run.name} (set up by notebook 02): ResNet50 (" in said and "head_lr 0.003" in said
     scoring = run_cells("05_score_your_face")
     assert scoring["RUN"] == run and scoring["rows"]
     assert "fine-tuned (best epoch" in capsys.readouterr().out
 
 
 def test_the_protocol_switch_is_safe_to_save(monkeypatch, capsys):
+    cells = nbformat.read(ROOT / "notebooks" / "04_evaluation.ipynb", as_version=4).cells
+    ran = []
+    monkeypatch.setattr(utils, "run_protocol", lambda protocol, cfg, data: ran.append(protocol))
+    monkeypatch.setattr(utils, "run_ablation", lambda cfg, data: ran.append("ablation"))
+
+    def run_with(switch: str, saved: bool) -> list[str]:
+        """What 04's cell of this switch runs (protocols, or the ablation) with the switch saved so."""
+        [cell] = [c for c in cells if c.cell_type == "code" and f"{switch} = False  #" in c.source]
+        ran.clear()
+        exec(cell.source.replace(f"{switch} = False", f"{switch} = {saved}"),
+             {"utils": utils, "cfg": None, "DATA": None, "display": lambda shown: None})
+        return list(ran)
+
     monkeypatch.delenv("FBP_SMOKE", raising=False)
     monkeypatch.delenv("FBP_CONFIG", raising=False)
-    assert utils.protocols_to_run(False) == [] and "RUN_FULL_PROTOCOLS = True" in capsys.readouterr().out
-    assert utils.protocols_to_run(True) == ["5-fold", "60/40"]
-    monkeypatch.setenv("FBP_SMOKE", "1")
-    assert utils.protocols_to_run(True) == ["5-fold"] and utils.protocols_to_run(False) == []
-    # the copy of 04 a runner executes for one fold, from a saved notebook with the switch on
+    assert run_with("RUN_FULL_PROTOCOLS", False) == []
+    assert "set RUN_FULL_PROTOCOLS = True above" in capsys.readouterr().out
+    assert run_with("RUN_FULL_PROTOCOLS", True) == ["5-fold", "60/40"]
+    assert run_with("RUN_ABLATION", False) == []
+    assert "set RUN_ABLATION = True above" in capsys.readouterr().out
+    assert run_with("RUN_ABLATION", True) == ["ablation"]
+    monkeypatch.setenv("FBP_SMOKE", "1")  # the full protocols: the 5-fold one only
+    assert run_with("RUN_FULL_PROTOCOLS", True) == ["5-fold"] and run_with("RUN_FULL_PROTOCOLS", False) == []
+    # the copy of 04 a runner executes for one fold, from a saved notebook with the switches on
     monkeypatch.setenv("FBP_CONFIG", json.dumps({"protocol": "fold2"}))
-    assert utils.protocols_to_run(True) == []
-    assert "RUN_FULL_PROTOCOLS does nothing here" in capsys.readouterr().out
-    [cell] = [c for c in nbformat.read(ROOT / "notebooks" / "04_evaluation.ipynb", as_version=4).cells
-              if "utils.run_protocol(" in c.source]
-    assert "for protocol in utils.protocols_to_run(RUN_FULL_PROTOCOLS):" in cell.source
-    assert utils.switched_on(True, "RUN_ABLATION", "") is False  # the ablation's switch likewise
+    assert run_with("RUN_FULL_PROTOCOLS", True) == [] and run_with("RUN_ABLATION", True) == []
+    said = capsys.readouterr().out
+    assert "RUN_FULL_PROTOCOLS does nothing here" in said and "RUN_ABLATION does nothing here" in said
 
 
 def test_work_on_an_unmounted_drive_stops_with_what_to_do(tmp_path, monkeypatch):
@@ -114,12 +130,13 @@ def test_work_on_an_unmounted_drive_stops_with_what_to_do(tmp_path, monkeypatch)
     monkeypatch.setattr(utils, "DRIVE_MOUNT", tmp_path / "drive")
     monkeypatch.setattr(utils, "DRIVE_HOME", tmp_path / "drive" / "MyDrive")
     run = tmp_path / "drive" / "MyDrive" / "scut-fbp5500" / "runs" / "fold1-0123456789"
-    for step in (lambda: utils.read_run(run), lambda: utils.save_in_turn(run, "best.json", [np.zeros(2)])):
+    for step in (lambda: utils.read_json(run / "run.json"),
+                 lambda: utils.save_in_turn(run, "best.json", [np.zeros(2)])):
         with pytest.raises(utils.DriveNotMountedError, match=r"Run the cell with `utils.mount_drive\(\)`"):
             step()
     assert not (tmp_path / "drive" / "MyDrive").exists()  # nothing written to the VM's disk
     (tmp_path / "drive" / "MyDrive").mkdir(parents=True)  # mounted again
-    assert utils.read_run(run) == {}
+    assert utils.read_json(run / "run.json") == {}
 
 
 def test_the_set_up_cell_outside_a_checkout_says_what_to_do(tmp_path, monkeypatch):

@@ -1,14 +1,23 @@
-"""The notebooks: committed clean, one project home everywhere, and each runs top to bottom."""
+"""The notebooks: committed clean, one project home everywhere, and the smoke series run once as the
+README's first command runs it (utils.run_series: each notebook in a kernel of its own), read by every
+test below; then what builds on that series: cells run twice, a setting changed in 02, the protocol
+and ablation runners, 05 with several fold models and with a distribution head."""
 
+import contextlib
+import io
 import json
 import os
 import re
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_cells
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+from test_notebook_use import check_a_setting_changed_in_02_alone, check_every_cell_run_twice
 
 import utils
 from data import synthetic
@@ -50,24 +59,43 @@ def test_every_setup_cell_and_badge_names_the_same_project_home():
     assert sorted(name for _, name in badges) == [p.name for p in NOTEBOOKS]
 
 
+def test_the_readmes_two_commands_are_the_scripts_the_suite_and_ci_run():
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    assert "bash notebooks/run.sh\n" in blocks and "bash tests/run.sh\n" in blocks
+    assert "utils.run_series(" in (ROOT / "notebooks" / "run.sh").read_text()  # what `series` runs
+    assert "bash tests/run.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+# --- The smoke series, once ----------------------------------------------------------------
+
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """FBP_SMOKE=1 with a fresh work folder shared by the series, 01 to 05 in order; yields the
-    smoke sub-folder the series works in."""
-    work = tmp_path_factory.mktemp("series-work")
+def series(tmp_path_factory):
+    """`FBP_SMOKE=1 bash notebooks/run.sh` in this process (utils.run_series), with a fresh work
+    folder and FBP_PHOTO's photos: what it printed, its smoke work folder and its executed copies."""
+    home = tmp_path_factory.mktemp("series")
+    printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FBP_SMOKE", "1")
-        patch.setenv("FBP_WORK_DIR", str(work))
+        patch.setenv("FBP_WORK_DIR", str(home / "work"))
+        patch.setenv("FBP_PHOTO", photo_folder(home))
         patch.delenv("FBP_DATA_DIR", raising=False)
-        yield work / "smoke"
+        patch.delenv("FBP_CONFIG", raising=False)
+        with contextlib.redirect_stdout(printed):
+            status = utils.run_series()
+        assert status == 0, printed.getvalue()[-3000:]
+        work = home / "work" / "smoke"
+        yield SimpleNamespace(printed=printed.getvalue(), work=work, photo=home / "me.jpg",
+                              data=work / "synthetic" / utils.DATASET_DIRNAME,
+                              notebooks={p.stem[:2]: nbformat.read(p, as_version=4)
+                                         for p in sorted((work / "executed").glob("0*.ipynb"))})
 
 
-def default_run(smoke):
+def default_run(series) -> Path:
     """The smoke series' own run: the one notebook 02 set up (fold 1, the default settings)."""
-    return smoke / "runs" / utils.read_json(smoke / "runs" / "current.json")["run"]
+    return series.work / "runs" / utils.read_json(series.work / "runs" / "current.json")["run"]
 
 
-def photo_folder(tmp_path):
+def photo_folder(folder: Path) -> str:
     """A face, two faces, no face, a text file, a cut-short JPEG, and one face pasted alone and
     beside a smaller one (photos of different sizes), as FBP_PHOTO would name them."""
     import numpy as np
@@ -78,20 +106,20 @@ def photo_folder(tmp_path):
     photos = {"me.jpg": astronaut, "us.jpg": np.concatenate([astronaut, astronaut[:, ::-1]], axis=1),
               "coffee.jpg": data.coffee()}
     for name, pixels in photos.items():
-        Image.fromarray(pixels).save(tmp_path / name)
-    (tmp_path / "notes.jpg").write_text("not a photo")
-    whole = (tmp_path / "me.jpg").read_bytes()
-    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 3])
+        Image.fromarray(pixels).save(folder / name)
+    (folder / "notes.jpg").write_text("not a photo")
+    whole = (folder / "me.jpg").read_bytes()
+    (folder / "cut.jpg").write_bytes(whole[: len(whole) // 3])
     face = Image.fromarray(astronaut).crop((80, 0, 400, 320))
     other = Image.fromarray(astronaut[:, ::-1]).crop((112, 0, 432, 320)).resize((240, 240))
     alone, beside = (Image.new("RGB", (width, 500), (120, 120, 120)) for width in (700, 1500))
     alone.paste(face, (190, 90))
     beside.paste(face, (190, 90))
     beside.paste(other, (900, 130))
-    alone.save(tmp_path / "alone.jpg")
-    beside.save(tmp_path / "beside.jpg")
+    alone.save(folder / "alone.jpg")
+    beside.save(folder / "beside.jpg")
     names = ["me.jpg", "us.jpg", "coffee.jpg", "notes.jpg", "cut.jpg", "alone.jpg", "beside.jpg"]
-    return os.pathsep.join(str(tmp_path / n) for n in names)
+    return os.pathsep.join(str(folder / n) for n in names)
 
 
 def output_text(notebook) -> str:
@@ -99,18 +127,29 @@ def output_text(notebook) -> str:
     return "\n".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
 
 
-def test_01_runs_in_smoke_mode(smoke):
-    notebook = execute(NOTEBOOKS[0])
+def test_the_series_keeps_every_executed_notebook_and_prints_its_figures(series):
+    assert sorted(series.notebooks) == ["01", "02", "03", "04", "05"]
+    assert all(any(c.get("outputs") for c in nb.cells) for nb in series.notebooks.values())
+    printed = series.printed
+    assert f"Executed notebooks, with every output: {series.work / 'executed'}" in printed
+    assert re.search(r"Test figures with 95 % intervals: PC 0\.\d{4} \[0\.\d{4}, 0\.\d{4}\], MAE", printed)
+    assert "SMOKE RUN" in printed and "| fold1 | ResNet50" in printed  # the results table
+    for noise in ("oneDNN", "cuInit", "absl", "cpu_feature_guard"):  # TensorFlow's start-up log
+        assert noise not in printed
+
+
+def test_01_explores_the_data(series):
+    notebook = series.notebooks["01"]
     figures = [o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(figures) == 5  # two score distributions, faces by band, percentile curve, raters
-    [agreement] = smoke.glob("human_agreement-*.json")  # kept per dataset
+    [agreement] = series.work.glob("human_agreement-*.json")  # kept per dataset
     human = json.loads(agreement.read_text())
     assert human["raters"] == 60 and human["images"] == 300
     # Synthetic ratings: a face's taste (SD 0.7) plus each rater's noise (SD 0.35-1.05 by face, 0.7
     # on average, then rounded to whole points: variance ~0.57 against 0.49). So a face's ratings
-    # spread by ~0.75 on average, one rater
-    # matches the others' mean at ~sqrt(0.49 / 1.06) = 0.68 and two means of 30 raters at
-    # ~0.49 / (0.49 + 0.57 / 30) = 0.96; clipping to 1-5 lowers all three a little.
+    # spread by ~0.75 on average, one rater matches the others' mean at ~sqrt(0.49 / 1.06) = 0.68
+    # and two means of 30 raters at ~0.49 / (0.49 + 0.57 / 30) = 0.96; clipping to 1-5 lowers all
+    # three a little.
     assert 0.65 < human["mean_per_image_sd"] < 0.8
     assert 0.6 < human["mean_rater_vs_others_pc"] < 0.72
     assert 0.94 < human["split_half_pc"] < 0.97
@@ -118,76 +157,40 @@ def test_01_runs_in_smoke_mode(smoke):
     assert human["full_panel_reliability"] == pytest.approx(2 * half / (1 + half))  # Spearman-Brown
 
 
-def test_02_runs_in_smoke_mode(smoke):
-    execute(NOTEBOOKS[1])
-    record = utils.read_run(default_run(smoke))
-    assert (default_run(smoke) / "frozen.keras").is_file() and record["smoke"] is True
+def test_02_trains_stage_one(series):
+    record = utils.read_json(default_run(series) / "run.json")
+    assert (default_run(series) / "frozen.keras").is_file() and record["smoke"] is True
     assert record["frozen"]["val"]["PC"] > 0.8
-    assert len(utils.load_reference(default_run(smoke)).true) == 60  # fold1's test part
+    assert len(utils.load_reference(default_run(series)).true) == 60  # fold1's test part
     assert record["framing"] == synthetic.SYNTHETIC_FRAMING
 
 
-def test_05_scores_as_soon_as_stage_one_is_done(smoke, tmp_path, monkeypatch):
-    monkeypatch.setenv("FBP_PHOTO", str(tmp_path / "me.jpg"))
-    photo_folder(tmp_path)
-    text = output_text(execute(NOTEBOOKS[4]))
-    assert "stage 1 only (frozen head)" in text and "SMOKE RUN" in text
-    assert "scoring with the frozen-head model" in text and "me.jpg, face 1: score" in text
+def test_03_fine_tunes(series):
+    record = utils.read_json(default_run(series) / "run.json")
+    assert record["finished"] and (default_run(series) / "finetuned.keras").is_file()
+    assert not (default_run(series) / "backup").exists()
 
 
-def test_03_runs_in_smoke_mode(smoke):
-    execute(NOTEBOOKS[2])
-    record = utils.read_run(default_run(smoke))
-    assert record["finished"] and (default_run(smoke) / "finetuned.keras").is_file()
-    assert not (default_run(smoke) / "backup").exists()
-
-
-def test_04_runs_in_smoke_mode_and_the_protocols_end_to_end(smoke, monkeypatch):
-    notebook = execute(NOTEBOOKS[3])
-    [runner] = [c for c in notebook.cells if "utils.run_protocol(" in c.source]
-    printed = "".join(o.get("text", "") for o in runner.outputs)
-    assert all(f"  fold{k} | Epoch 2/2" in printed for k in range(2, 6))  # the folds' progress shows
-    fold1 = default_run(smoke)
+def test_04_evaluates_and_leaves_the_runners_off(series):
+    fold1 = default_run(series)
     report = json.loads((fold1 / "evaluation.json").read_text())
     assert {"PC", "MAE", "RMSE", "Spearman", "n", "protocol", "groups", "ci95"} <= set(report)
     assert report["protocol"] == "fold1" and report["n"] == 60 and report["PC"] >= 0.8
     assert set(report["groups"]) == set(utils.GROUPS) and report["human"]["raters"] == 60
     assert all((fold1 / f"{name}.png").is_file() for name in ("predicted_vs_true", "distributions",
                                                               "residuals", "groups", "worst_faces"))
-    for name in ["fold2", "fold3", "fold4", "fold5"]:
-        [folder] = (smoke / "runs").glob(f"{name}-*")
-        assert json.loads((folder / "evaluation.json").read_text())["PC"] > 0.5
-    # the ablation's smoke recipes were trained and compared with the blog's, on the same faces
-    [ablation] = [c for c in notebook.cells if "utils.run_ablation(" in c.source]
-    shown = json.dumps(ablation.outputs)
-    assert "EfficientNetV2S + distribution" in shown and "real differences" in shown
-    assert "  EfficientNetV2S + distribution | Epoch 2/2" in shown  # each recipe's progress shows
-    # the results table, written from the evaluations: fold-1 runs and the 5-fold mean
-    [results] = [c for c in notebook.cells if "utils.results_table()" in c.source]
-    printed = "".join(o.get("text", "") for o in results.outputs)
-    smoke_settings = "(image_size 64, weights None, batch_size 16"  # each recipe says what it changed
-    assert f"| fold1 | ResNet50 {smoke_settings}" in printed
-    assert f"| 5-fold CV, mean ± SD | ResNet50 {smoke_settings}" in printed
-    assert f"| fold1 | EfficientNetV2S + distribution {smoke_settings}" in printed
-    # running a protocol or the ablation again trains nothing
-    monkeypatch.setattr(utils, "run_notebook", lambda *a, **k: pytest.fail("trained again"))
-    data = smoke / "synthetic" / utils.DATASET_DIRNAME
-    table = utils.run_protocol("5-fold", utils.Config().smoke(), data)
-    assert list(table.index) == ["fold1", "fold2", "fold3", "fold4", "fold5", "mean", "SD"]
-    assert list(utils.run_ablation(utils.Config().smoke(), data).index) == [
-        "ResNet50", "EfficientNetV2S + distribution"]
+    text = output_text(series.notebooks["04"])
+    assert "set RUN_FULL_PROTOCOLS = True above" in text and "set RUN_ABLATION = True above" in text
+    assert [p.name for p in (series.work / "runs").glob("fold*")] == [fold1.name]  # no runner trained
 
 
-def test_05_speaks_of_every_photo_and_scores_every_face(smoke, tmp_path, monkeypatch):
-    monkeypatch.setenv("FBP_PHOTO", photo_folder(tmp_path))
-    text = output_text(execute(NOTEBOOKS[4]))
+def test_05_speaks_of_every_photo_and_scores_every_face(series):
+    text = output_text(series.notebooks["05"])
     assert "fine-tuned (best epoch" in text and "scoring with the frozen-head model" not in text
     assert "me.jpg, face 1: score" in text and "us.jpg, face 2: score" in text
     assert "coffee.jpg: no face found" in text and "notes.jpg: this is not an image" in text
     assert "cut.jpg: the image cannot be read" in text
     assert "webcam needs Colab" in text
-    # after the 5-fold protocol, the five fold models score together
-    assert "scoring with its five fine-tuned fold models" in text and "and the five models)" in text
     assert "This run has no distribution head" in text
     # the score belongs to the face, not to the photo: alone or beside a smaller face, within the spread
     scored = dict(re.findall(r"^(\w+\.jpg, face \d): score (\d\.\d\d \(±\d\.\d\d)", text, re.MULTILINE))
@@ -197,18 +200,66 @@ def test_05_speaks_of_every_photo_and_scores_every_face(smoke, tmp_path, monkeyp
     assert abs(alone - beside) <= max(alone_spread, beside_spread) + 0.01  # printed to 2 decimals
 
 
-def test_05_says_how_much_raters_would_disagree_with_a_distribution_run(smoke, tmp_path, monkeypatch, capsys):
-    from conftest import run_cells
+# --- What builds on the series -------------------------------------------------------------
 
+def test_every_cell_run_twice_builds_what_the_series_built(series, monkeypatch):
+    monkeypatch.setenv("FBP_PHOTO", str(series.photo))
+    check_every_cell_run_twice()
+
+
+def test_a_setting_changed_in_02_alone_carries_through_03_to_05(series, tmp_path, monkeypatch, capsys):
+    shutil.copytree(series.work.parent, tmp_path / "work")  # the series' own run stays current
+    monkeypatch.setenv("FBP_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("FBP_PHOTO", str(series.photo))
+    check_a_setting_changed_in_02_alone(capsys)
+
+
+def test_the_5_fold_runner_trains_evaluates_and_joins_its_folds(series, monkeypatch, capsys):
+    monkeypatch.setattr(utils, "FOLDS", ("fold1", "fold2"))  # two folds prove the runner: fold 2 trains
+    current = (series.work / "runs" / "current.json").read_text()
+    cfg = utils.Config(**utils.read_json(default_run(series) / "run.json")["config"])
+    table = utils.run_protocol("5-fold", cfg, series.data)
+    printed = capsys.readouterr().out
+    assert "  fold2 | Epoch 2/2" in printed and "  fold1 |" not in printed  # fold 1 is the series' run
+    assert list(table.index) == ["fold1", "fold2", "mean", "SD"] and table.loc["fold2", "PC"] > 0.5
+    joined = json.loads(utils.out_of_fold_path(default_run(series)).read_text())
+    assert len(joined["files"]) == len(set(joined["files"])) == 120  # each fold's 60 test faces
+    assert (series.work / "runs" / "current.json").read_text() == current  # the folds are not current
+    monkeypatch.setattr(utils, "run_notebook", lambda *a, **k: pytest.fail("trained again"))
+    assert list(utils.run_protocol("5-fold", cfg, series.data).index) == ["fold1", "fold2", "mean", "SD"]
+    # 05 now scores with both folds' models, each against its own fold's test faces
+    monkeypatch.setenv("FBP_PHOTO", str(series.photo))
+    scored = run_cells("05_score_your_face")
+    text = capsys.readouterr().out
+    assert [s.name for s in scored["scorers"]] == [p.name for p in utils.fold_runs(default_run(series))]
+    assert "scoring with the fine-tuned models of its 2 folds" in text and "and the 2 models)" in text
+    assert scored["results"][0].scores.shape == (2, 6)  # per model, the six crops
+
+
+def test_the_ablation_runner_trains_its_recipes_and_the_results_table_names_them(series, monkeypatch, capsys):
+    cfg = utils.Config(**utils.read_json(default_run(series) / "run.json")["config"])
+    table = utils.run_ablation(cfg, series.data)
+    printed = capsys.readouterr().out
+    assert list(table.index) == ["ResNet50", "EfficientNetV2S + distribution"]
+    assert "  EfficientNetV2S + distribution | Epoch 2/2" in printed  # each recipe's progress shows
+    assert "  ResNet50 |" not in printed  # the blog's recipe is the series' own run
+    results = utils.as_markdown(utils.results_table())
+    assert "| fold1 | ResNet50" in results and "| fold1 | EfficientNetV2S + distribution" in results
+    monkeypatch.setattr(utils, "run_notebook", lambda *a, **k: pytest.fail("trained again"))
+    assert list(utils.run_ablation(cfg, series.data).index) == list(table.index)
+
+
+def test_05_says_how_much_raters_would_disagree_with_a_distribution_run(series, monkeypatch, capsys):
     [(folder, _)] = [(f, r) for f, r in utils.saved_runs() if r["config"]["label_distribution"]]
-    photo_folder(tmp_path)
-    monkeypatch.setenv("FBP_PHOTO", str(tmp_path / "me.jpg"))
+    monkeypatch.setenv("FBP_PHOTO", str(series.photo))
     scored = run_cells("05_score_your_face", edits={"RUN_NAME = None": f"RUN_NAME = {folder.name!r}"})
     text = capsys.readouterr().out
     said = re.search(r"me\.jpg, face 1: of 60 raters like the dataset's, about (\d+) % would give a \d", text)
     assert said and 0 < int(said.group(1)) <= 100
     assert scored["shares"][0].sum() == pytest.approx(1, abs=1e-5)  # six crops' shares, averaged
 
+
+# --- Notebook 01 on a folder laid out like the release ------------------------------------
 
 @pytest.fixture
 def release_like(tmp_path, monkeypatch):
@@ -227,8 +278,11 @@ def test_01_runs_on_a_folder_laid_out_like_the_release(release_like):
     assert "5500 labelled faces" in text and "All_Ratings.xlsx is not in the dataset folder" in text
 
 
-def test_01_names_a_missing_image(release_like):
-    (release_like / "Images" / "CM750.jpg").unlink()
-    with pytest.raises(CellExecutionError, match=r"MissingImagesError.*1 image\(s\).*CM750\.jpg") as error:
+def test_01_names_a_missing_image(small_root, monkeypatch, tmp_path):
+    monkeypatch.setenv("FBP_DATA_DIR", str(small_root))
+    monkeypatch.setenv("FBP_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.delenv("FBP_SMOKE", raising=False)
+    (small_root / "Images" / "CM5.jpg").unlink()
+    with pytest.raises(CellExecutionError, match=r"MissingImagesError.*1 image\(s\).*CM5\.jpg") as error:
         execute(NOTEBOOKS[0])
     assert "utils.py" not in str(error.value), "the message should come without a traceback"

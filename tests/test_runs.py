@@ -34,15 +34,16 @@ def test_a_smoke_run_and_a_real_run_share_nothing(small_root, work, monkeypatch)
     monkeypatch.setenv("FBP_SMOKE", "1")
     assert utils.work_dir() == work / "smoke"
     smoke_run = stage_one(SMOKE, small_root, monkeypatch)
-    dataset = utils.dataset_id(utils.all_labels(small_root))
+    dataset = utils.dataset_fingerprint(utils.all_labels(small_root))
     assert utils.current_run(dataset=dataset)[0] == smoke_run  # as 03 finds it for the runner
-    assert smoke_run.parent == work / "smoke" / "runs" and utils.read_run(smoke_run)["smoke"] is True
+    assert smoke_run.parent == work / "smoke" / "runs"
+    assert utils.read_json(smoke_run / "run.json")["smoke"] is True
     assert "SMOKE RUN" in utils.describe_run(smoke_run)
     monkeypatch.delenv("FBP_SMOKE")
     real_run = utils.current_run(dataset=dataset)[0]  # the same settings outside smoke mode
-    assert real_run != smoke_run and not utils.read_run(real_run)  # the smoke run is not offered
+    assert real_run != smoke_run and not (real_run / "run.json").exists()  # the smoke run is not offered
     assert stage_one(SMOKE, small_root, monkeypatch) == real_run  # trains anew, in the real work folder
-    assert real_run.parent == work / "runs" and utils.read_run(real_run)["smoke"] is False
+    assert real_run.parent == work / "runs" and utils.read_json(real_run / "run.json")["smoke"] is False
     assert "SMOKE" not in utils.describe_run(real_run)
 
 
@@ -53,16 +54,17 @@ def test_a_changed_setting_trains_a_new_run_and_keeps_the_old(small_root, work, 
     out = capsys.readouterr().out
     assert f"{first.name}: head_lr 0.001 -> 0.002" in out  # says what differs from the saved run
     assert second != first and (first / "frozen.keras").is_file() and (second / "frozen.keras").is_file()
-    assert [utils.read_run(run)["config"]["head_lr"] for run in (first, second)] == [1e-3, 2e-3]
+    assert [utils.read_json(run / "run.json")["config"]["head_lr"] for run in (first, second)] == [1e-3, 2e-3]
 
 
 def test_other_data_is_another_run(small_root, work, monkeypatch, tmp_path):
     stage_one(SMOKE, small_root, monkeypatch)
     other = synthetic.make_synthetic_dataset(tmp_path / "other", n=60, image_size=48, seed=1,
                                              with_ratings=False)
-    assert utils.dataset_id(utils.all_labels(other)) != utils.dataset_id(utils.all_labels(small_root))
+    datasets = [utils.dataset_fingerprint(utils.all_labels(root)) for root in (other, small_root)]
+    assert datasets[0] != datasets[1]
     stage_one(SMOKE, other, monkeypatch)
-    runs = {utils.run_dir(SMOKE, utils.dataset_id(utils.all_labels(root))) for root in (other, small_root)}
+    runs = {utils.run_dir(SMOKE, dataset) for dataset in datasets}
     assert len(runs) == 2 and all((run / "frozen.keras").is_file() for run in runs)
 
 
@@ -87,12 +89,12 @@ def test_03_to_05_continue_the_run_02_set_up_never_the_newest(work, small_root, 
     assert utils.current_run() == (folder, identity)
     assert utils.current_run(dataset=dataset) == (folder, identity)
     said = capsys.readouterr().out
-    assert f"Run {folder.name} (set up by notebook 02): protocol fold1, image_size 64" in said
+    assert f"Run {folder.name} (set up by notebook 02): ResNet50 (image_size 64" in said
     named = utils.run_dir(replace(SMOKE, protocol="60/40"), dataset)
     assert utils.current_run(named.name)[0] == named  # RUN_NAME
     with pytest.raises(utils.RunNotFoundError, match=f"There is no run called 'nope'(.|\n)*{named.name}"):
         utils.current_run("nope")
-    with pytest.raises(utils.RunNotFoundError, match=f"trained on dataset {dataset}, and this one is"):
+    with pytest.raises(utils.RunMismatchError, match=f"trained on dataset {dataset}, and this one is"):
         utils.current_run(dataset="f" * 16)
     # a protocol runner's fold: 02 opens the fold's run but leaves the user's current run alone
     fold2 = replace(SMOKE, protocol="fold2")
@@ -103,10 +105,16 @@ def test_03_to_05_continue_the_run_02_set_up_never_the_newest(work, small_root, 
     assert utils.current_run() == (folder, identity)
 
 
+def test_every_error_utils_raises_for_the_user_is_shown_plainly():
+    errors = [value for value in vars(utils).values()
+              if isinstance(value, type) and issubclass(value, Exception) and value.__module__ == "utils"]
+    assert utils.RunMismatchError in errors and all(issubclass(error, utils.USER_ERRORS) for error in errors)
+
+
 def test_framing_is_kept_per_dataset(small_root, work, tmp_path):
     framing = utils.framing_for(utils.all_labels(small_root))
     assert framing == synthetic.SYNTHETIC_FRAMING
-    assert (work / f"framing-{utils.dataset_id(utils.all_labels(small_root))}.json").is_file()
+    assert (work / f"framing-{utils.dataset_fingerprint(utils.all_labels(small_root))}.json").is_file()
     real_like = synthetic.make_synthetic_dataset(tmp_path / "other", n=60, image_size=48, seed=1,
                                                  with_ratings=False)
     (real_like / "synthetic_framing.json").unlink()  # a dataset whose framing must be measured
@@ -136,7 +144,7 @@ RESUMABLE = textwrap.dedent("""
 def test_a_killed_fine_tune_resumes_from_its_last_epoch(small_root, work, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(RESUMABLE.format(tests=str(ROOT / "tests"), data=str(small_root)))
-    folder = utils.run_dir(SMOKE, utils.dataset_id(utils.all_labels(small_root)))
+    folder = utils.run_dir(SMOKE, utils.dataset_fingerprint(utils.all_labels(small_root)))
     backup = folder / "backup"
     env = {**os.environ, "FBP_WORK_DIR": str(work)}
     first = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
@@ -157,7 +165,7 @@ def test_a_killed_fine_tune_resumes_from_its_last_epoch(small_root, work, tmp_pa
     assert f"Epoch {killed_after + 1}/3" in second.stdout and "Epoch 1/3" not in second.stdout
     history = utils.read_history(folder / "history_finetune.csv")
     assert history["epoch"].tolist() == [1, 2, 3]
-    assert utils.read_run(folder)["finished"]
+    assert utils.read_json(folder / "run.json")["finished"]
     assert (folder / "finetuned.keras").is_file() and not backup.exists()
     assert not list(folder.glob("*.npz")) and not list(folder.glob("*.tmp*"))
 
@@ -218,11 +226,11 @@ def test_a_vm_lost_at_the_worst_moment_keeps_the_best_epoch(small_root, work, mo
         with pytest.raises(Killed):
             train(cfg, small_root, patch, ["03_finetune"])
     assert state_epoch(folder / "backup") == 1
-    best_before = utils.read_best(folder)
+    best_before = utils.read_json(folder / "best.json")
     assert (folder / best_before["file"]).is_file()  # best.json never names a missing file
 
     record = train(cfg, small_root, monkeypatch, ["03_finetune"])["record"]  # the new VM resumes
-    best = utils.read_best(folder)
+    best = utils.read_json(folder / "best.json")
     history = utils.read_history(folder / "history_finetune.csv", best)
     assert history["epoch"].tolist() == [1, 2]
     assert record["finetune"]["best_epoch"] == best["epoch"]
@@ -280,7 +288,7 @@ def fake_fold_notebooks(dataset: str, calls: list):
 @pytest.fixture
 def fake_notebooks(small_root, work, monkeypatch) -> tuple[str, list]:
     """run_notebook replaced by fake_fold_notebooks: the dataset's id and the calls it records."""
-    dataset, calls = utils.dataset_id(utils.all_labels(small_root)), []
+    dataset, calls = utils.dataset_fingerprint(utils.all_labels(small_root)), []
     monkeypatch.setattr(utils, "run_notebook", fake_fold_notebooks(dataset, calls))
     return dataset, calls
 
@@ -304,7 +312,7 @@ def test_a_protocol_reevaluates_a_fold_evaluated_before_its_fine_tune(small_root
 
 
 def test_no_note_or_description_quotes_an_earlier_models_evaluation(work, small_root, monkeypatch):
-    dataset, calls = utils.dataset_id(utils.all_labels(small_root)), []
+    dataset, calls = utils.dataset_fingerprint(utils.all_labels(small_root)), []
     run = fake_fold_notebooks(dataset, calls)
     folder = utils.run_dir(SMOKE, dataset)
     for name in ("02_frozen_head", "04_evaluation", "03_finetune"):  # fine-tuned after 04 ran

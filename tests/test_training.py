@@ -20,7 +20,8 @@ SMOKE = utils.Config().smoke()
 def held_out_pc(root, monkeypatch, cfg=SMOKE) -> float:
     """Both stages in smoke mode, then PC on the protocol's test part."""
     train(cfg, root, monkeypatch)
-    model = utils.load_run_model(utils.run_dir(cfg, utils.dataset_id(utils.all_labels(root))))
+    folder = utils.run_dir(cfg, utils.dataset_fingerprint(utils.all_labels(root)))
+    model = keras.models.load_model(utils.current_model_path(folder))
     test = utils.load_protocol(root, cfg.protocol)["test"]
     return utils.regression_metrics(test["score"], utils.predict_scores(model, test, cfg.image_size))["PC"]
 
@@ -49,7 +50,7 @@ def test_a_finished_fine_tune_is_not_trained_again_and_02_saves_what_it_shows(sm
                                                                               monkeypatch, capsys):
     cfg = replace(SMOKE, finetune_epochs=1)
     train(cfg, small_root, monkeypatch)
-    folder = utils.run_dir(cfg, utils.dataset_id(utils.all_labels(small_root)))
+    folder = utils.run_dir(cfg, utils.dataset_fingerprint(utils.all_labels(small_root)))
     finished = (folder / "finetuned.keras").stat().st_mtime_ns
     again = train(cfg, small_root, monkeypatch, ["03_finetune"])
     assert "already fine-tuned" in capsys.readouterr().out and again["history"].epoch == []
@@ -60,7 +61,7 @@ def test_a_finished_fine_tune_is_not_trained_again_and_02_saves_what_it_shows(sm
     frozen = (folder / "frozen.keras").stat().st_mtime_ns
     shown = train(cfg, small_root, monkeypatch, ["02_frozen_head"])
     assert "saved again" in capsys.readouterr().out
-    record = utils.read_run(folder)
+    record = utils.read_json(folder / "run.json")
     assert record["finished"] and (folder / "frozen.keras").stat().st_mtime_ns != frozen
     assert record["frozen"] == json.loads(json.dumps(shown["frozen"], default=float))
     saved = keras.models.load_model(folder / "frozen.keras")
@@ -72,13 +73,14 @@ def test_the_run_record_holds_what_05_needs(small_root, work, monkeypatch):
     record = train(cfg, small_root, monkeypatch, ["02_frozen_head"])["record"]
     assert utils.run_dir(cfg, record["dataset"]).name == f"60-40-{record['fingerprint']}"
     assert record["config"]["protocol"] == "60/40" and record["config"]["image_size"] == 64
-    assert record["dataset"] == utils.dataset_id(utils.all_labels(small_root))
+    assert record["dataset"] == utils.dataset_fingerprint(utils.all_labels(small_root))
     assert record["recipe"] == utils.RECIPE_VERSION
     assert record["framing"] == synthetic.SYNTHETIC_FRAMING and record["smoke"] is False
     folder = utils.run_dir(cfg, record["dataset"])
     reference = utils.load_reference(folder)  # the percentile's reference: stage 1's test predictions
     test = utils.load_protocol(small_root, "60/40")["test"]
-    predicted = utils.predict_scores(utils.load_run_model(folder), test, cfg.image_size)
+    model = keras.models.load_model(utils.current_model_path(folder))
+    predicted = utils.predict_scores(model, test, cfg.image_size)
     np.testing.assert_allclose(reference.predicted, predicted, atol=1e-3)
     np.testing.assert_allclose(reference.true, test["score"], atol=1e-4)
     assert reference.map_scale > 0
@@ -96,12 +98,12 @@ def test_fine_tune_needs_stage_one(small_root, work, monkeypatch):
 def test_a_modern_backbone_trains_both_stages_and_records_its_cost(backbone, small_root, work, monkeypatch):
     cfg = replace(SMOKE, backbone=backbone, finetune_epochs=1)
     train(cfg, small_root, monkeypatch)
-    folder = utils.run_dir(cfg, utils.dataset_id(utils.all_labels(small_root)))
-    record = utils.read_run(folder)
+    folder = utils.run_dir(cfg, utils.dataset_fingerprint(utils.all_labels(small_root)))
+    record = utils.read_json(folder / "run.json")
     assert record["finished"] and record["config"]["backbone"] == backbone
     tuned = record["finetune"]
     assert tuned["runtime"] == "CPU" and tuned["peak_gpu_gb"] is None and tuned["seconds_per_epoch"] > 0
-    model = utils.load_run_model(folder)
+    model = keras.models.load_model(utils.current_model_path(folder))
     names = {"ConvNeXtTiny": "convnext_tiny", "EfficientNetV2S": "efficientnetv2-s"}
     assert utils.backbone_of(model).name == names[backbone]
     test = utils.load_protocol(small_root, "fold1")["test"]
@@ -132,5 +134,6 @@ def test_the_distribution_head_learns_how_much_the_raters_disagree(tmp_path, wor
     assert stats.pearsonr(predicted["distribution"] @ np.array(utils.RATINGS), test["score"])[0] > 0.8
     assert stats.pearsonr(predicted["score"].ravel(), test["score"])[0] > 0.8
     # and the saved model carries both heads
-    model = utils.load_run_model(utils.run_dir(cfg, utils.dataset_id(utils.all_labels(root))))
+    folder = utils.run_dir(cfg, utils.dataset_fingerprint(utils.all_labels(root)))
+    model = keras.models.load_model(utils.current_model_path(folder))
     assert set(model.output) == {"score", "distribution"}
