@@ -1,22 +1,41 @@
 #!/usr/bin/env bash
-# Set up and run the tests (the README's test command; .ci/run runs it in a fresh clone):
-# the whole suite on the newest versions in .venv, then the tests that touch TensorFlow, Keras and
-# ipywidgets, the raters' distribution, and the data and evaluation tests (gdown, scipy), again in
-# .venv-colab, pinned to the versions Colab ships (requirements-colab.txt);
-# there the notebooks run as test_colab.py runs them, as a Colab user does, 04's protocols and ablation off.
+# Set up and run the tests (the README's test command; .ci/run runs it in a fresh clone), in two
+# environments at once, each with one smoke series (tests/README.md, "CI time"):
+# - .venv, the newest versions: every file but test_colab_series.py; its series is test_notebooks.py's,
+#   run as the README's first command runs it;
+# - .venv-colab, Colab's versions (requirements-colab.txt; Python 3.13 where this machine has it): the
+#   files that touch TensorFlow, Keras and ipywidgets, the data and evaluation tests; its series is
+#   test_colab_series.py's, run as a Colab user runs it.
+# Each kill test runs once: the real SIGKILL on Colab's versions, the three worst moments on the newest.
+# On the newest, notebook 04's ablation runner trains EfficientNetV2S (test_notebooks.py), so
+# test_training.py trains it only on Colab's. The logs are printed when both are done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+logs="$(mktemp -d)"
+
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -r requirements-dev.txt
-.venv/bin/python -m pytest
-python3 -m venv .venv-colab
+.venv/bin/python -m pytest -p no:cacheprovider --durations=10 --ignore=tests/test_colab_series.py \
+    -k "not killed_fine_tune" \
+    --deselect "tests/test_training.py::test_a_modern_backbone_trains_both_stages_and_records_its_cost[EfficientNetV2S]" \
+    > "$logs/newest.log" 2>&1 &
+newest=$!
+
+"$(command -v python3.13 || command -v python3)" -m venv .venv-colab
 .venv-colab/bin/pip install -q --upgrade pip
 .venv-colab/bin/pip install -q -r requirements-dev.txt -c requirements-colab.txt
-# Within CI's time: test_colab runs the notebooks; of the kill tests, the one whose resume re-runs a
-# checkpointed epoch (the others differ only in where the same callbacks stop); not the
-# shuffled-labels check (a leak of labels into the pipeline does not depend on the version).
-.venv-colab/bin/python -m pytest tests/test_faces.py tests/test_model.py tests/test_training.py \
-    tests/test_runs.py tests/test_recipe.py tests/test_colab.py tests/test_notebook_use.py \
-    tests/test_data.py tests/test_evaluation.py tests/test_distribution.py \
-    -k "not shuffled_labels and not killed_before_checkpoint and not killed_during_checkpoint"
+colab=0
+.venv-colab/bin/python -m pytest -p no:cacheprovider --durations=10 tests/test_colab.py \
+    tests/test_colab_series.py tests/test_notebook_use.py tests/test_faces.py tests/test_model.py \
+    tests/test_training.py tests/test_runs.py tests/test_recipe.py tests/test_data.py \
+    tests/test_evaluation.py tests/test_distribution.py \
+    -k "not shuffled_labels and not vm_lost_at_the_worst_moment" \
+    > "$logs/colab.log" 2>&1 || colab=$?
+wait "$newest" && status=0 || status=$?
+
+echo "=== The newest versions (.venv) ==="
+cat "$logs/newest.log"
+echo "=== Colab's versions (.venv-colab) ==="
+cat "$logs/colab.log"
+[ "$status" -eq 0 ] && [ "$colab" -eq 0 ]

@@ -35,22 +35,30 @@ def plain(value):
 # (tests/test_notebooks.py runs it as the README's first command, tests/test_colab.py as a Colab
 # user): its work folder and a photo are set in the environment, as the series had them.
 
-def check_every_cell_run_twice() -> None:
+def check_every_cell_run_twice(capsys) -> None:
     """Every code cell of 02 to 05 run twice, in this process, builds what the series built once:
-    the same stage 1 (figures and head), pipeline, evaluation and scores."""
+    the same stage 1 (figures and head, saved again), pipeline, evaluation and scores; the finished
+    fine-tune is kept, not trained again."""
     run = utils.current_run()[0]
     record = utils.read_json(run / "run.json")
     head = keras.models.load_model(run / "frozen.keras").get_layer("score").get_weights()
     report = json.loads((run / "evaluation.json").read_text())
     predictions = pd.read_csv(run / "predictions.csv")
+    finetuned = (run / "finetuned.keras").stat().st_mtime_ns
+    # the saved model holds weights, not the optimizer's state (that would triple its size)
+    assert (run / "finetuned.keras").stat().st_size < 1.05 * (run / "frozen.keras").stat().st_size
 
     twice = run_cells("02_frozen_head", twice=True)
     assert twice["RUN"] == run and plain(twice["frozen"]) == record["frozen"]
     for a, b in zip(head, twice["model"].get_layer("score").get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert utils.read_json(run / "run.json")["frozen"] == plain(twice["frozen"])  # what is shown is saved
+    saved = utils.read_json(run / "run.json")
+    assert saved["frozen"] == plain(twice["frozen"]) and saved["finished"]  # shown is saved; 03's kept
+    assert f"Stage 1 of run {run.name} saved again" in capsys.readouterr().out
 
     tuned = run_cells("03_finetune", twice=True)
+    assert f"Run {run.name} is already fine-tuned" in capsys.readouterr().out
+    assert (run / "finetuned.keras").stat().st_mtime_ns == finetuned
     cfg = tuned["cfg"]
     single = tuned["train_images"].map(tuned["augment"], num_parallel_calls=tf.data.AUTOTUNE)
     assert pipeline_ops(tuned["train"]) == pipeline_ops(single)  # augmented once, not twice

@@ -202,9 +202,9 @@ def test_05_speaks_of_every_photo_and_scores_every_face(series):
 
 # --- What builds on the series -------------------------------------------------------------
 
-def test_every_cell_run_twice_builds_what_the_series_built(series, monkeypatch):
+def test_every_cell_run_twice_builds_what_the_series_built(series, monkeypatch, capsys):
     monkeypatch.setenv("FBP_PHOTO", str(series.photo))
-    check_every_cell_run_twice()
+    check_every_cell_run_twice(capsys)
 
 
 def test_a_setting_changed_in_02_alone_carries_through_03_to_05(series, tmp_path, monkeypatch, capsys):
@@ -243,6 +243,11 @@ def test_the_ablation_runner_trains_its_recipes_and_the_results_table_names_them
     assert list(table.index) == ["ResNet50", "EfficientNetV2S + distribution"]
     assert "  EfficientNetV2S + distribution | Epoch 2/2" in printed  # each recipe's progress shows
     assert "  ResNet50 |" not in printed  # the blog's recipe is the series' own run
+    [(folder, record)] = [(f, r) for f, r in utils.saved_runs() if r["config"]["backbone"] != "ResNet50"]
+    assert record["finished"] and record["config"]["label_distribution"]  # a modern backbone trains
+    tuned = record["finetune"]
+    assert tuned["runtime"] == "CPU" and tuned["peak_gpu_gb"] is None and tuned["seconds_per_epoch"] > 0
+    assert json.loads((folder / "evaluation.json").read_text())["n"] == 60
     results = utils.as_markdown(utils.results_table())
     assert "| fold1 | ResNet50" in results and "| fold1 | EfficientNetV2S + distribution" in results
     monkeypatch.setattr(utils, "run_notebook", lambda *a, **k: pytest.fail("trained again"))
