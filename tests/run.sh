@@ -16,7 +16,8 @@ logs="$(mktemp -d)"
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -r requirements-dev.txt
-.venv/bin/python -m pytest -p no:cacheprovider --durations=10 --ignore=tests/test_colab_series.py \
+.venv/bin/python -m pytest -p no:cacheprovider --durations=10 --junitxml="$logs/newest.xml" \
+    --ignore=tests/test_colab_series.py \
     -k "not killed_fine_tune" \
     --deselect "tests/test_training.py::test_a_modern_backbone_trains_both_stages_and_records_its_cost[EfficientNetV2S]" \
     > "$logs/newest.log" 2>&1 &
@@ -26,14 +27,15 @@ newest=$!
 .venv-colab/bin/pip install -q --upgrade pip
 .venv-colab/bin/pip install -q -r requirements-dev.txt -c requirements-colab.txt
 colab=0
-.venv-colab/bin/python -m pytest -p no:cacheprovider --durations=10 tests/test_colab.py \
-    tests/test_colab_series.py tests/test_notebook_use.py tests/test_faces.py tests/test_model.py \
+.venv-colab/bin/python -m pytest -p no:cacheprovider --durations=10 --junitxml="$logs/colab.xml" \
+    tests/test_colab.py tests/test_colab_series.py tests/test_notebook_use.py tests/test_faces.py tests/test_model.py \
     tests/test_training.py tests/test_runs.py tests/test_recipe.py tests/test_data.py \
     tests/test_evaluation.py tests/test_distribution.py \
     -k "not shuffled_labels and not vm_lost_at_the_worst_moment" \
     > "$logs/colab.log" 2>&1 || colab=$?
 wait "$newest" && status=0 || status=$?
 
+echo "Each test's time is in the JUnit reports in $logs."
 echo "=== The newest versions (.venv) ==="
 cat "$logs/newest.log"
 echo "=== Colab's versions (.venv-colab) ==="
