@@ -23,7 +23,11 @@ python3 -m venv .venv
     > "$logs/newest.log" 2>&1 &
 newest=$!
 
-"$(command -v python3.13 || command -v python3)" -m venv .venv-colab
+colab_python=python3  # Colab's Python 3.13 where this machine has one (pyenv's, or on the PATH)
+for candidate in python3.13 "$(pyenv root 2>/dev/null)"/versions/3.13*/bin/python3; do
+    if "$candidate" -c "" 2>/dev/null; then colab_python="$candidate"; break; fi
+done
+"$colab_python" -m venv .venv-colab
 .venv-colab/bin/pip install -q --upgrade pip
 .venv-colab/bin/pip install -q -r requirements-dev.txt -c requirements-colab.txt
 colab=0
