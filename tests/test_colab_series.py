@@ -6,6 +6,7 @@ this checkout's committed HEAD: commit before running it) and its pip install. T
 process, the notebooks as people use them, on what the series left on Drive."""
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from nbclient import NotebookClient
 from PIL import Image
 from skimage import data
 from test_colab import REPO, STUB, jpeg, write_script
-from test_notebook_use import check_every_cell_run_twice
+from test_notebook_use import check_a_setting_changed_in_02_alone, check_every_cell_run_twice
 
 import utils
 from data import synthetic
@@ -137,3 +138,9 @@ def use_the_series_work(monkeypatch, work: Path, tmp_path: Path) -> None:
 def test_colab_every_cell_run_twice_builds_what_the_series_built(drive, tmp_path, monkeypatch, capsys):
     use_the_series_work(monkeypatch, drive / "drive" / "MyDrive" / "scut-fbp5500", tmp_path)
     check_every_cell_run_twice(capsys)
+
+
+def test_colab_a_setting_changed_in_02_alone_carries_through_03_to_05(drive, tmp_path, monkeypatch, capsys):
+    shutil.copytree(drive / "drive" / "MyDrive" / "scut-fbp5500", tmp_path / "work")  # the series' stays
+    use_the_series_work(monkeypatch, tmp_path / "work", tmp_path)
+    check_a_setting_changed_in_02_alone(capsys)

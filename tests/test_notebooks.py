@@ -1,14 +1,14 @@
 """The notebooks: committed clean, one project home everywhere, and the smoke series run once as the
 README's first command runs it (utils.run_series: each notebook in a kernel of its own), read by every
-test below; then what builds on that series: cells run twice, a setting changed in 02, the protocol
-and ablation runners, 05 with several fold models and with a distribution head."""
+test below; then what builds on that series: cells run twice, the protocol and ablation runners, 05
+with several fold models and with a distribution head. (A setting changed in 02 is checked on the
+Colab series, tests/test_colab_series.py.)"""
 
 import contextlib
 import io
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT, run_cells
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
-from test_notebook_use import check_a_setting_changed_in_02_alone, check_every_cell_run_twice
+from test_notebook_use import check_every_cell_run_twice
 
 import utils
 from data import synthetic
@@ -205,13 +205,6 @@ def test_05_speaks_of_every_photo_and_scores_every_face(series):
 def test_every_cell_run_twice_builds_what_the_series_built(series, monkeypatch, capsys):
     monkeypatch.setenv("FBP_PHOTO", str(series.photo))
     check_every_cell_run_twice(capsys)
-
-
-def test_a_setting_changed_in_02_alone_carries_through_03_to_05(series, tmp_path, monkeypatch, capsys):
-    shutil.copytree(series.work.parent, tmp_path / "work")  # the series' own run stays current
-    monkeypatch.setenv("FBP_WORK_DIR", str(tmp_path / "work"))
-    monkeypatch.setenv("FBP_PHOTO", str(series.photo))
-    check_a_setting_changed_in_02_alone(capsys)
 
 
 def test_the_5_fold_runner_trains_evaluates_and_joins_its_folds(series, monkeypatch, capsys):
