@@ -933,12 +933,12 @@ class Config:
             return Config(**json.loads(os.environ["FBP_CONFIG"]))
         if not smoke_mode():
             return self
-        smoke, own = asdict(self.smoke()), asdict(self)
-        changed = [f"{name} {value!r}" for name, value in smoke.items() if value != own[name]]
+        smoke, own = self.smoke(), asdict(self)
+        changed = [f"{name} {value!r}" for name, value in asdict(smoke).items() if value != own[name]]
         if changed:
             print(f"Smoke mode (FBP_SMOKE=1): {', '.join(changed)} replace your settings, for a run "
                   "of a minute on a CPU.")
-        return self.smoke()
+        return smoke
 
 
 def run_identity(cfg: Config, dataset: str) -> dict:
