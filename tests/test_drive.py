@@ -99,7 +99,8 @@ def trained_three_epochs(folder: Path) -> tuple[keras.Model, list[np.ndarray]]:
     model, weights = tiny_model(), []
     keep = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: weights.append(model.get_weights()))
     model.fit(x, x.sum(axis=1), validation_data=(x, x.sum(axis=1)), batch_size=4, epochs=3, verbose=0,
-              callbacks=[utils.BestCheckpoint(folder), utils.EpochBackup(folder / "backup"), keep])
+              callbacks=[utils.BestCheckpoint(folder, "val_loss"), utils.EpochBackup(folder / "backup"),
+                         keep])
     return model, weights
 
 

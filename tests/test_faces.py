@@ -332,3 +332,62 @@ def test_loading_the_detector_prints_no_red_text():
                             timeout=600)
     assert loaded.returncode == 0, loaded.stderr
     assert "Exception ignored" not in loaded.stderr and "lz4" not in loaded.stderr, loaded.stderr
+
+
+# --- the ± and the models' disagreement, against a simulation ---------------------------------
+
+
+def simulated_scores(rng: np.random.Generator, models: int, faces: int) -> np.ndarray:
+    """Per face, a row per model of its six crops' scores: the face's score (3), each model's offset
+    from the others (SD 0.05) and each crop's own noise under each model (SD 0.03)."""
+    return 3 + rng.normal(0, 0.05, (faces, models, 1)) + rng.normal(0, 0.03, (faces, models, 6))
+
+
+def test_the_plus_minus_is_the_alignments_not_the_models_offsets_which_get_their_own_figure():
+    rng = np.random.default_rng(0)
+    five, one = simulated_scores(rng, 5, 4000), simulated_scores(rng, 1, 4000)
+    spread = np.mean([utils.alignment_spread(face) for face in five])
+    # how far alignment moves the five models' mean score: half the range of six crops whose noise
+    # is averaged over five models (SD 0.03 / sqrt 5), 1.27 SD for six values: 0.017
+    half_range = np.mean(np.ptp(rng.normal(0, 1, (100_000, 6)), axis=1)) / 2
+    assert spread == pytest.approx(0.03 / np.sqrt(5) * half_range, rel=0.03)
+    assert np.mean([np.ptp(face) / 2 for face in five]) > 0.09  # the 30 scores' half-range: 0.10
+    # one model: half the range of its six crops' scores, as before (0.038 here)
+    assert [utils.alignment_spread(face) for face in one[:20]] == [np.ptp(face) / 2 for face in one[:20]]
+    alone = np.mean([utils.alignment_spread(face) for face in one])
+    assert alone == pytest.approx(0.03 * half_range, rel=0.03)
+    # the disagreement: the SD of the models' scores, each the mean of six crops (an unbiased variance)
+    disagreement = np.array([utils.models_disagreement(face) for face in five])
+    assert np.sqrt(np.mean(disagreement**2)) == pytest.approx(np.hypot(0.05, 0.03 / np.sqrt(6)), rel=0.03)
+    assert utils.models_disagreement(one[0]) is None
+
+
+def test_a_faces_result_carries_the_plus_minus_and_the_disagreement(model, reference):
+    rng = np.random.default_rng(2)
+    scores = simulated_scores(rng, 5, 1)[0]
+    crops = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    scorers = [utils.Scorer(f"fold{k}", model, reference) for k in range(1, 6)]
+    result = utils.score_face(None, crops, [{"score": row[:, None]} for row in scores], scorers)
+    assert result.score == pytest.approx(scores.mean())
+    assert result.spread == utils.alignment_spread(scores) < np.ptp(scores) / 2
+    assert result.disagreement == utils.models_disagreement(scores) > 0
+
+
+def reference_of(size: int) -> utils.Reference:
+    """A reference of size faces, for describe_references."""
+    predicted = np.linspace(1, 5, size)
+    return utils.Reference(predicted, predicted, np.zeros(1), 0.5, f"the {size:,} test faces of a run")
+
+
+def test_the_references_are_described_as_the_scoring_uses_them():
+    one = utils.describe_references([utils.Scorer("run", None, reference_of(1100))])
+    assert one.startswith("Percentiles are a score's place among the 1,100 test faces of a run, which the "
+                          "model never trained on; the range beside one holds, 8 times in 10,")
+    assert one.endswith("misses on the 110 of them with the nearest predictions.")
+    five = utils.describe_references([utils.Scorer(f"fold{k}", None, reference_of(1100)) for k in range(5)])
+    assert five.startswith("Percentiles are the mean of 5 places: each fold model's score placed among its "
+                           "own fold's 1,100 test faces, which it never trained on. The range beside one "
+                           "is the mean of their 5 ranges; each holds, 8 times in 10,")
+    assert five.endswith("misses on the 110 of them with the nearest predictions.") and "5,500" not in five
+    uneven = utils.describe_references([utils.Scorer("a", None, reference_of(n)) for n in (1099, 1101)])
+    assert "own fold's 1,099 to 1,101 test faces" in uneven and "on the 109 to 110 of them" in uneven

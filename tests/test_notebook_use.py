@@ -106,13 +106,16 @@ def test_the_protocol_switch_is_safe_to_save(monkeypatch, capsys):
     cells = nbformat.read(ROOT / "notebooks" / "04_evaluation.ipynb", as_version=4).cells
     ran = []
     monkeypatch.setattr(utils, "run_protocol", lambda protocol, cfg, data: ran.append(protocol))
-    monkeypatch.setattr(utils, "run_ablation", lambda cfg, data: ran.append("ablation"))
+    monkeypatch.setattr(utils, "run_ablation", lambda cfg, data, across_folds: ran.append(
+        "ablation across folds" if across_folds else "ablation"))
+    monkeypatch.setattr(utils, "ablation_verdict", lambda table: "")
 
-    def run_with(switch: str, saved: bool) -> list[str]:
+    def run_with(switch: str, saved: bool, across_folds: bool = False) -> list[str]:
         """What 04's cell of this switch runs (protocols, or the ablation) with the switch saved so."""
         [cell] = [c for c in cells if c.cell_type == "code" and f"{switch} = False  #" in c.source]
         ran.clear()
-        exec(cell.source.replace(f"{switch} = False", f"{switch} = {saved}"),
+        source = cell.source.replace(f"{switch} = False", f"{switch} = {saved}")
+        exec(source.replace("ABLATION_ACROSS_FOLDS = False", f"ABLATION_ACROSS_FOLDS = {across_folds}"),
              {"utils": utils, "cfg": None, "DATA": None, "display": lambda shown: None})
         return list(ran)
 
@@ -124,6 +127,8 @@ def test_the_protocol_switch_is_safe_to_save(monkeypatch, capsys):
     assert run_with("RUN_ABLATION", False) == []
     assert "set RUN_ABLATION = True above" in capsys.readouterr().out
     assert run_with("RUN_ABLATION", True) == ["ablation"]
+    assert run_with("RUN_ABLATION", True, across_folds=True) == ["ablation across folds"]
+    assert run_with("RUN_ABLATION", False, across_folds=True) == []
     monkeypatch.setenv("FBP_SMOKE", "1")  # the full protocols: the 5-fold one only
     assert run_with("RUN_FULL_PROTOCOLS", True) == ["5-fold"] and run_with("RUN_FULL_PROTOCOLS", False) == []
     # the copy of 04 a runner executes for one fold, from a saved notebook with the switches on

@@ -192,6 +192,10 @@ def test_05_speaks_of_every_photo_and_scores_every_face(series):
     assert "cut.jpg: the image cannot be read" in text
     assert "webcam needs Colab" in text
     assert "This run has no distribution head" in text
+    # one model: its reference in the words of today, the ± of its six crops, no models' disagreement
+    assert "Percentiles are a score's place among the fine-tuned model's predictions for the" in text
+    assert "across its mirror and 1.5 px shifts of the eyes), more attractive than about" in text
+    assert "models' own scores" not in text and "fold models that score here" not in text
     # the score belongs to the face, not to the photo: alone or beside a smaller face, within the spread
     scored = dict(re.findall(r"^(\w+\.jpg, face \d): score (\d\.\d\d \(±\d\.\d\d)", text, re.MULTILINE))
     (alone, alone_spread), (beside, beside_spread) = (
@@ -225,26 +229,41 @@ def test_the_5_fold_runner_trains_evaluates_and_joins_its_folds(series, monkeypa
     scored = run_cells("05_score_your_face")
     text = capsys.readouterr().out
     assert [s.name for s in scored["scorers"]] == [p.name for p in utils.fold_runs(default_run(series))]
-    assert "scoring with the fine-tuned models of its 2 folds" in text and "and the 2 models)" in text
+    assert "scoring with the fine-tuned models of its 2 folds" in text
+    assert re.search(r"^me\.jpg, face 1: score \d\.\d\d \(±\d\.\d\d across its mirror and 1\.5 px shifts "
+                     r"of the eyes\)", text, re.MULTILINE)  # the ± of the two models' mean: alignment alone
+    assert re.search(r"^me\.jpg, face 1: the 2 models' own scores \(each the mean of its six crops\) differ "
+                     r"by SD \d\.\d\d$", text, re.MULTILINE)
+    assert ("Percentiles are the mean of 2 places: each fold model's score placed among its own fold's 60 "
+            "test faces") in text and "on the 20 of them with the nearest predictions" in text
+    assert "The 2 fold models that score here, each on its own fold's 60 test faces" in text
     assert scored["results"][0].scores.shape == (2, 6)  # per model, the six crops
 
 
 def test_the_ablation_runner_trains_its_recipes_and_the_results_table_names_them(series, monkeypatch, capsys):
     cfg = utils.Config(**utils.read_json(default_run(series) / "run.json")["config"])
-    table = utils.run_ablation(cfg, series.data)
+    table = run_cells("04_evaluation", edits={"RUN_ABLATION = False": "RUN_ABLATION = True"})["ablation"]
     printed = capsys.readouterr().out
-    assert list(table.index) == ["ResNet50", "EfficientNetV2S + distribution"]
+    assert set(table.index) == {"ResNet50", "EfficientNetV2S + distribution"}
     assert "  EfficientNetV2S + distribution | Epoch 2/2" in printed  # each recipe's progress shows
     assert "  ResNet50 |" not in printed  # the blog's recipe is the series' own run
+    assert "EfficientNetV2S + distribution | " in printed and "epochs; best val_score_loss" in printed  # 02
+    verdict = "beyond the sampling of test faces (fold1, one seed), Holm"
+    assert table.loc["ResNet50", verdict] == "baseline"
+    said = table.loc["EfficientNetV2S + distribution", verdict]
+    assert re.match(r"(none shown|PC higher|PC lower) \(p ", said)
+    assert "One fold and one seed compare trained networks, not recipes" in printed  # 04 prints the verdict
+    assert "Holm's correction covers the 1 comparison with ResNet50." in printed
     [(folder, record)] = [(f, r) for f, r in utils.saved_runs() if r["config"]["backbone"] != "ResNet50"]
     assert record["finished"] and record["config"]["label_distribution"]  # a modern backbone trains
     tuned = record["finetune"]
+    assert tuned["chosen_on"] == "val_score_loss"  # its epoch chosen by the score's loss alone
     assert tuned["runtime"] == "CPU" and tuned["peak_gpu_gb"] is None and tuned["seconds_per_epoch"] > 0
     assert json.loads((folder / "evaluation.json").read_text())["n"] == 60
     results = utils.as_markdown(utils.results_table())
     assert "| fold1 | ResNet50" in results and "| fold1 | EfficientNetV2S + distribution" in results
     monkeypatch.setattr(utils, "run_notebook", lambda *a, **k: pytest.fail("trained again"))
-    assert list(utils.run_ablation(cfg, series.data).index) == list(table.index)
+    assert list(utils.run_ablation(cfg, series.data).index) == list(table.index)  # nothing trains again
 
 
 def test_05_says_how_much_raters_would_disagree_with_a_distribution_run(series, monkeypatch, capsys):
@@ -252,8 +271,13 @@ def test_05_says_how_much_raters_would_disagree_with_a_distribution_run(series, 
     monkeypatch.setenv("FBP_PHOTO", str(series.photo))
     scored = run_cells("05_score_your_face", edits={"RUN_NAME = None": f"RUN_NAME = {folder.name!r}"})
     text = capsys.readouterr().out
-    said = re.search(r"me\.jpg, face 1: of 60 raters like the dataset's, about (\d+) % would give a \d", text)
+    said = re.search(r"me\.jpg, face 1: of 60 raters like the dataset's, about (\d+) % would give a \d"
+                     r"(?:, \d+ % a \d)*(?: and \d+ % a \d)? \(their mean (\d\.\d\d)\)\.", text)
     assert said and 0 < int(said.group(1)) <= 100
+    result = scored["results"][0]
+    assert float(said.group(2)) == pytest.approx(utils.shares_mean(result.shares), abs=0.006)
+    differs = abs(round(utils.shares_mean(result.shares) - result.score, 2)) > round(result.spread, 2)
+    assert ("more than its ±" in text) == differs  # said exactly when the mean and the score differ more
     assert scored["shares"][0].sum() == pytest.approx(1, abs=1e-5)  # six crops' shares, averaged
 
 

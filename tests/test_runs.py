@@ -234,16 +234,17 @@ def test_a_vm_lost_at_the_worst_moment_keeps_the_best_epoch(small_root, work, mo
     history = utils.read_history(folder / "history_finetune.csv", best)
     assert history["epoch"].tolist() == [1, 2]
     assert record["finetune"]["best_epoch"] == best["epoch"]
-    assert record["finetune"]["best_val_loss"] == pytest.approx(history["val_loss"].min())
-    assert history.set_index("epoch").loc[best["epoch"], "val_loss"] == pytest.approx(best["val_loss"])
-    assert final_val_loss(folder, small_root) == pytest.approx(best["val_loss"], rel=1e-3)
+    assert record["finetune"]["chosen_on"] == best["monitor"] == "val_loss"  # the score's alone
+    assert record["finetune"]["best_value"] == pytest.approx(history["val_loss"].min())
+    assert history.set_index("epoch").loc[best["epoch"], "val_loss"] == pytest.approx(best["value"])
+    assert final_val_loss(folder, small_root) == pytest.approx(best["value"], rel=1e-3)
 
 
 def test_the_log_keeps_the_row_of_the_checkpoint_on_disk(tmp_path):
     log = tmp_path / "h.csv"
     pd.DataFrame({"epoch": [1, 2, 2, 3], "val_loss": [3.0, 2.0, 2.5, 1.0]}).to_csv(log, index=False)
     assert utils.read_history(log)["val_loss"].tolist() == [3.0, 2.5, 1.0]  # else the last row
-    best = {"epoch": 2, "val_loss": 2.0}  # the checkpoint on disk is epoch 2's first run
+    best = {"epoch": 2, "monitor": "val_loss", "value": 2.0}  # on disk: epoch 2's first run
     history = utils.read_history(log, best)
     assert history["epoch"].tolist() == [1, 2, 3] and history["val_loss"].tolist() == [3.0, 2.0, 1.0]
 
@@ -337,3 +338,75 @@ def test_05s_five_fold_models_are_found_once_the_5_fold_protocol_is_done(small_r
     other = replace(SMOKE, seed=1)  # fold 1 with other settings: the protocol done is not its own
     utils.run_notebook("02_frozen_head", other, small_root, utils.run_dir(other, dataset))
     assert utils.fold_runs(utils.run_dir(other, dataset)) == []
+
+
+def test_once_the_fold_models_score_the_accuracy_note_quotes_their_mean_and_sd(small_root, fake_notebooks):
+    dataset, _ = fake_notebooks
+    fold1 = utils.run_dir(SMOKE, dataset)
+    utils.run_notebook("02_frozen_head", SMOKE, small_root, fold1)
+    utils.run_protocol("5-fold", SMOKE, small_root)
+    folds = utils.fold_runs(fold1)
+    pc, mae, rmse = 0.88 + 0.01 * np.arange(5), 0.20 + 0.01 * np.arange(5), 0.30 - 0.01 * np.arange(5)
+    for k, fold in enumerate(folds):  # each fold's own figures
+        report = utils.read_json(fold / "evaluation.json")
+        utils.save_json(fold / "evaluation.json", {**report, "PC": pc[k], "MAE": mae[k], "RMSE": rmse[k]})
+    note = utils.accuracy_note(fold1)
+    assert note.startswith("The 5 fold models that score here, each on its own fold's 10 test faces")
+    assert (f"MAE {mae.mean():.2f} ± {mae.std(ddof=1):.2f} and RMSE {rmse.mean():.2f} ± "
+            f"{rmse.std(ddof=1):.2f} score points, PC {pc.mean():.3f} ± {pc.std(ddof=1):.3f}.") in note
+    assert "PC 0.900 ± 0.016" in note and "0.880" not in note  # not fold 1's own
+    (folds[2] / "evaluation.json").unlink()  # a fold not evaluated: the run's own figures, so labelled
+    assert utils.accuracy_note(fold1).startswith("This run's fine-tuned model on its 10 test faces (fold1")
+
+
+def test_every_recipe_chooses_its_epoch_by_the_scores_own_validation_loss(tmp_path):
+    assert utils.selection_loss(SMOKE) == "val_loss"  # squared error on the score alone: the loss
+    distribution = replace(SMOKE, label_distribution=True)
+    assert utils.selection_loss(distribution) == "val_score_loss"  # not MSE + weight x KL
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, name="score")])
+    checkpoint = utils.BestCheckpoint(tmp_path, utils.selection_loss(distribution))
+    checkpoint.set_model(model)
+    checkpoint.on_train_begin()
+    checkpoint.on_epoch_end(0, {"val_loss": 1.0, "val_score_loss": 0.5})
+    checkpoint.on_epoch_end(1, {"val_loss": 0.8, "val_score_loss": 0.6})  # the sum better, the score worse
+    best = utils.read_json(tmp_path / "best.json")
+    assert (best["epoch"], best["monitor"], best["value"]) == (1, "val_score_loss", 0.5)
+
+
+class Trained(Exception):
+    """What train_and_evaluate was asked to train, stopping there."""
+
+
+def stop_before_training(monkeypatch) -> None:
+    """Make the runners stop where training would begin, naming the runs they would train."""
+    def train_and_evaluate(runs, data_root, what):
+        raise Trained(list(runs))
+    monkeypatch.setattr(utils, "train_and_evaluate", train_and_evaluate)
+    monkeypatch.setattr(utils, "run_notebook", lambda *a, **k: pytest.fail("a notebook ran"))
+
+
+def test_the_ablation_skips_a_recipe_the_dataset_lacks_for_before_training_any(small_root, work,
+                                                                                monkeypatch, capsys):
+    stop_before_training(monkeypatch)
+    recipes = utils.ablation_recipes(SMOKE)
+    with pytest.raises(Trained) as trained:
+        utils.run_ablation(SMOKE, small_root)  # the release without All_Ratings.xlsx
+    assert trained.value.args[0] == [name for name, cfg in recipes.items() if not cfg.label_distribution]
+    printed = capsys.readouterr().out.splitlines()
+    skipped = [name for name, cfg in recipes.items() if cfg.label_distribution]
+    assert printed == [f"Skipped {name}: {small_root} lacks All_Ratings.xlsx, the raters' sheet that its "
+                       "distribution head learns from. Add it to include this recipe." for name in skipped]
+    assert "ResNet50, seed 1" in trained.value.args[0]  # the seed check is a recipe of its own
+
+
+def test_a_protocol_whose_fold_cannot_run_stops_before_any_fold_trains(small_root, work, monkeypatch):
+    stop_before_training(monkeypatch)
+    for name in ("train_3.txt", "test_3.txt"):
+        next(small_root.glob(f"train_test_files/*/cross_validation_3/{name}")).unlink()
+    lacking = "nothing was trained: fold3 needs the label files of fold3"
+    with pytest.raises(utils.DatasetLayoutError, match=lacking):
+        utils.run_protocol("5-fold", SMOKE, small_root)
+    with pytest.raises(utils.DatasetLayoutError, match="baseline, ResNet50, lacks the label files of fold3"):
+        utils.run_ablation(SMOKE, small_root, across_folds=True)  # every recipe needs every fold
+    with pytest.raises(Trained):
+        utils.run_ablation(SMOKE, small_root)  # on fold 1 alone, the recipes without the sheet train
