@@ -808,15 +808,11 @@ def with_inference_batchnorm(model: keras.Model) -> keras.Model:
     return copy
 
 
-SPREAD_FLOOR = 0.2  # below about 0.06 the shares' KL has no gradient in float32; no face's raters agree so
-
-
 @keras.saving.register_keras_serializable(package="fbp")
 class RatingShares(keras.layers.Layer):
     """The share of raters who would give each rating 1-5: each rater's impression of the face is
-    taken as normal around a centre with a spread (at least SPREAD_FLOOR), both learned from the
-    features (one Dense(2), zero at the start: centre 3, spread 0.89), and rounded to the scale (an
-    ordinal probit)."""
+    taken as normal around a centre with a spread, both learned from the features (one Dense(2),
+    zero at the start: centre 3, spread 0.74), and rounded to the scale (an ordinal probit)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -827,7 +823,7 @@ class RatingShares(keras.layers.Layer):
 
     def call(self, features):
         both = self.centre_and_spread(keras.ops.cast(features, "float32"))
-        centre, spread = 3.0 + both[:, :1], keras.ops.softplus(both[:, 1:]) + SPREAD_FLOOR
+        centre, spread = 3.0 + both[:, :1], keras.ops.softplus(both[:, 1:]) + 0.05
         cuts = keras.ops.convert_to_tensor([[1.5, 2.5, 3.5, 4.5]], dtype="float32")  # between ratings
         below = 0.5 * (1 + keras.ops.erf((cuts - centre) / (spread * np.sqrt(2))))
         ends = keras.ops.concatenate([keras.ops.zeros_like(centre), below, keras.ops.ones_like(centre)],
