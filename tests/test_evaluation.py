@@ -450,7 +450,7 @@ def equally_good_ablations(count: int, recipes: int = 5, faces: int = 300) -> tu
 
 
 def test_holms_correction_keeps_equally_good_recipes_from_being_named():
-    named, corrected = equally_good_ablations(60, faces=200)  # 13 s: run on the newest versions only
+    named, corrected = equally_good_ablations(60, faces=200)  # 9 s in CI: on the newest versions only
     assert corrected <= 6 < named  # about 3 in 60 expected with the correction (5 %); without, 12
 
 
