@@ -1798,6 +1798,11 @@ def with_interval(value: float, low: float, high: float) -> str:
     return f"{value:.4f} [{low:.4f}, {high:.4f}]"
 
 
+def with_spread(mean: float, sd: float, signed: bool = False) -> str:
+    """A mean over folds and its SD in one cell, e.g. '0.9012 ± 0.0040' ('+0.0050 ± ...' signed)."""
+    return f"{mean:{'+' if signed else ''}.4f} ± {sd:.4f}"
+
+
 def paired_differences(true, predicted, baseline, samples: int = 1000, seed: int = 0) -> dict:
     """PC, MAE, RMSE and Spearman of predicted minus those of baseline on the same faces, with a 95 %
     paired bootstrap interval (the same resampled faces for both) and the two-sided bootstrap p-value:
@@ -1948,15 +1953,16 @@ def difference_from_baseline(recipe: dict, baseline: dict, samples: int,
                 - regression_metrics(b["score"], b["predicted"])[PRIMARY] for f, b in pairs]
     sizes = recipe["records"][0]["sizes"]
     p = corrected_paired_t(per_fold, sizes["test"] / (sizes["train"] + sizes["val"]))
-    return float(np.mean(per_fold)), p, f"{np.mean(per_fold):+.4f} ± {np.std(per_fold, ddof=1):.4f}"
+    return float(np.mean(per_fold)), p, with_spread(np.mean(per_fold), np.std(per_fold, ddof=1), signed=True)
 
 
-def across_folds(reports: list[dict], metric: str) -> str:
-    """A test figure of one fold with its 95 % interval, or of several as their mean ± SD."""
+def fold_figures(reports: list[dict]) -> dict[str, str]:
+    """PC, MAE and RMSE of one fold with their 95 % intervals, or of several folds as mean ± SD
+    (aggregate_folds': refused when the folds were evaluated at different stages)."""
     if len(reports) == 1:
-        return with_interval(reports[0][metric], *reports[0]["ci95"][metric])
-    values = [report[metric] for report in reports]
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+        return {m: with_interval(reports[0][m], *reports[0]["ci95"][m]) for m in ("PC", "MAE", "RMSE")}
+    summary = aggregate_folds(reports)
+    return {m: with_spread(summary.loc["mean", m], summary.loc["SD", m]) for m in ("PC", "MAE", "RMSE")}
 
 
 def ablation_table(runs: dict[str, list[Path]], samples: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -1980,7 +1986,7 @@ def ablation_table(runs: dict[str, list[Path]], samples: int = 1000, seed: int =
         difference, _, words = compared.get(name, (0.0, 1.0, "baseline"))
         rows[name] = {f"validation {PRIMARY}": float(np.mean([t["val"][PRIMARY] for t in tuned])),
                       "stage": STAGE_NAMES[recipe["reports"][0]["model"]],
-                      **{m: across_folds(recipe["reports"], m) for m in ("PC", "MAE", "RMSE")},
+                      **fold_figures(recipe["reports"]),
                       f"Δ{PRIMARY}": words,
                       verdict: direction(difference, adjusted[name]) if name in adjusted else "baseline",
                       "s/epoch": tuned[0].get("seconds_per_epoch"),
@@ -2093,7 +2099,7 @@ def results_table(root: Path | None = None) -> pd.DataFrame:
         reports = [current_evaluation(fold)[0] for fold in fold_runs(folder)]
         if reports and all(reports) and len({r["model"] for r in reports}) == 1:
             summary = aggregate_folds(reports)
-            figures.append({m: f"{summary.loc['mean', m]:.4f} ± {summary.loc['SD', m]:.4f}"
+            figures.append({m: with_spread(summary.loc["mean", m], summary.loc["SD", m])
                             for m in ("PC", "MAE", "RMSE")} | {"protocol": "5-fold CV, mean ± SD"})
         runtime = trained_on(record)
         for row in figures:
