@@ -4,10 +4,10 @@ The notebooks hold the recipe: the Keras calls that build, train and evaluate th
 analysis and the steps a photo goes through. This module holds what several notebooks share or a
 reader need not see, in sections: errors (every one a user can fix), environment (Colab, Drive,
 work folder, files written whole), data (fetching, validating, ratings, tf.data), model
-(registered layers, precision, feature cache), runs (settings, records, a run in words, each
-stage's saves, checkpoints that survive a lost VM, the protocol and ablation runners), evaluation
-(bootstrap, group gaps, folds, the ablation, published results), faces (detection, alignment,
-reference, scoring, uploads and webcam). The smoke runs' synthetic dataset is made by
+(registered layers, the keras-hub presets, precision, feature cache), runs (settings, records, a
+run in words, each stage's saves, checkpoints that survive a lost VM, the protocol and ablation
+runners), evaluation (bootstrap, group gaps, folds, the ablation, published results), faces
+(detection, alignment, reference, scoring, uploads and webcam). The smoke runs' synthetic dataset is made by
 data/synthetic.py, which stands alone: this module imports it, never the reverse.
 """
 
@@ -25,13 +25,14 @@ import sys
 import time
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter out of notebooks
 
 import keras
+import keras_hub  # registers its models for loading a saved one; about 0.5 s after Keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -96,6 +97,10 @@ class RunMismatchError(Exception):
     """A run does not fit its use: another recipe version, dataset or precision, other faces or stages."""
 
 
+class FrozenOnlyError(Exception):
+    """A backbone that notebook 03 does not fine-tune: its run stays at stage 1."""
+
+
 class GPUMemoryError(Exception):
     """The GPU ran out of memory while training."""
 
@@ -112,8 +117,13 @@ class PhotoError(Exception):
     """A photo that cannot be scored, with the reason in words."""
 
 
+class BundleError(Exception):
+    """A bundle (a trained run in one .zip) that cannot be made, fetched, opened or published."""
+
+
 USER_ERRORS = (DriveNotMountedError, NoSpaceError, DatasetError, SettingError, RunNotFoundError,
-               RunMismatchError, GPUMemoryError, ConstantPredictionError, FramingError, PhotoError)
+               RunMismatchError, FrozenOnlyError, GPUMemoryError, ConstantPredictionError, FramingError,
+               PhotoError, BundleError)
 
 # ---------------------------------------------------------------------------------------
 # Environment: Colab or local, smoke mode, where work is kept and how a file is written whole
@@ -212,6 +222,15 @@ def discard(path: Path) -> None:
     counts against the quota for 30 days; emptied first, it keeps nothing there."""
     os.truncate(path, 0)
     Path(path).unlink()
+
+
+def file_hash(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes, read in blocks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_json(path: Path, data: dict) -> Path:
@@ -796,7 +815,10 @@ class InferenceBatchNormalization(keras.layers.BatchNormalization):
 
 
 def with_inference_batchnorm(model: keras.Model) -> keras.Model:
-    """A copy of a model, weights included, with InferenceBatchNormalization for BatchNormalization."""
+    """A copy of a model, weights included, with InferenceBatchNormalization for BatchNormalization;
+    a keras-hub encoder, which has none (its LayerNormalization keeps no batch statistics), as it is."""
+    if isinstance(model, keras_hub.models.Backbone):
+        return model
 
     def swap(layer):
         batchnorm = isinstance(layer, keras.layers.BatchNormalization)
@@ -831,12 +853,114 @@ class RatingShares(keras.layers.Layer):
         return ends[:, 1:] - ends[:, :-1]
 
 
+# --- foundation backbones: keras-hub presets as frozen feature extractors ---------------
+
+
+@dataclass(frozen=True)
+class Foundation:
+    """A keras-hub preset offered as a backbone: its encoder and converter classes, its converter's
+    size and normalisation (written here so that smoke runs build the same classes offline), the
+    feature the heads take, a small network of the same class, and whether notebook 03 fine-tunes it."""
+
+    encoder: str                # the keras_hub.models class of its image encoder
+    converter: str              # the keras_hub.layers class of its image converter
+    image_size: int             # the converter's size: the preset's own image_shape
+    mean: tuple[float, ...]     # the converter's normalisation, of pixels in 0-1
+    std: tuple[float, ...]
+    resizing: dict              # the converter's interpolation settings
+    feature: str                # what the heads take, and whose convention it is
+    small: dict                 # a small network of the same class, for smoke runs and tests
+    fine_tunes: bool            # whether a fine-tune fits a T4 at a usable batch
+    bench: str                  # the estimate behind it (tests/bench_backbones.py)
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# The presets' converters and sizes as keras-hub's conversion scripts made them
+# (tools/checkpoint_conversion/convert_dinov2_checkpoints.py and convert_siglip_checkpoints.py):
+# DINOv2 at its Hugging Face config's 518 px, ImageNet's mean and spread, bicubic; SigLIP 2 at 224 px,
+# mean and spread 0.5, bicubic with antialiasing, stretched rather than cropped.
+FOUNDATIONS = {
+    "dinov2_base": Foundation(
+        encoder="DINOV2Backbone", converter="DINOV2ImageConverter", image_size=518,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, resizing={"interpolation": "bicubic"},
+        feature="the class token after the final layer norm (768 numbers): DINOv2's own output for an "
+                "image (x_norm_clstoken in facebookresearch/dinov2), which its linear evaluation reads, "
+                "there optionally beside the mean of the patch tokens, left out here",
+        small={"patch_size": 14, "num_layers": 2, "hidden_dim": 32, "num_heads": 2,
+               "intermediate_dim": 64, "position_embedding_shape": (518, 518)},
+        fine_tunes=False,
+        bench="at 518 px (1,370 tokens) a fine-tune should keep about 1.5 GB of activations per face: "
+              "est. peak 17.8 GB at batch 8, beyond a T4's 14 GB"),
+    "siglip2_base_patch16_224": Foundation(
+        encoder="SigLIPVisionEncoder", converter="SigLIPImageConverter", image_size=224,
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+        resizing={"interpolation": "bicubic", "antialias": True, "crop_to_aspect_ratio": False},
+        feature="the attention-pooled image embedding (768 numbers): the output of SigLIP's MAP head, "
+                "its image tower's embedding (keras-hub's SigLIPVisionEncoder, Hugging Face's "
+                "pooler_output), which SigLIP's authors compare with text and probe",
+        small={"patch_size": 16, "num_layers": 2, "hidden_dim": 32, "num_heads": 2, "intermediate_dim": 64},
+        fine_tunes=True,
+        bench="at 224 px (196 tokens), batch 32: est. peak 5.9 GB of a T4's 14 GB"),
+}
+
+
+@keras.saving.register_keras_serializable(package="fbp")
+class ClassToken(keras.layers.Layer):
+    """A ViT's class token: the first of the tokens it outputs (DINOv2's, after its final layer norm)."""
+
+    def call(self, tokens):
+        return tokens[:, 0]
+
+
+def small_foundation(cfg: Config) -> tuple[keras.layers.Layer, keras.Model]:
+    """For smoke runs and tests, offline: the preset's image converter (the layer "preprocess") with its
+    normalisation, and a small randomly initialised network of its encoder's class, at the run's size."""
+    spec, size = FOUNDATIONS[cfg.backbone], cfg.image_size
+    converter = getattr(keras_hub.layers, spec.converter)(
+        image_size=(size, size), scale=[1 / 255 / s for s in spec.std],
+        offset=[-m / s for m, s in zip(spec.mean, spec.std, strict=True)], name="preprocess", **spec.resizing)
+    return converter, getattr(keras_hub.models, spec.encoder)(**spec.small, image_shape=(size, size, 3))
+
+
+def fine_tunes(backbone: str) -> bool:
+    """Whether notebook 03 fine-tunes this backbone: every ImageNet CNN, and the presets a T4 can."""
+    return backbone not in FOUNDATIONS or FOUNDATIONS[backbone].fine_tunes
+
+
+def check_fine_tunes(cfg: Config) -> None:
+    """Stop notebook 03, before it loads or writes anything, when the run's backbone is frozen-only."""
+    if not fine_tunes(cfg.backbone):
+        raise FrozenOnlyError(
+            f"{cfg.backbone} is a frozen-only backbone: {FOUNDATIONS[cfg.backbone].bench} "
+            "(tests/bench_backbones.py). Its run stays at stage 1: notebooks 04 and 05 use the model "
+            "notebook 02 saved. Nothing was trained or written here.")
+
+
+def has_contribution_map(model: keras.Model) -> bool:
+    """Whether the model's pooled features are the average of its last feature map's cells (the
+    keras.applications CNNs), so that a contribution map splits its score exactly."""
+    return not isinstance(backbone_of(model), keras_hub.models.Backbone)
+
+
 HEADS = ("score", "distribution")  # the model's outputs; the second with label_distribution only
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
     """The model's backbone (ResNet50, ConvNeXtTiny, ...): the one model among its layers."""
     return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+
+
+def load_model(path: Path) -> keras.Model:
+    """A saved model, loaded with safe_mode=True (nothing in the file runs as code); one that does
+    not load says so plainly."""
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except Exception as error:  # a damaged file, or one from other code: its message, not a traceback
+        raise RunMismatchError(
+            f"The model {Path(path).name} of run {Path(path).parent.name} does not load with Keras "
+            f"{keras.__version__} ({type(error).__name__}: {str(error)[:300]}). It is damaged, or was made "
+            "by another version of this project or of Keras (its run.json names both). Train the run "
+            "again, or use a bundle made with this version.") from None
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:
@@ -861,17 +985,18 @@ def precision_policy() -> str:
 
 
 def use_precision(model: keras.Model, policy: str) -> None:
-    """Make every layer compute under a dtype policy, except the preprocessing and the heads
-    (kept in float32 for a stable loss); the weights stay float32 either way."""
+    """Make every layer compute under a dtype policy, nested ones included (a keras-hub encoder's
+    blocks hold their dense and attention layers), except the preprocessing and the heads with what
+    they hold (kept in float32 for a stable loss); the weights stay float32 either way."""
     def layers(parent):
-        for layer in getattr(parent, "layers", []):
-            yield layer
-            yield from layers(layer)
+        for layer in parent._flatten_layers(include_self=False, recursive=False):
+            if layer.name not in ("preprocess", *HEADS) and not isinstance(layer, keras.layers.InputLayer):
+                yield layer
+                yield from layers(layer)
 
     model.dtype_policy = policy
     for layer in layers(model):
-        if layer.name not in ("preprocess", *HEADS):
-            layer.dtype_policy = policy
+        layer.dtype_policy = policy
 
 
 def compile_arguments(cfg: Config) -> dict:
@@ -933,9 +1058,9 @@ class Config:
     """Everything a user may want to change about a run."""
 
     protocol: str = "fold1"            # "fold1".."fold5" (each the blog's 80/20) or "60/40"
-    backbone: str = "ResNet50"         # a keras.applications constructor: one of BACKBONES' names
-    image_size: int = 350              # the blog's and the dataset's size
-    weights: str | None = "imagenet"   # None only for smoke runs and tests
+    backbone: str = "ResNet50"         # one of BACKBONES (keras.applications) or FOUNDATIONS (keras-hub)
+    image_size: int | None = None      # None: 350, the blog's and the dataset's; a preset's converter's size
+    weights: str | None = "imagenet"   # None only for smoke runs and tests; with a preset, the preset's own
     val_fraction: float = 0.1          # carved from the training part for model choice
     # A fine-tune at 350 px in batches of 32 should peak on a T4 at 8.5 GB with ResNet50, 6.8 with
     # ConvNeXtTiny and 9.4 with EfficientNetV2S, of about 15 (tests/bench_backbones.py; README,
@@ -957,9 +1082,16 @@ class Config:
     seed: int = 0
 
     def __post_init__(self):
-        if self.backbone not in BACKBONES:
+        if self.backbone not in (*BACKBONES, *FOUNDATIONS):
             raise SettingError(f"backbone={self.backbone!r} is not one the recipe knows: choose one of "
-                               f"{', '.join(map(repr, BACKBONES))}.")
+                               f"{', '.join(map(repr, (*BACKBONES, *FOUNDATIONS)))}.")
+        preset = FOUNDATIONS.get(self.backbone)
+        if self.image_size is None:  # frozen: set once, so that the run's record names the size
+            object.__setattr__(self, "image_size", preset.image_size if preset else 350)
+        if preset and self.weights is not None and self.image_size != preset.image_size:
+            raise SettingError(f"{self.backbone} takes {preset.image_size} px images, its image converter's "
+                               f"size, and image_size={self.image_size} asks for another: leave image_size "
+                               "out of the settings for it.")
         if self.batch_size is None:  # frozen: set once, so that the run's record names the batch
             object.__setattr__(self, "batch_size", 32)
 
@@ -1167,9 +1299,11 @@ def code_version() -> dict:
 
 
 def record_stage_one(folder: Path, identity: dict, labels: pd.DataFrame, model: keras.Model,
-                     parts: dict, test_features: np.ndarray, history: dict, frozen: dict) -> dict:
+                     parts: dict, test_features: np.ndarray, history: dict, frozen: dict,
+                     head_seconds: float | None = None) -> dict:
     """Keep stage 1 as the cells above made and showed it: frozen.keras, history_head.csv, the
-    percentile's reference, and run.json with the identity, sizes, framing and the stage's figures.
+    percentile's reference, and run.json with the identity, sizes, framing, the stage's figures and
+    its head's seconds per epoch on cached features (the tables' time for a run kept at stage 1).
     A stage 1 saved before with the same settings is replaced (a fine-tune made from it is kept)."""
     before = read_json(folder / "run.json")
     folder.mkdir(parents=True, exist_ok=True)
@@ -1177,7 +1311,7 @@ def record_stage_one(folder: Path, identity: dict, labels: pd.DataFrame, model: 
     write_atomically(folder / "frozen.keras", model.save, empty_old=True)
     save_reference(folder, "frozen", model, parts["test"], identity["config"]["image_size"], test_features)
     record = update_run(folder, **identity, versions=versions(), code=code_version(),
-                        framing=framing_for(labels), frozen=frozen,
+                        framing=framing_for(labels), frozen=frozen, head_seconds_per_epoch=head_seconds,
                         sizes={name: len(part) for name, part in parts.items()})
     if before.get("frozen"):
         tuned = before.get("finished") or (folder / "best.json").is_file()
@@ -1192,20 +1326,23 @@ MAP_SAMPLE = 32                # faces whose maps set the colour scale
 
 def save_reference(folder: Path, stage: str, model: keras.Model, frame: pd.DataFrame,
                    image_size: int, features: np.ndarray | None = None) -> Path:
-    """Keep the stage's test predictions, true scores, mean features and map colour scale for 05."""
+    """Keep the stage's test predictions, true scores, mean features and map colour scale for 05 (None
+    for a model without a contribution map: has_contribution_map)."""
     if features is None:
         features = feature_extractor(model).predict(make_dataset(frame, image_size, 64), verbose=0)
     features = np.asarray(features, dtype=float)
     kernel, bias = (keras.ops.convert_to_numpy(w).astype(float) for w in model.get_layer("score").weights)
     predicted = features @ kernel[:, 0] + bias[0]
     mean_features = features.mean(axis=0)
-    sample = np.concatenate([x for x, _ in make_dataset(frame.head(MAP_SAMPLE), image_size, MAP_SAMPLE)])
-    maps = contribution_maps(model, sample, mean_features)[1]
+    maps = None
+    if has_contribution_map(model):
+        sample = np.concatenate([x for x, _ in make_dataset(frame.head(MAP_SAMPLE), image_size, MAP_SAMPLE)])
+        maps = contribution_maps(model, sample, mean_features)[1]
     return save_json(Path(folder) / f"reference-{stage}.json", {
         "stage": stage, "set": f"the {len(frame):,} test faces of {Path(folder).name}",
         "files": frame["file"].tolist(), "true": frame["score"].round(4).tolist(),
         "predicted": predicted.round(4).tolist(), "mean_features": mean_features.tolist(),
-        "map_scale": float(np.percentile(np.abs(maps), 98))})  # 98th percentile of |cell|
+        "map_scale": None if maps is None else float(np.percentile(np.abs(maps), 98))})  # of |cell|
 
 
 def stage_one_record(folder: Path, identity: dict) -> dict:
@@ -1447,14 +1584,26 @@ def current_model_path(folder: Path) -> Path:
 
 def current_model(folder: Path) -> dict:
     """Which model a run has now (what 04 evaluates and 05 scores with): its stage and a hash of its file."""
-    path, digest = current_model_path(folder), hashlib.sha1()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return {"stage": path.stem, "file": path.name, "sha1": digest.hexdigest()[:12]}
+    path = current_model_path(folder)
+    return {"stage": path.stem, "file": path.name, "sha1": file_hash(path, "sha1")[:12]}
 
 
 STAGE_NAMES = {"frozen": "frozen-head", "finetuned": "fine-tuned"}
+
+
+def final_stage(folder: Path) -> str:
+    """The stage a run ends at: "finetuned", or "frozen" for a frozen-only backbone (fine_tunes)."""
+    return "finetuned" if fine_tunes(read_json(Path(folder) / "run.json")["config"]["backbone"]) else "frozen"
+STAGE_ONE_ONLY = "(stage 1 only)"  # how the ablation and results tables name a run kept at stage 1
+
+
+def stage_words(stage: str, seconds: float | None = None) -> str:
+    """The stage a table's row was evaluated at: fine-tuned, or stage 1 only with its head's seconds
+    per epoch on cached features (when notebook 02 recorded them)."""
+    if stage == "finetuned":
+        return STAGE_NAMES[stage]
+    timing = "" if seconds is None else f", {seconds:.2g} s per epoch on cached features"
+    return f"{STAGE_NAMES[stage]} {STAGE_ONE_ONLY}{timing}"
 
 
 def current_evaluation(folder: Path) -> tuple[dict | None, str]:
@@ -1498,6 +1647,9 @@ def execute_notebook(name: str, copy: Path, env: dict, label: str) -> None:
         EchoingClient(notebook, timeout=None, kernel_name="python3",
                       resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
     except (CellExecutionError, DeadKernelError) as error:
+        if getattr(error, "ename", None) == FrozenOnlyError.__name__:  # 03 of a frozen-only backbone
+            print(f"{label}: notebook {name}: {error.evalue}", flush=True)
+            return
         reason = (f"{error.ename}: {error.evalue}" if isinstance(error, CellExecutionError)
                   else "its kernel died (out of memory?)")
         raise RuntimeError(f"{label}: notebook {name} stopped, {reason}\nIts outputs are in {copy}.") \
@@ -1596,24 +1748,31 @@ def out_of_fold_path(folder: Path) -> Path | None:
 
 
 def save_out_of_fold_reference(folders: list[Path]) -> None:
-    """Join the fine-tuned folds' test predictions into the 5-fold protocol's reference."""
-    parts = [json.loads((Path(f) / "reference-finetuned.json").read_text()) for f in folders]
+    """Join the folds' test predictions, each by its current model (fine-tuned, or stage 1 for a
+    frozen-only backbone), into the 5-fold protocol's reference."""
+    stage = current_model_path(folders[0]).stem  # the folds share their settings, so their stage
+    parts = [json.loads((Path(f) / f"reference-{stage}.json").read_text()) for f in folders]
     joined = {key: [v for part in parts for v in part[key]] for key in ("files", "true", "predicted")}
     save_json(out_of_fold_path(folders[0]), {
         "set": f"the {len(joined['files']):,} faces of the 5-fold protocol, each predicted by "
-               "the fine-tuned model of the fold that held it out", **joined})
+               f"the {STAGE_NAMES[stage]} model of the fold that held it out", **joined})
 
 
-def train_and_evaluate(runs: dict[str, Config], data_root: Path, what: str) -> tuple[list[Path], list[dict]]:
-    """Train each run (named by its label) with notebooks 02 and 03, every one before any is
-    evaluated, then evaluate each with notebook 04, one run at a time, each notebook in a kernel of
-    its own (which frees the GPU); a step done is not run again, a run cut short resumes. Returns
-    the runs' folders and evaluations."""
+def train_and_evaluate(runs: dict[str, Config], data_root: Path, what: str,
+                       stage_one_only: Collection[str] = ()) -> tuple[list[Path], list[dict]]:
+    """Train each run (named by its label) with notebooks 02 and 03 (02 alone for the labels in
+    stage_one_only and for frozen-only backbones), every one before any is evaluated, then evaluate
+    each with notebook 04, one run at a time, each notebook in a kernel of its own (which frees the
+    GPU); a step done is not run again, a run cut short resumes. Returns the runs' folders and
+    evaluations."""
     dataset = dataset_fingerprint(all_labels(data_root))
     folders = [run_dir(cfg, dataset) for cfg in runs.values()]
     check_space(folders, what)
     for (label, cfg), folder in zip(runs.items(), folders, strict=True):
-        for notebook, done in [("02_frozen_head", "frozen"), ("03_finetune", "finished")]:
+        steps = [("02_frozen_head", "frozen")]
+        if label not in stage_one_only and fine_tunes(cfg.backbone):
+            steps.append(("03_finetune", "finished"))
+        for notebook, done in steps:
             if not read_json(folder / "run.json").get(done):
                 run_notebook(notebook, cfg, data_root, folder, label)
     reports = [current_evaluation(folder)[0] for folder in folders]  # None if made from another model
@@ -1671,21 +1830,24 @@ def folder_bytes(folder: Path) -> int:
 def ablation_recipes(cfg: Config) -> dict[str, Config]:
     """The ablation's recipes by name, on fold 1 with the run's other settings: first the blog's
     ResNet50 with squared error alone, then the same with the next seed (training noise alone), then
-    each backbone with and without the raters' distribution, each in the default batch (in smoke mode
+    each backbone with and without the raters' distribution, each in the default batch, then each
+    keras-hub preset with squared error alone, frozen: stage 1 only, at its own size (in smoke mode
     the blog's and one that changes both, in smoke's batch: a test of the runner, not an ablation)."""
-    recipes = {}
+    recipes, size = {}, cfg.image_size if cfg.backbone in BACKBONES else None  # None: 350
     for backbone in BACKBONES:
         for distribution in (False, True):
             name = f"{backbone}{' + distribution' if distribution else ''}"
-            recipe = replace(cfg, protocol="fold1", backbone=backbone, label_distribution=distribution,
-                             batch_size=None)
+            recipe = replace(cfg, protocol="fold1", backbone=backbone, image_size=size,
+                             label_distribution=distribution, batch_size=None)
             recipes[name] = recipe.smoke() if smoke_mode() else recipe
     baseline = next(iter(recipes))
     recipes = {baseline: recipes[baseline],
                f"{baseline}, seed {cfg.seed + 1}": replace(recipes[baseline], seed=cfg.seed + 1), **recipes}
     if smoke_mode():
-        recipes = {name: recipes[name] for name in ("ResNet50", "EfficientNetV2S + distribution")}
-    return recipes
+        return {name: recipes[name] for name in ("ResNet50", "EfficientNetV2S + distribution")}
+    return recipes | {f"{backbone} {STAGE_ONE_ONLY}": replace(
+        cfg, protocol="fold1", backbone=backbone, image_size=None, label_distribution=False, batch_size=None)
+        for backbone in FOUNDATIONS}
 
 
 def missing_for(cfg: Config, data_root: Path) -> str | None:
@@ -1721,7 +1883,8 @@ def run_ablation(cfg: Config, data_root: Path, across_folds: bool = False) -> pd
         rating_shares(data_root, all_labels(data_root))  # a sheet at odds with the labels stops here
     runs = {f"{name}, {fold}" if across_folds else name: replace(recipe, protocol=fold)
             for name, recipe in recipes.items() for fold in folds}
-    folders, _ = train_and_evaluate(runs, data_root, "the ablation")
+    frozen = [label for label, recipe in runs.items() if recipe.backbone in FOUNDATIONS]  # stage 1 only
+    folders, _ = train_and_evaluate(runs, data_root, "the ablation", stage_one_only=frozen)
     return ablation_table({name: folders[k * len(folds):(k + 1) * len(folds)]
                            for k, name in enumerate(recipes)})
 
@@ -1982,14 +2145,17 @@ def ablation_table(runs: dict[str, list[Path]], samples: int = 1000, seed: int =
                else f"across the {len(folds)} folds (Nadeau-Bengio corrected t-test), Holm")
     rows = {}
     for name, recipe in figures.items():
-        tuned = [record.get("finetune", {}) for record in recipe["records"]]
+        stage = recipe["reports"][0]["model"]
+        tuned = [record["finetune" if stage == "finetuned" else "frozen"] for record in recipe["records"]]
+        seconds = (tuned[0].get("seconds_per_epoch") if stage == "finetuned"  # stage 1: the head's epochs
+                   else recipe["records"][0].get("head_seconds_per_epoch"))
         difference, _, words = compared.get(name, (0.0, 1.0, "baseline"))
         rows[name] = {f"validation {PRIMARY}": float(np.mean([t["val"][PRIMARY] for t in tuned])),
-                      "stage": STAGE_NAMES[recipe["reports"][0]["model"]],
+                      "stage": stage_words(stage, seconds),
                       **fold_figures(recipe["reports"]),
                       f"Δ{PRIMARY}": words,
                       verdict: direction(difference, adjusted[name]) if name in adjusted else "baseline",
-                      "s/epoch": tuned[0].get("seconds_per_epoch"),
+                      "s/epoch": seconds,
                       "peak GPU GB": tuned[0].get("peak_gpu_gb"), "runtime": trained_on(recipe["records"][0])}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.insert(1, "rank on validation", table[f"validation {PRIMARY}"].rank(ascending=False).astype(int))
@@ -2104,7 +2270,8 @@ def results_table(root: Path | None = None) -> pd.DataFrame:
         runtime = trained_on(record)
         for row in figures:
             rows.append({"protocol": row.pop("protocol"), "recipe": describe_settings(record["config"]),
-                         "stage": STAGE_NAMES[report["model"]], **row, "epoch chosen": ON_VALIDATION,
+                         "stage": stage_words(report["model"], record.get("head_seconds_per_epoch")),
+                         **row, "epoch chosen": ON_VALIDATION,
                          "runtime": runtime,
                          "run": folder.name + (" (SMOKE: meaningless)" if record.get("smoke") else "")})
     columns = ["protocol", "recipe", "stage", "PC", "MAE", "RMSE", "epoch chosen", "runtime", "run"]
@@ -2146,6 +2313,325 @@ def folds_accuracy_note(reports: list[dict]) -> str:
             f"{sd['RMSE']:.2f} score points, PC {mean['PC']:.3f} ± {sd['PC']:.3f}. Their mean, which 05 "
             "prints, has no held-out faces left to be measured on: every dataset face helped train some "
             "of them.")
+
+
+# ---------------------------------------------------------------------------------------
+# Bundles: a trained run in one .zip (notebook 04 makes it), scored with anywhere (notebook 05)
+# ---------------------------------------------------------------------------------------
+
+BUNDLE_FORMAT = 1              # bump when what a bundle holds changes
+MANIFEST = "bundle.json"       # in a bundle: its format, recipe version, run and each member's hash
+BUNDLE_FILE = "bundle.zip"     # a bundle's name on the Hugging Face Hub, beside its model card
+# The project's own published run: 05 scores with it as RUN_NAME = "hf://" + PROJECT_MODEL. Not
+# published yet; the README names the same.
+PROJECT_MODEL = "scut-fbp5500/how-attractive"
+DATASET_HOME = "https://github.com/HCIILAB/SCUT-FBP5500-Database-Release"
+
+
+def bundle_folders(folder: Path) -> list[Path]:
+    """The runs a run's bundle holds: the run, and its 5-fold protocol's folds if 05 scores with them."""
+    return [Path(folder), *[fold for fold in scoring_folds(folder) if fold != Path(folder)]]
+
+
+def bundle_members(folder: Path) -> dict[str, Path]:
+    """What a run's bundle holds, by name in the zip, laid out as in the work folder (runs/<run>/...):
+    per run its record (settings, framing, versions), evaluation, current model and that model's
+    reference, and the 5-fold reference when there is one. Refuses a run 04 has not evaluated."""
+    members = {}
+    for run in bundle_folders(folder):
+        report, why_not = current_evaluation(run)
+        if report is None:
+            raise BundleError(f"Run {run.name} cannot be bundled: {why_not}. A bundle carries its model's "
+                              "test figures, so run notebook 04 on it first.")
+        model = current_model_path(run)
+        for path in (run / "run.json", run / "evaluation.json", model, run / f"reference-{model.stem}.json"):
+            members[f"runs/{run.name}/{path.name}"] = path
+    joined = out_of_fold_path(folder)
+    if joined and joined.is_file():
+        members[f"runs/{joined.name}"] = joined
+    return members
+
+
+def model_card(folder: Path, home: str) -> str:
+    """A run's model card (the bundle's README.md, and its Hub repo's): what it predicts, whose taste,
+    the licence, intended use and misuse, its test figures with their intervals, how its epochs were
+    chosen, and how to score with it."""
+    record, report = read_json(Path(folder) / "run.json"), read_json(Path(folder) / "evaluation.json")
+    cfg, stage = record["config"], STAGE_NAMES[report["model"]]
+    figures = "\n".join(f"- {name}: {with_interval(report[name], *report['ci95'][name])}"
+                        for name in ("PC", "MAE", "RMSE"))
+    tuned = record.get("finetune")
+    epochs = (f"the fine-tune kept its epoch {tuned['best_epoch']} of {tuned['epochs']}, the one with the "
+              f"lowest {tuned['chosen_on']} on the validation faces" if tuned and report["model"] != "frozen"
+              else f"the head's early stopping kept its epoch with the lowest {selection_loss(Config(**cfg))}"
+                   f" on the validation faces (patience {cfg['head_patience']})")
+    folds = bundle_folders(folder)[1:]
+    committee = (f"\nIt scores with the {len(folds) + 1} fold models of its 5-fold protocol; the "
+                 "figures above are this fold's, each fold's own in its evaluation.json." if folds else "")
+    smoke = ("\n**SMOKE RUN**: synthetic faces and untrained weights, made to test the code. Its figures "
+             "and scores mean nothing.\n" if record.get("smoke") else "")
+    return f"""---
+license: other
+license_name: scut-fbp5500-non-commercial
+license_link: {DATASET_HOME}
+library_name: keras
+tags: [keras, image-regression, facial-beauty-prediction, scut-fbp5500]
+---
+# {Path(folder).name}: facial beauty prediction on SCUT-FBP5500
+{smoke}
+**What it predicts.** The mean 1-5 rating that the 60 raters of SCUT-FBP5500 (aged 18-27, at one
+Chinese university) would give a face, in a photo framed like the dataset's: frontal, neutral, evenly lit.
+It is the average taste of that one panel, not a measure of anyone's worth, and a different photo of
+the same face changes it. The dataset is mostly Asian faces.
+
+**Licence.** SCUT-FBP5500 is for non-commercial research use only ({DATASET_HOME}). This model was
+trained on it, and those terms travel with it: no commercial use.
+
+**Intended use.** Curiosity and teaching: scoring your own photo, seeing what a network learned from
+these raters and how far to trust it; research on facial beauty prediction.
+**Misuse.** Judging, ranking or choosing people (hiring, dating, admissions, moderation), scoring anyone
+without their consent, or any commercial use.
+
+**The model.** {describe_settings(cfg)}, {stage} (stage {'2' if report['model'] != 'frozen' else '1'}),
+{cfg['image_size']} px, trained on {cfg['protocol']} of dataset {record['dataset']} by
+{describe_code((tuned or {}).get('code', record.get('code')))} of https://github.com/{home}, recipe
+version {record['recipe']}.
+
+**Test figures** ({report['n']:,} test faces of {report['protocol']}, never used to choose anything;
+95 % bootstrap intervals over the test faces):
+{figures}
+
+**How its epochs were chosen.** On validation faces carved from the training part, never on the test
+faces: {epochs}.{committee}
+
+**Score a photo with it.** Open notebook 05 of https://github.com/{home} and set `RUN_NAME` to this
+bundle: its path, its https:// address, or `hf://owner/name` where it is published. The bundle holds
+the model, the out-of-sample reference that turns a score into "more attractive than X %", the face
+framing (in run.json), run.json and evaluation.json.
+"""
+
+
+def make_bundle(folder: Path, home: str) -> Path:
+    """Notebook 04's bundle of an evaluated run, bundles/<run>.zip in the work folder: its members
+    (bundle_members), a manifest and the model card as README.md; written anew only when a member changed."""
+    folder = Path(folder)
+    path, members = work_dir() / "bundles" / f"{folder.name}.zip", bundle_members(folder)
+    manifest = {"bundle": BUNDLE_FORMAT, "recipe": RECIPE_VERSION, "run": folder.name,
+                "files": {name: file_hash(source) for name, source in members.items()}}
+    if path.is_file() and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if MANIFEST in archive.namelist() and json.loads(archive.read(MANIFEST)) == manifest:
+                print(f"Bundle {path} is up to date ({path.stat().st_size / 1e6:,.1f} MB).")
+                return path
+    size, free = sum(source.stat().st_size for source in members.values()), shutil.disk_usage(work_dir()).free
+    if size > free:
+        raise NoSpaceError(f"The bundle needs {size / 1e9:.2f} GB and {work_dir()} has {free / 1e9:.2f} GB "
+                           "free (in Colab: your Drive, bin included). Make room, then run this cell again.")
+
+    def write(file: Path) -> None:
+        with zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(MANIFEST, json.dumps(manifest, indent=1))
+            archive.writestr("README.md", model_card(folder, home))
+            for name, source in members.items():  # a .keras file is a zip already
+                archive.write(source, name, zipfile.ZIP_STORED if source.suffix == ".keras" else None)
+
+    write_atomically(path, write, empty_old=True)
+    print(f"Bundle {path} written ({path.stat().st_size / 1e6:,.1f} MB): {len(members)} files of "
+          f"{len(bundle_folders(folder))} run(s), with its model card.")
+    return path
+
+
+def is_bundle_source(name: str) -> bool:
+    """True when 05's RUN_NAME names a bundle (a .zip path, an http(s) URL, hf://owner/name), not a run."""
+    return name.startswith(("https://", "http://", "hf://")) or name.endswith(".zip") or Path(name).is_file()
+
+
+def run_to_score(name: str | None = None) -> tuple[Path, dict]:
+    """Notebook 05's run and its record: FBP_RUN if set (headless), else name: a saved run's folder name
+    (None: the run notebook 02 set up), or a bundle's path, http(s) URL or hf://owner/name, opened in
+    the work folder."""
+    name = os.environ.get("FBP_RUN") or name
+    if name and is_bundle_source(name):
+        folder = open_bundle(name)
+        record = read_json(folder / "run.json")
+        print(f"Run {folder.name} (from the bundle {name}): {describe_settings(record['config'])}.")
+        return folder, record
+    try:
+        return current_run(name)
+    except RunNotFoundError as error:
+        raise RunNotFoundError(f"{error} Or score with a trained run someone shared: set RUN_NAME to its "
+                               "bundle's path, https:// address or hf://owner/name.") from None
+
+
+def open_bundle(source: str) -> Path:
+    """The run folder of a bundle (a path, an http(s) URL, hf://owner/name): fetched once into the work
+    folder's bundles/, checked whole, and opened there once, keyed by its content's hash (a bad
+    bundle leaves nothing behind)."""
+    path = fetch_bundle(source)
+    opened = work_dir() / "bundles" / "opened" / file_hash(path)[:16]
+    if not (opened / MANIFEST).is_file():
+        try:
+            check_bundle(path, source)
+        except BundleError:
+            if path.is_relative_to(work_dir() / "bundles"):  # a download: fetched anew next time
+                path.unlink()
+            raise
+        staging = safe_extract(path, opened.with_name(f".partial-{opened.name}"))
+        staging.replace(opened)
+    manifest = read_json(opened / MANIFEST)
+    check_version(manifest, source)  # again: this checkout may be newer than the one that opened it
+    return opened / "runs" / manifest["run"]
+
+
+def fetch_bundle(source: str) -> Path:
+    """A bundle's local file: the path itself, else a download kept in the work folder's bundles/
+    (an http(s) URL downloaded once, named by the URL's hash; hf://owner/name through huggingface_hub)."""
+    if source.startswith("hf://"):
+        return hub_bundle(source.removeprefix("hf://"))
+    if source.startswith(("https://", "http://")):
+        key = hashlib.sha256(source.encode()).hexdigest()[:16]
+        path = work_dir() / "bundles" / "downloads" / f"{key}.zip"
+        if not path.is_file():
+            write_atomically(path, lambda file: download_bundle(source, file))
+        return path
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise BundleError(f"There is no bundle at {path}. Check the path: a bundle is the .zip notebook 04 "
+                          "writes in the work folder's bundles/.")
+    return path
+
+
+def download_bundle(url: str, file: Path) -> None:
+    """Download a bundle into file with a progress bar; a refusal, an unreachable address or a download
+    cut short says so and keeps nothing."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    from tqdm.auto import tqdm
+
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(file, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc="bundle") as bar:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    bar.update(out.write(block))
+        if total and file.stat().st_size < total:
+            raise http.client.IncompleteRead(b"", total - file.stat().st_size)
+    except urllib.error.HTTPError as error:
+        file.unlink(missing_ok=True)
+        raise BundleError(f"{url} refused the download (HTTP {error.code}: {error.reason}). Check the "
+                          "address: it must download the .zip itself, from a public link.") from None
+    except (http.client.HTTPException, urllib.error.URLError, OSError) as error:
+        got = file.stat().st_size if file.is_file() else 0
+        file.unlink(missing_ok=True)
+        cut = got or isinstance(error, http.client.IncompleteRead)
+        what = (f"was cut short after {got / 1e6:,.1f} MB" if cut
+                else f"could not be reached ({getattr(error, 'reason', error)})")
+        raise BundleError(f"The download of {url} {what}; nothing was kept. Check the connection and "
+                          "run this cell again, or download the file and set RUN_NAME to its path.") from None
+
+
+def hub_bundle(repo: str) -> Path:
+    """A bundle published on the Hugging Face Hub (notebook 04's publish cell), downloaded into the
+    work folder's bundles/hub/ (huggingface_hub fetches it again only when the Hub's copy changes)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    local = work_dir() / "bundles" / "hub" / repo.replace("/", "--")
+    try:
+        return Path(hf_hub_download(repo, BUNDLE_FILE, local_dir=local))
+    except RepositoryNotFoundError:
+        problem = ("is not on the Hugging Face Hub, or is private (then set HF_TOKEN to a token that may "
+                   "read it). Check the name: hf://owner/name")
+    except RemoteEntryNotFoundError:
+        problem = f"holds no {BUNDLE_FILE}: it is not a run published by notebook 04"
+    except LocalEntryNotFoundError:
+        problem = ("could not be downloaded: the Hugging Face Hub is not reachable from this runtime, and no "
+                   "copy is in the work folder yet. Check the connection, then run this cell again")
+    except HfHubHTTPError as error:
+        problem = f"was refused by the Hugging Face Hub ({str(error).splitlines()[0]})"
+    raise BundleError(f"hf://{repo} {problem}.")
+
+
+def check_bundle(path: Path, source: str) -> None:
+    """Raise a BundleError unless the file is a whole zip holding a manifest, every member it lists
+    and nothing else, each name inside its folder, made by this recipe version."""
+    if is_html_file(path) or not zipfile.is_zipfile(path):
+        kind = "a web page" if is_html_file(path) else "not a zip"
+        raise BundleError(f"{source} is not a bundle: it is {kind}. A bundle is the .zip notebook 04 writes "
+                          "in the work folder's bundles/: check the path or address.")
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        if MANIFEST not in names:
+            raise BundleError(f"{source} is a zip but not a bundle: it has no {MANIFEST}. Use the .zip "
+                              "notebook 04 writes in the work folder's bundles/.")
+        manifest = json.loads(archive.read(MANIFEST))
+        check_version(manifest, source)
+        expected = {MANIFEST, "README.md", *manifest["files"]}
+        outside = [name for name in expected if Path(name).is_absolute() or ".." in Path(name).parts]
+        if expected != names or outside:
+            odd = sorted((expected ^ names) | set(outside))
+            raise BundleError(f"{source} is not a whole bundle: {', '.join(odd[:3])} "
+                              f"{'is' if len(odd) == 1 else 'are'} missing, extra or outside its folder. "
+                              "Ask for the bundle again, or make it again with notebook 04.")
+        broken = archive.testzip()
+    if broken:
+        raise BundleError(f"{source} is damaged: {broken} fails its checksum. Download it again, or make it "
+                          "again with notebook 04.")
+
+
+def check_version(manifest: dict, source: str) -> None:
+    """Raise a BundleError when a bundle was made by another recipe version or bundle format than this one."""
+    made = (manifest.get("recipe"), manifest.get("bundle"))
+    if made != (RECIPE_VERSION, BUNDLE_FORMAT):
+        raise BundleError(f"{source} was made by version {made[0]} of the training recipe (bundle format "
+                          f"{made[1]}), and this checkout's is {RECIPE_VERSION} (format {BUNDLE_FORMAT}): "
+                          "its model does not fit this code. Check out the commit its model card names, or "
+                          "ask for a bundle made by this version.")
+
+
+def hub_login() -> None:
+    """Log in to the Hugging Face Hub unless a token is found (HF_TOKEN, or a log-in saved before):
+    huggingface_hub's log-in box in a notebook."""
+    from huggingface_hub import get_token, notebook_login
+
+    if get_token():
+        print("A Hugging Face token was found (HF_TOKEN or a saved log-in).")
+    else:
+        notebook_login()
+
+
+def publish_bundle(path: Path, repo: str | None = None) -> str | None:
+    """Publish a bundle to the Hugging Face Hub, its model card as the repo's README; repo None is
+    <your user>/<run>. Returns hf://repo; publishes nothing when the Hub has this bundle already, and
+    says what to do (returning None) when no log-in is found."""
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+
+    token = get_token()
+    if token is None:
+        print("Not published: no Hugging Face log-in yet. Log in with the box above (a token with write "
+              "access) or set HF_TOKEN, then run this cell again.")
+        return None
+    api, path = HfApi(token=token), Path(path)
+    repo = repo or f"{api.whoami()['name']}/{path.stem}"
+    api.create_repo(repo, exist_ok=True)
+    published = [info for info in api.get_paths_info(repo, [BUNDLE_FILE]) if getattr(info, "lfs", None)]
+    if published and published[0].lfs.sha256 == file_hash(path):
+        print(f"hf://{repo} has this bundle already: nothing to publish.")
+        return f"hf://{repo}"
+    with zipfile.ZipFile(path) as archive:
+        card = archive.read("README.md")
+    files = [CommitOperationAdd(BUNDLE_FILE, str(path)), CommitOperationAdd("README.md", card)]
+    api.create_commit(repo, files, commit_message=f"Bundle of run {path.stem}")
+    print(f"Published: https://huggingface.co/{repo}. Anyone can score with it in notebook 05: "
+          f"RUN_NAME = \"hf://{repo}\".")
+    return f"hf://{repo}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -2426,7 +2912,7 @@ class Reference:
     true: np.ndarray
     predicted: np.ndarray
     mean_features: np.ndarray
-    map_scale: float           # colour scale of the contribution maps, in score points
+    map_scale: float | None    # colour scale of the contribution maps, in score points (None: no map)
     source: str                # which faces, which predictions, in words
 
 
@@ -2439,7 +2925,7 @@ def load_reference(folder: Path, out_of_fold: bool = True) -> Reference:
         raise RunNotFoundError(f"{path.name} is missing in {folder}: the run was trained by an older "
                                "version of this project. Train it again with notebooks 02 and 03.")
     own = json.loads(path.read_text())
-    joined = out_of_fold_path(folder) if stage == "finetuned" and out_of_fold else None
+    joined = out_of_fold_path(folder) if stage == final_stage(folder) and out_of_fold else None
     scores = (joined and read_json(joined)) or own
     source = (scores["set"] if scores is not own
               else f"the {STAGE_NAMES[stage]} model's predictions for {own['set']}")
@@ -2469,9 +2955,10 @@ def fold_runs(folder: Path) -> list[Path]:
 
 
 def scoring_folds(folder: Path) -> list[Path]:
-    """The fold runs whose models notebook 05 scores with: fold_runs once every one is fine-tuned, else []."""
-    folds = fold_runs(folder)
-    return folds if all((fold / "finetuned.keras").is_file() for fold in folds) else []
+    """The fold runs whose models notebook 05 scores with: fold_runs once every one has reached its
+    final stage (fine-tuned, or stage 1 for a frozen-only backbone), else []."""
+    folds, final = fold_runs(folder), final_stage(folder)
+    return folds if all((fold / f"{final}.keras").is_file() for fold in folds) else []
 
 
 def scorers(folder: Path) -> list[Scorer]:
@@ -2479,12 +2966,10 @@ def scorers(folder: Path) -> list[Scorer]:
     its own fold's test predictions as reference; else the run's current model and its reference."""
     folds = scoring_folds(folder)
     if not folds:
-        return [Scorer(Path(folder).name, keras.models.load_model(current_model_path(folder)),
-                       load_reference(folder))]
-    print(f"The 5-fold protocol of these settings is done: scoring with the fine-tuned models of its "
-          f"{len(folds)} folds.")
-    return [Scorer(fold.name, keras.models.load_model(current_model_path(fold)),
-                   load_reference(fold, out_of_fold=False))
+        return [Scorer(Path(folder).name, load_model(current_model_path(folder)), load_reference(folder))]
+    print(f"The 5-fold protocol of these settings is done: scoring with the "
+          f"{STAGE_NAMES[final_stage(folder)]} models of its {len(folds)} folds.")
+    return [Scorer(fold.name, load_model(current_model_path(fold)), load_reference(fold, out_of_fold=False))
             for fold in folds]
 
 
@@ -2525,9 +3010,10 @@ class FaceScore:
     low: float                 # and of the ranges that hold the raters' place 8 times in 10
     high: float
     shares: np.ndarray | None  # the raters' shares of 1-5, mean over crops and models; None without that head
-    map: np.ndarray            # the first crop's contribution map, mean over the models (score points)
+    map: np.ndarray | None     # the first crop's contribution map, mean over the models (score points);
+                               # None for a backbone without one (NO_MAP says why)
     crop_score: float          # the first crop's score, mean over the models
-    map_scale: float           # the maps' colour scale, mean over the models
+    map_scale: float | None    # the maps' colour scale, mean over the models
 
 
 def score_face(face: PhotoFace, crops: np.ndarray, outputs: list[dict], scorers: list[Scorer]) -> FaceScore:
@@ -2541,13 +3027,21 @@ def score_face(face: PhotoFace, crops: np.ndarray, outputs: list[dict], scorers:
     percentile, low, high = np.mean(places, axis=0)
     shares = None if "distribution" not in outputs[0] else np.mean([out["distribution"] for out in outputs],
                                                                     axis=(0, 1))
-    made = [contribution_maps(scorer.model, crops[:1], scorer.reference.mean_features) for scorer in scorers]
+    mapped = scorers[0].reference.map_scale is not None  # the fold models of a run share a backbone
+    made = [contribution_maps(scorer.model, crops[:1], scorer.reference.mean_features) for scorer in scorers
+            ] if mapped else []
     return FaceScore(face, crops, scores, score=float(np.clip(scores.mean(), 1, 5)),
                      spread=alignment_spread(scores), disagreement=models_disagreement(scores),
                      percentile=float(percentile), low=float(low), high=float(high), shares=shares,
-                     map=np.mean([maps[0] for _, maps in made], axis=0),
-                     crop_score=float(np.mean([first[0] for first, _ in made])),
-                     map_scale=float(np.mean([scorer.reference.map_scale for scorer in scorers])))
+                     map=np.mean([maps[0] for _, maps in made], axis=0) if mapped else None,
+                     crop_score=float(np.mean([first[0] for first, _ in made] if mapped else scores[:, 0])),
+                     map_scale=float(np.mean([scorer.reference.map_scale for scorer in scorers]))
+                     if mapped else None)
+
+
+# Why notebook 05 draws no map for a keras-hub backbone, in one sentence.
+NO_MAP = ("this backbone's feature is its class token or an attention-pooled embedding, not an average of "
+          "image cells, so no map splits its score exactly, and none is drawn.")
 
 
 def alignment_spread(scores: np.ndarray) -> float:

@@ -1,7 +1,10 @@
 """Benchmark (run by hand): what fine-tuning the whole backbone at 350x350 px on a Colab free T4 would
-cost, for ResNet50, ConvNeXtTiny and EfficientNetV2S built with weights=None.
+cost, for ResNet50, ConvNeXtTiny and EfficientNetV2S built with weights=None; and for the keras-hub
+presets (utils.FOUNDATIONS), built at full size with random weights from their published
+configurations, at their converters' sizes, whether a fine-tune fits a T4 at all.
 
-    python tests/bench_backbones.py
+    python tests/bench_backbones.py               # both
+    python tests/bench_backbones.py foundations   # the presets alone
 
 Everything except the last column is an estimate read off the Keras graph, not a GPU measurement:
 forward FLOPs are 2 x the multiply-accumulates of every Conv2D / DepthwiseConv2D / Dense layer
@@ -24,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
+import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -235,9 +239,117 @@ batches of {CPU_BATCH} after a warm-up batch, float32, on this machine's CPU."""
     print("\n" + textwrap.fill(" ".join(method.split()), width=100))
 
 
+# --- the keras-hub presets: Vision Transformers --------------------------------------------------
+
+# Their published configurations (the Hugging Face configs keras-hub converts, facebook/dinov2-base and
+# google/siglip2-base-patch16-224): both ViT-B, 12 blocks of width 768, 12 heads, an MLP of 3,072.
+VIT_B = {"num_layers": 12, "hidden_dim": 768, "num_heads": 12, "intermediate_dim": 3072}
+FOUNDATION_CONFIGS = {"dinov2_base": {"patch_size": 14, "position_embedding_shape": (518, 518), **VIT_B},
+                      "siglip2_base_patch16_224": {"patch_size": 16, **VIT_B}}
+# Cross-check: ViT-B/16 at 224 px is 17.6 GMACs (timm's vit_base_patch16_224; the ViT paper's 17.6 GFLOPs
+# count multiply-accumulates).
+VIT_B16_224_GMACS = 17.6
+USABLE_BATCH = 16  # the paper's batch: a smaller one would make a fine-tune a different recipe
+
+
+def build_foundation(name: str, size: int | None = None) -> keras.Model:
+    """The preset's image encoder at full size with random weights, at its converter's size or this one."""
+    keras.backend.clear_session()
+    size = size or utils.FOUNDATIONS[name].image_size
+    encoder = getattr(keras_hub.models, utils.FOUNDATIONS[name].encoder)
+    return encoder(**FOUNDATION_CONFIGS[name], image_shape=(size, size, 3))
+
+
+def vit_tokens(name: str, size: int) -> int:
+    """Tokens per image: one per patch, plus DINOv2's class token."""
+    return (size // FOUNDATION_CONFIGS[name]["patch_size"]) ** 2 + (name.startswith("dinov2"))
+
+
+def vit_macs(model: keras.Model, tokens: int) -> int:
+    """Multiply-accumulates per image: every kernel once per token it is applied to (SigLIP's pooling
+    head: its keys and values over every token, the rest on its one query), plus each block's two
+    attention products (queries x keys, weights x values: 2 x tokens^2 x width)."""
+    macs = 0
+    for weight in model.weights:
+        if not weight.path.endswith("kernel"):
+            continue
+        size = int(np.prod(weight.shape))
+        if "patch" in weight.path:   # the patch embedding: its kernel once per patch
+            macs += size * (tokens - 1 if "dinov2" in model.name else tokens)
+        elif weight.path.startswith("head/"):
+            macs += size * (tokens if "/key/" in weight.path or "/value/" in weight.path else 1)
+        else:
+            macs += size * tokens
+    config = model.get_config()
+    return macs + config["num_layers"] * 2 * tokens**2 * config["hidden_dim"]
+
+
+def vit_activations(model: keras.Model, tokens: int) -> int:
+    """Elements per image the backward pass keeps: the patch embedding's output and, per block, its two
+    layer norms, queries, keys and values, the attention scores and their softmax (heads x tokens x
+    tokens each: not layer outputs, so leaf_outputs would miss them), the attended values, the output
+    projection, the MLP's two dense layers and activation, two residual sums (and DINOv2's two layer
+    scales)."""
+    config = model.get_config()
+    width, mlp, heads = config["hidden_dim"], config["intermediate_dim"], config["num_heads"]
+    per_token = 10 * width + 2 * mlp + (2 * width if "dinov2" in model.name else 0)
+    return tokens * width + config["num_layers"] * (tokens * per_token + 2 * heads * tokens**2)
+
+
+def cpu_ms_per_foundation_image(model: keras.Model, size: int, batch: int = 2) -> float:
+    """Measured forward time per image at the preset's size, after one warm-up batch."""
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype("float32")
+    model.predict_on_batch({"images": x})
+    start = time.perf_counter()
+    for _ in range(CPU_REPEATS):
+        model.predict_on_batch({"images": x})
+    return (time.perf_counter() - start) / (CPU_REPEATS * batch) * 1000
+
+
+def measure_foundation(name: str) -> dict:
+    """A preset's figures at its converter's size: size, memory and time, the batch a T4 allows."""
+    size = utils.FOUNDATIONS[name].image_size
+    model = build_foundation(name)
+    tokens = vit_tokens(name, size)
+    activations, state = vit_activations(model, tokens), state_bytes(model)
+    flops = 2 * vit_macs(model, tokens)
+    batch = largest_batch(state, activations)
+    check = build_foundation("siglip2_base_patch16_224", 224)  # ViT-B/16 at 224 px
+    return {
+        "name": name, "size": size, "tokens": tokens, "params": model.count_params(), "flops": flops,
+        "activations": activations, "state": state, "batch": batch,
+        "peak at 8": peak_gb(state, activations, 8), "peak at 32": peak_gb(state, activations, 32),
+        "fine-tunes": batch is not None and batch >= USABLE_BATCH,
+        "frozen pass": t4_seconds(ALL_IMAGES * flops),
+        "epoch": t4_seconds((TRAIN_IMAGES * TRAIN_FLOPS_PER_FORWARD + VAL_IMAGES) * flops),
+        "check GMACs": vit_macs(check, vit_tokens("siglip2_base_patch16_224", 224)) / 1e9,
+        "cpu ms": cpu_ms_per_foundation_image(build_foundation(name), size),
+    }
+
+
+def report_foundations(rows: list[dict]) -> None:
+    """The presets' markdown table and how to read it."""
+    print("\n## The keras-hub presets at their converters' sizes (estimated), random weights\n")
+    print("| preset | px | tokens | params | forward GFLOPs/img | activations/img (fp16) | training state "
+          f"| est. peak at batch 8 | est. peak at batch 32 | largest batch <= {T4_BUDGET_GB:.0f} GB "
+          f"| fine-tunes (batch >= {USABLE_BATCH}) | est. epoch | est. frozen-feature pass (5,500 fwd) "
+          "| forward ms/img, batch 2, measured on this machine (2-core CPU) |")
+    print("|" + "---|" * 14)
+    for r in rows:
+        print(f"| {r['name']} | {r['size']} | {r['tokens']} | {r['params'] / 1e6:.1f} M "
+              f"| {r['flops'] / 1e9:.1f} | {r['activations'] * ACTIVATION_BYTES / 1024**2:,.0f} MB "
+              f"| {r['state'] / GB:.2f} GB | {r['peak at 8']:.1f} GB | {r['peak at 32']:.1f} GB "
+              f"| {r['batch']} | {'yes' if r['fine-tunes'] else 'no: frozen-only'} | {r['epoch']:.0f} s "
+              f"| {r['frozen pass']:.0f} s | {r['cpu ms']:,.0f} |")
+    print(f"\nCross-check: ViT-B/16 at 224 px counts {rows[0]['check GMACs']:.1f} GMACs here, against "
+          f"{VIT_B16_224_GMACS} published.")
+
+
 def main() -> None:
     tf.get_logger().setLevel("ERROR")
-    report([measure(name) for name in BACKBONES])
+    if sys.argv[1:] != ["foundations"]:
+        report([measure(name) for name in BACKBONES])
+    report_foundations([measure_foundation(name) for name in utils.FOUNDATIONS])
 
 
 if __name__ == "__main__":

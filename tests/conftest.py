@@ -1,7 +1,10 @@
-"""Shared fixtures: the checkout on sys.path, synthetic datasets and a private work folder."""
+"""Shared fixtures: the checkout on sys.path, synthetic datasets, a private work folder, a web server."""
 
+import functools
+import http.server
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,45 @@ def work(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "work"
     monkeypatch.setenv("FBP_WORK_DIR", str(folder))
     return folder
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    """A web server's handler that counts its downloads and, for /refused/..., refuses (403) and, for
+    /cut/<file>, announces the whole file and sends half of it."""
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        if self.path.startswith("/refused/"):
+            return self.send_error(403, "Forbidden")
+        if self.path.startswith("/cut/"):
+            body = (Path(self.directory) / self.path.removeprefix("/cut/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            return None
+        return super().do_GET()
+
+    def log_message(self, *args):
+        """Quiet: the tests read server.requests instead."""
+
+
+@pytest.fixture
+def web_server(tmp_path):
+    """A local web server for the files of a folder (the fixture's .folder): its address, and the paths
+    it was asked for (.requests)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(Handler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.requests, server.folder = [], folder
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture

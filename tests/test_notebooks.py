@@ -9,6 +9,8 @@ import io
 import json
 import os
 import re
+import shutil
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -204,6 +206,28 @@ def test_05_speaks_of_every_photo_and_scores_every_face(series):
     assert abs(alone - beside) <= max(alone_spread, beside_spread) + 0.01  # printed to 2 decimals
 
 
+def test_the_series_bundle_scores_over_http_like_its_run_in_a_fresh_work_folder(series, web_server,
+                                                                              monkeypatch, tmp_path, capsys):
+    run = default_run(series)
+    assert f"Bundle {series.work / 'bundles' / run.name}.zip written" in output_text(series.notebooks["04"])
+    shutil.copy(series.work / "bundles" / f"{run.name}.zip", web_server.folder / "run.zip")
+    photos = [series.photo, series.photo.with_name("us.jpg")]  # three faces
+    monkeypatch.setenv("FBP_PHOTO", os.pathsep.join(map(str, photos)))
+    monkeypatch.delenv("FBP_RUN", raising=False)
+    own = run_cells("05_score_your_face")["results"]
+    fresh = tmp_path / "fresh"
+    monkeypatch.setenv("FBP_WORK_DIR", str(fresh))
+    monkeypatch.setenv("FBP_DATA_DIR", str(tmp_path / "no-dataset"))  # 05 must not need one
+    monkeypatch.setenv("FBP_RUN", f"{web_server.url}/run.zip")
+    shared = run_cells("05_score_your_face")["results"]
+    assert f"(from the bundle {web_server.url}/run.zip)" in capsys.readouterr().out
+    assert len(own) == len(shared) == 3 and web_server.requests == ["/run.zip"]
+    for mine, theirs in zip(own, shared, strict=True):
+        for field in ("score", "spread", "percentile", "low", "high", "map", "scores"):
+            assert getattr(theirs, field) == pytest.approx(getattr(mine, field), abs=1e-6), field
+    assert sorted(p.name for p in (fresh / "smoke").iterdir()) == ["bundles"]  # no dataset, no runs
+
+
 # --- What builds on the series -------------------------------------------------------------
 
 def test_every_cell_run_twice_builds_what_the_series_built(series, monkeypatch, capsys):
@@ -211,7 +235,7 @@ def test_every_cell_run_twice_builds_what_the_series_built(series, monkeypatch, 
     check_every_cell_run_twice(capsys)
 
 
-def test_the_5_fold_runner_trains_evaluates_and_joins_its_folds(series, monkeypatch, capsys):
+def test_the_5_fold_runner_trains_evaluates_and_joins_its_folds(series, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(utils, "FOLDS", ("fold1", "fold2"))  # two folds prove the runner: fold 2 trains
     current = (series.work / "runs" / "current.json").read_text()
     cfg = utils.Config(**utils.read_json(default_run(series) / "run.json")["config"])
@@ -238,6 +262,16 @@ def test_the_5_fold_runner_trains_evaluates_and_joins_its_folds(series, monkeypa
             "test faces") in text and "on the 20 of them with the nearest predictions" in text
     assert "The 2 fold models that score here, each on its own fold's 60 test faces" in text
     assert scored["results"][0].scores.shape == (2, 6)  # per model, the six crops
+    # the run's bundle now holds both fold models; from it, in a fresh work folder, 05 scores alike
+    bundle = utils.make_bundle(default_run(series), "owner/project")
+    with zipfile.ZipFile(bundle) as archive:
+        models = sorted(name for name in archive.namelist() if name.endswith(".keras"))
+    assert models == sorted(f"runs/{p.name}/finetuned.keras" for p in utils.fold_runs(default_run(series)))
+    monkeypatch.setenv("FBP_WORK_DIR", str(tmp_path / "fresh"))
+    monkeypatch.setenv("FBP_RUN", str(bundle))
+    shared = run_cells("05_score_your_face")["results"][0]
+    for field in ("scores", "percentile", "low", "high", "map"):
+        assert getattr(shared, field) == pytest.approx(getattr(scored["results"][0], field), abs=1e-6)
 
 
 def test_the_ablation_runner_trains_its_recipes_and_the_results_table_names_them(series, monkeypatch, capsys):
