@@ -228,8 +228,9 @@ def test_the_out_of_fold_reference_is_taken_once_5_fold_has_run(tmp_path):
     folders = []
     for k in range(1, 6):
         folder = tmp_path / f"fold{k}"
-        utils.save_json(folder / "run.json", {"config": {"protocol": f"fold{k}", "seed": 0}, "dataset": "d",
-                                              "recipe": utils.RECIPE_VERSION, "smoke": False})
+        config = {"protocol": f"fold{k}", "seed": 0, "backbone": "ResNet50"}
+        record = {"config": config, "dataset": "d", "recipe": utils.RECIPE_VERSION, "smoke": False}
+        utils.save_json(folder / "run.json", record)
         utils.save_json(folder / "reference-finetuned.json", {
             "set": "x", "files": [f"AF{k}.jpg"], "true": [float(k)], "predicted": [k + 0.5],
             "mean_features": [0.0], "map_scale": 1.0})
@@ -247,9 +248,26 @@ def test_the_out_of_fold_reference_is_taken_once_5_fold_has_run(tmp_path):
         (folder / "finetuned.keras").touch()
         assert utils.load_reference(folder).predicted.tolist() == [1.5, 2.5, 3.5, 4.5, 5.5]
     other_seed = folders[0].parent / "other"
-    utils.save_json(other_seed / "run.json", {"config": {"protocol": "fold1", "seed": 1}, "dataset": "d",
-                                              "recipe": utils.RECIPE_VERSION, "smoke": False})
+    utils.save_json(other_seed / "run.json", {**record, "config": {**config, "protocol": "fold1", "seed": 1}})
     assert utils.out_of_fold_path(other_seed) != utils.out_of_fold_path(folders[0])
+
+
+def test_a_frozen_only_backbones_folds_join_and_use_their_stage_1_references(tmp_path):
+    folders = []
+    for k in range(1, 6):
+        folder = tmp_path / f"fold{k}"
+        utils.save_json(folder / "run.json", {"config": {"protocol": f"fold{k}", "backbone": "dinov2_base"},
+                                              "dataset": "d", "recipe": utils.RECIPE_VERSION, "smoke": False})
+        utils.save_json(folder / "reference-frozen.json", {
+            "set": "x", "files": [f"AF{k}.jpg"], "true": [float(k)], "predicted": [k + 0.5],
+            "mean_features": [0.0], "map_scale": None})
+        (folder / "frozen.keras").touch()
+        folders.append(folder)
+    assert utils.final_stage(folders[0]) == "frozen"
+    utils.save_out_of_fold_reference(folders)
+    reference = utils.load_reference(folders[2])
+    assert reference.predicted.tolist() == [1.5, 2.5, 3.5, 4.5, 5.5] and reference.map_scale is None
+    assert "frozen-head model of the fold that held it out" in reference.source
 
 
 def test_shifted_eyes_move_in_the_detectors_pixels_in_image_order():

@@ -1,6 +1,6 @@
 """Notebooks as people use them: every cell run twice builds what one run builds, a setting changed
 once in 02 carries through 03 to 05 (two checks that each environment's smoke series runs), the
-protocol switch is safe to save, a re-run after the last cell unmounted Drive stops plainly, and the
+switches of 04 are safe to save, a re-run after the last cell unmounted Drive stops plainly, and the
 set-up cell outside a checkout says what to do."""
 
 import collections
@@ -102,13 +102,15 @@ def check_a_setting_changed_in_02_alone(capsys) -> None:
     assert "fine-tuned (best epoch" in capsys.readouterr().out
 
 
-def test_the_protocol_switch_is_safe_to_save(monkeypatch, capsys):
+def test_04s_switches_are_safe_to_save(monkeypatch, capsys):
     cells = nbformat.read(ROOT / "notebooks" / "04_evaluation.ipynb", as_version=4).cells
     ran = []
     monkeypatch.setattr(utils, "run_protocol", lambda protocol, cfg, data: ran.append(protocol))
     monkeypatch.setattr(utils, "run_ablation", lambda cfg, data, across_folds: ran.append(
         "ablation across folds" if across_folds else "ablation"))
     monkeypatch.setattr(utils, "ablation_verdict", lambda table: "")
+    monkeypatch.setattr(utils, "hub_login", lambda: None)
+    monkeypatch.setattr(utils, "publish_bundle", lambda bundle, repo: ran.append(f"publish {bundle}"))
 
     def run_with(switch: str, saved: bool, across_folds: bool = False) -> list[str]:
         """What 04's cell of this switch runs (protocols, or the ablation) with the switch saved so."""
@@ -116,7 +118,7 @@ def test_the_protocol_switch_is_safe_to_save(monkeypatch, capsys):
         ran.clear()
         source = cell.source.replace(f"{switch} = False", f"{switch} = {saved}")
         exec(source.replace("ABLATION_ACROSS_FOLDS = False", f"ABLATION_ACROSS_FOLDS = {across_folds}"),
-             {"utils": utils, "cfg": None, "DATA": None, "display": lambda shown: None})
+             {"utils": utils, "cfg": None, "DATA": None, "BUNDLE": "run.zip", "display": lambda shown: None})
         return list(ran)
 
     monkeypatch.delenv("FBP_SMOKE", raising=False)
@@ -129,13 +131,17 @@ def test_the_protocol_switch_is_safe_to_save(monkeypatch, capsys):
     assert run_with("RUN_ABLATION", True) == ["ablation"]
     assert run_with("RUN_ABLATION", True, across_folds=True) == ["ablation across folds"]
     assert run_with("RUN_ABLATION", False, across_folds=True) == []
+    assert run_with("PUBLISH", False) == [] and "set PUBLISH = True above" in capsys.readouterr().out
+    assert run_with("PUBLISH", True) == ["publish run.zip"]
     monkeypatch.setenv("FBP_SMOKE", "1")  # the full protocols: the 5-fold one only
     assert run_with("RUN_FULL_PROTOCOLS", True) == ["5-fold"] and run_with("RUN_FULL_PROTOCOLS", False) == []
     # the copy of 04 a runner executes for one fold, from a saved notebook with the switches on
     monkeypatch.setenv("FBP_CONFIG", json.dumps({"protocol": "fold2"}))
     assert run_with("RUN_FULL_PROTOCOLS", True) == [] and run_with("RUN_ABLATION", True) == []
+    assert run_with("PUBLISH", True) == []
     said = capsys.readouterr().out
     assert "RUN_FULL_PROTOCOLS does nothing here" in said and "RUN_ABLATION does nothing here" in said
+    assert "PUBLISH does nothing here" in said
 
 
 def test_work_on_an_unmounted_drive_stops_with_what_to_do(tmp_path, monkeypatch):

@@ -379,7 +379,7 @@ class Trained(Exception):
 
 def stop_before_training(monkeypatch) -> None:
     """Make the runners stop where training would begin, naming the runs they would train."""
-    def train_and_evaluate(runs, data_root, what):
+    def train_and_evaluate(runs, data_root, what, stage_one_only=()):
         raise Trained(list(runs))
     monkeypatch.setattr(utils, "train_and_evaluate", train_and_evaluate)
     monkeypatch.setattr(utils, "run_notebook", lambda *a, **k: pytest.fail("a notebook ran"))
