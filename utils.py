@@ -1594,6 +1594,8 @@ STAGE_NAMES = {"frozen": "frozen-head", "finetuned": "fine-tuned"}
 def final_stage(folder: Path) -> str:
     """The stage a run ends at: "finetuned", or "frozen" for a frozen-only backbone (fine_tunes)."""
     return "finetuned" if fine_tunes(read_json(Path(folder) / "run.json")["config"]["backbone"]) else "frozen"
+
+
 STAGE_ONE_ONLY = "(stage 1 only)"  # how the ablation and results tables name a run kept at stage 1
 
 
@@ -1750,7 +1752,7 @@ def out_of_fold_path(folder: Path) -> Path | None:
 def save_out_of_fold_reference(folders: list[Path]) -> None:
     """Join the folds' test predictions, each by its current model (fine-tuned, or stage 1 for a
     frozen-only backbone), into the 5-fold protocol's reference."""
-    stage = current_model_path(folders[0]).stem  # the folds share their settings, so their stage
+    stage = final_stage(folders[0])  # the folds share their settings, so their stage
     parts = [json.loads((Path(f) / f"reference-{stage}.json").read_text()) for f in folders]
     joined = {key: [v for part in parts for v in part[key]] for key in ("files", "true", "predicted")}
     save_json(out_of_fold_path(folders[0]), {
@@ -2333,12 +2335,13 @@ def bundle_folders(folder: Path) -> list[Path]:
     return [Path(folder), *[fold for fold in scoring_folds(folder) if fold != Path(folder)]]
 
 
-def bundle_members(folder: Path) -> dict[str, Path]:
-    """What a run's bundle holds, by name in the zip, laid out as in the work folder (runs/<run>/...):
-    per run its record (settings, framing, versions), evaluation, current model and that model's
-    reference, and the 5-fold reference when there is one. Refuses a run 04 has not evaluated."""
+def bundle_members(folders: list[Path]) -> dict[str, Path]:
+    """What a run's bundle holds (folders: bundle_folders), by name in the zip, laid out as in the work
+    folder (runs/<run>/...): per run its record (settings, framing, versions), evaluation, current model
+    and that model's reference, and the 5-fold reference when there is one. Refuses a run 04 has not
+    evaluated."""
     members = {}
-    for run in bundle_folders(folder):
+    for run in folders:
         report, why_not = current_evaluation(run)
         if report is None:
             raise BundleError(f"Run {run.name} cannot be bundled: {why_not}. A bundle carries its model's "
@@ -2346,16 +2349,17 @@ def bundle_members(folder: Path) -> dict[str, Path]:
         model = current_model_path(run)
         for path in (run / "run.json", run / "evaluation.json", model, run / f"reference-{model.stem}.json"):
             members[f"runs/{run.name}/{path.name}"] = path
-    joined = out_of_fold_path(folder)
+    joined = out_of_fold_path(folders[0])
     if joined and joined.is_file():
         members[f"runs/{joined.name}"] = joined
     return members
 
 
-def model_card(folder: Path, home: str) -> str:
-    """A run's model card (the bundle's README.md, and its Hub repo's): what it predicts, whose taste,
-    the licence, intended use and misuse, its test figures with their intervals, how its epochs were
-    chosen, and how to score with it."""
+def model_card(folders: list[Path], home: str) -> str:
+    """A run's model card (the bundle's README.md, and its Hub repo's; folders: bundle_folders): what it
+    predicts, whose taste, the licence, intended use and misuse, its test figures with their intervals,
+    how its epochs were chosen, and how to score with it."""
+    folder, folds = Path(folders[0]), folders[1:]
     record, report = read_json(Path(folder) / "run.json"), read_json(Path(folder) / "evaluation.json")
     cfg, stage = record["config"], STAGE_NAMES[report["model"]]
     figures = "\n".join(f"- {name}: {with_interval(report[name], *report['ci95'][name])}"
@@ -2365,7 +2369,6 @@ def model_card(folder: Path, home: str) -> str:
               f"lowest {tuned['chosen_on']} on the validation faces" if tuned and report["model"] != "frozen"
               else f"the head's early stopping kept its epoch with the lowest {selection_loss(Config(**cfg))}"
                    f" on the validation faces (patience {cfg['head_patience']})")
-    folds = bundle_folders(folder)[1:]
     committee = (f"\nIt scores with the {len(folds) + 1} fold models of its 5-fold protocol; the "
                  "figures above are this fold's, each fold's own in its evaluation.json." if folds else "")
     smoke = ("\n**SMOKE RUN**: synthetic faces and untrained weights, made to test the code. Its figures "
@@ -2414,8 +2417,8 @@ framing (in run.json), run.json and evaluation.json.
 def make_bundle(folder: Path, home: str) -> Path:
     """Notebook 04's bundle of an evaluated run, bundles/<run>.zip in the work folder: its members
     (bundle_members), a manifest and the model card as README.md; written anew only when a member changed."""
-    folder = Path(folder)
-    path, members = work_dir() / "bundles" / f"{folder.name}.zip", bundle_members(folder)
+    folder, folders = Path(folder), bundle_folders(folder)
+    path, members = work_dir() / "bundles" / f"{folder.name}.zip", bundle_members(folders)
     manifest = {"bundle": BUNDLE_FORMAT, "recipe": RECIPE_VERSION, "run": folder.name,
                 "files": {name: file_hash(source) for name, source in members.items()}}
     if path.is_file() and zipfile.is_zipfile(path):
@@ -2431,13 +2434,13 @@ def make_bundle(folder: Path, home: str) -> Path:
     def write(file: Path) -> None:
         with zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(MANIFEST, json.dumps(manifest, indent=1))
-            archive.writestr("README.md", model_card(folder, home))
+            archive.writestr("README.md", model_card(folders, home))
             for name, source in members.items():  # a .keras file is a zip already
                 archive.write(source, name, zipfile.ZIP_STORED if source.suffix == ".keras" else None)
 
     write_atomically(path, write, empty_old=True)
     print(f"Bundle {path} written ({path.stat().st_size / 1e6:,.1f} MB): {len(members)} files of "
-          f"{len(bundle_folders(folder))} run(s), with its model card.")
+          f"{len(folders)} run(s), with its model card.")
     return path
 
 
@@ -3027,16 +3030,17 @@ def score_face(face: PhotoFace, crops: np.ndarray, outputs: list[dict], scorers:
     percentile, low, high = np.mean(places, axis=0)
     shares = None if "distribution" not in outputs[0] else np.mean([out["distribution"] for out in outputs],
                                                                     axis=(0, 1))
-    mapped = scorers[0].reference.map_scale is not None  # the fold models of a run share a backbone
-    made = [contribution_maps(scorer.model, crops[:1], scorer.reference.mean_features) for scorer in scorers
-            ] if mapped else []
+    first_map, crop_score, map_scale = None, float(scores[:, 0].mean()), None
+    if scorers[0].reference.map_scale is not None:  # a backbone with maps (the fold models share one)
+        made = [contribution_maps(scorer.model, crops[:1], scorer.reference.mean_features)
+                for scorer in scorers]
+        first_map = np.mean([maps[0] for _, maps in made], axis=0)
+        crop_score = float(np.mean([first[0] for first, _ in made]))
+        map_scale = float(np.mean([scorer.reference.map_scale for scorer in scorers]))
     return FaceScore(face, crops, scores, score=float(np.clip(scores.mean(), 1, 5)),
                      spread=alignment_spread(scores), disagreement=models_disagreement(scores),
                      percentile=float(percentile), low=float(low), high=float(high), shares=shares,
-                     map=np.mean([maps[0] for _, maps in made], axis=0) if mapped else None,
-                     crop_score=float(np.mean([first[0] for first, _ in made] if mapped else scores[:, 0])),
-                     map_scale=float(np.mean([scorer.reference.map_scale for scorer in scorers]))
-                     if mapped else None)
+                     map=first_map, crop_score=crop_score, map_scale=map_scale)
 
 
 # Why notebook 05 draws no map for a keras-hub backbone, in one sentence.
