@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import stand_in_drive, train
 
 import utils
-from data import synthetic
+from fbp import experiments, runs, synthetic
 
 FEATURES_5500 = 5500 * 2048 * 4 + 128  # the feature cache of the real dataset (.npy)
 ZIP_BYTES = 172e6                                  # the release zip (its size on Google Drive)
@@ -76,9 +76,9 @@ def main():
             before_files, before_bin = stub.drive_bytes(), stub.bin_bytes()
             with Peak(stub) as peak:
                 record = train(cfg, root, monkeypatch)["record"]
-            folder = utils.run_dir(cfg, record["dataset"])
+            folder = runs.run_dir(cfg, record["dataset"])
             rise = peak.peak - before_files - before_bin
-            print(f"one run, {epochs} fine-tune epochs: run folder {utils.folder_bytes(folder) / mb:.0f} MB, "
+            print(f"one run, {epochs} fine-tune epochs: run folder {experiments._folder_bytes(folder) / mb:.0f} MB, "
                   f"peak while training {rise / mb:.0f} MB above the start, "
                   f"bin +{(stub.bin_bytes() - before_bin) / mb:.3f} MB")
         stub_start = (stub.drive_bytes(), stub.bin_bytes())
@@ -86,9 +86,9 @@ def main():
         with Peak(stub) as peak:
             for protocol in protocols:
                 train(replace(base, protocol=protocol, finetune_epochs=3), root, monkeypatch)
-        runs = [f for f, r in utils.saved_runs(Path(os.environ["FBP_WORK_DIR"]))
+        folders = [f for f, r in runs.saved_runs(Path(os.environ["FBP_WORK_DIR"]))
                 if r["config"]["protocol"] in protocols and r["config"]["finetune_epochs"] == 3]
-        held = sum(utils.folder_bytes(f) for f in runs)
+        held = sum(experiments._folder_bytes(f) for f in folders)
         cache = sum(p.stat().st_size for p in Path(os.environ["FBP_WORK_DIR"]).rglob("features-*.npy"))
         print(f"5-fold + 60/40 (6 runs, 3 epochs each): run folders {held / mb:.0f} MB, peak "
               f"{(peak.peak - sum(stub_start)) / mb:.0f} MB above the start, bin "

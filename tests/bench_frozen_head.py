@@ -17,13 +17,16 @@ import keras  # noqa: E402
 from conftest import model_from_notebook  # noqa: E402
 
 import utils  # noqa: E402
-from data import synthetic  # noqa: E402
+from fbp import (
+    dataset,
+    synthetic,
+)
 
 
 def main(images: int = 400, size: int = 224, epochs: int = 10) -> None:
     root = synthetic.make_synthetic_dataset(Path("/tmp/fbp-bench/head"), n=images, image_size=size,
                                             with_ratings=False)
-    frame = utils.all_labels(root)
+    frame = dataset.all_labels(root)
     y = frame["score"].to_numpy("float32")
     keras.utils.set_random_seed(0)
     model = model_from_notebook(size)

@@ -19,11 +19,10 @@ DATA = Path("/tmp/fbp-bench/data")
 
 
 def dataset():
-    import utils
-    from data import synthetic
+    from fbp import synthetic
 
     root = synthetic.make_synthetic_dataset(DATA, n=5500, image_size=350, with_ratings=False)
-    return utils.all_labels(root)
+    return dataset.all_labels(root)
 
 
 def peak_rss_gb() -> float:

@@ -16,7 +16,7 @@ os.environ.pop("FBP_SMOKE", None)
 os.environ.pop("FBP_DATA_DIR", None)
 
 import utils  # noqa: E402
-from data import synthetic  # noqa: E402
+from fbp import synthetic  # noqa: E402
 
 
 def pytest_configure(config):
@@ -93,6 +93,7 @@ def run_cells(name: str, tag: str | None = None, twice: bool = False, edits: dic
     FBP_CONFIG / FBP_DATA_DIR as set."""
     import matplotlib.pyplot as plt
     import nbformat
+    from IPython.core.inputtransformer2 import TransformerManager
     from IPython.display import display
 
     notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
@@ -105,6 +106,7 @@ def run_cells(name: str, tag: str | None = None, twice: bool = False, edits: dic
                 source = cell.source
                 for old, new in (edits or {}).items():
                     source = source.replace(old, new)
+                source = TransformerManager().transform_cell(source)  # IPython's syntax (%pip) as Python
                 for _ in range(2 if twice else 1):
                     exec(compile(source, f"{name}.ipynb", "exec"), namespace)
     finally:

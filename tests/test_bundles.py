@@ -13,13 +13,15 @@ import keras
 import pytest
 
 import utils
+from fbp import bundles, environment, errors, runs, settings
+from fbp.errors import BundleError
 
 
 def evaluated_run() -> Path:
     """A run folder in the work folder as notebooks 02 and 04 leave it, with a tiny model."""
     cfg = utils.Config(weights=None)
-    identity = utils.run_identity(cfg, "0123456789ab")
-    folder = utils.run_dir(cfg, identity["dataset"])
+    identity = runs._run_identity(cfg, "0123456789ab")
+    folder = runs.run_dir(cfg, identity["dataset"])
     folder.mkdir(parents=True)
     images = keras.Input((8, 8, 3), dtype="uint8", name="image")
     pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(images))
@@ -55,7 +57,7 @@ def rewritten(bundle: Path, target: Path, drop: str = "", extra: dict | None = N
     with zipfile.ZipFile(bundle) as source, zipfile.ZipFile(target, "w") as copy:
         for name in source.namelist():
             data = source.read(name)
-            if name == utils.MANIFEST and manifest:
+            if name == bundles._MANIFEST and manifest:
                 data = json.dumps({**json.loads(data), **manifest})
             if not (drop and name.endswith(drop)):
                 copy.writestr(name, data)
@@ -82,7 +84,7 @@ def test_a_bundle_holds_the_run_and_a_model_card_and_is_written_again_only_when_
     assert path == work / "bundles" / f"{folder.name}.zip"
     with zipfile.ZipFile(path) as archive:
         names, card = set(archive.namelist()), archive.read("README.md").decode()
-    assert names == {utils.MANIFEST, "README.md", *(f"runs/{folder.name}/{name}" for name in (
+    assert names == {bundles._MANIFEST, "README.md", *(f"runs/{folder.name}/{name}" for name in (
         "run.json", "evaluation.json", "frozen.keras", "reference-frozen.json"))}
     for words in ("license_name: scut-fbp5500-non-commercial", "60 raters", "aged 18-27",
                   "non-commercial research use only", "**Misuse.**", "PC: 0.9000 [0.8900, 0.9100]",
@@ -101,7 +103,7 @@ def test_a_bundle_holds_the_run_and_a_model_card_and_is_written_again_only_when_
 def test_a_run_not_evaluated_for_its_current_model_is_not_bundled(work):
     folder = evaluated_run()
     (folder / "evaluation.json").unlink()
-    with pytest.raises(utils.BundleError, match="cannot be bundled: not evaluated yet.*run notebook 04"):
+    with pytest.raises(errors.BundleError, match="cannot be bundled: not evaluated yet.*run notebook 04"):
         utils.make_bundle(folder, "owner/project")
     assert not (work / "bundles").exists()
 
@@ -119,7 +121,7 @@ def test_05_opens_a_bundle_once_in_a_work_folder_with_nothing_else(bundle, monke
 
 
 def test_without_a_run_05_says_a_shared_bundle_will_do(work):
-    with pytest.raises(utils.RunNotFoundError, match="No run chosen yet.*bundle's path, https:// address or hf://"):
+    with pytest.raises(errors.RunNotFoundError, match="No run chosen yet.*bundle's path, https:// address or hf://"):
         utils.run_to_score(None)
 
 
@@ -127,14 +129,14 @@ BAD = {  # what a bad bundle is made of, and what its message says
     "a text file": (lambda b, t: text_file(t, "not a zip"), "is not a bundle: it is not a zip"),
     "a web page": (lambda b, t: text_file(t, "<!DOCTYPE html><html>Sign in</html>"),
                    "is not a bundle: it is a web page"),
-    "a zip without a manifest": (lambda b, t: rewritten(b, t, drop=utils.MANIFEST), "it has no bundle.json"),
+    "a zip without a manifest": (lambda b, t: rewritten(b, t, drop=bundles._MANIFEST), "it has no bundle.json"),
     "a member missing": (lambda b, t: rewritten(b, t, drop="reference-frozen.json"),
                          "not a whole bundle: runs/.*/reference-frozen.json is missing"),
     "a name outside its folder": (lambda b, t: rewritten(b, t, extra={"../../evil.py": "x"}),
                                   r"not a whole bundle: \.\./\.\./evil\.py is missing, extra or outside"),
-    "another recipe": (lambda b, t: rewritten(b, t, manifest={"recipe": utils.RECIPE_VERSION - 1}),
-                       f"version {utils.RECIPE_VERSION - 1} of the training recipe.*this checkout's is "
-                       f"{utils.RECIPE_VERSION}"),
+    "another recipe": (lambda b, t: rewritten(b, t, manifest={"recipe": settings.RECIPE_VERSION - 1}),
+                       f"version {settings.RECIPE_VERSION - 1} of the training recipe.*this checkout's is "
+                       f"{settings.RECIPE_VERSION}"),
 }
 
 
@@ -143,7 +145,7 @@ def test_a_bad_bundle_is_named_plainly_and_leaves_the_work_folder_as_it_was(bund
     good = utils.run_to_score(str(bundle.path))[0]
     before = sorted(str(p) for p in utils.work_dir().rglob("*"))
     make, message = BAD[kind]
-    with pytest.raises(utils.BundleError, match=message):
+    with pytest.raises(errors.BundleError, match=message):
         utils.run_to_score(str(make(bundle.path, tmp_path / "bad.zip")))
     assert sorted(str(p) for p in utils.work_dir().rglob("*")) == before
     assert not (tmp_path / "evil.py").exists() and utils.scorers(good)
@@ -153,7 +155,7 @@ def test_a_bundle_whose_model_does_not_load_says_so(bundle, tmp_path):
     broken = rewritten(bundle.path, tmp_path / "broken.zip", drop="frozen.keras",
                        extra={f"runs/{bundle.run}/frozen.keras": b"PK\x03\x04 not a model"})
     folder, _ = utils.run_to_score(str(broken))
-    with pytest.raises(utils.RunMismatchError, match="frozen.keras of run .* does not load with Keras"):
+    with pytest.raises(errors.RunMismatchError, match="frozen.keras of run .* does not load with Keras"):
         utils.scorers(folder)
 
 
@@ -164,14 +166,14 @@ def test_a_bundle_is_downloaded_once_and_a_refused_or_cut_download_keeps_nothing
     assert utils.run_to_score(url)[0] == folder and web_server.requests == ["/run.zip"]
     downloads = utils.work_dir() / "bundles" / "downloads"
     kept = sorted(downloads.iterdir())
-    with pytest.raises(utils.BundleError, match=r"refused the download \(HTTP 403: Forbidden\)"):
+    with pytest.raises(errors.BundleError, match=r"refused the download \(HTTP 403: Forbidden\)"):
         utils.run_to_score(f"{web_server.url}/refused/run.zip")
-    with pytest.raises(utils.BundleError, match=r"was cut short after 0\.0 MB; nothing was kept"):
+    with pytest.raises(errors.BundleError, match=r"was cut short after 0\.0 MB; nothing was kept"):
         utils.run_to_score(f"{web_server.url}/cut/run.zip")
-    with pytest.raises(utils.BundleError, match="could not be reached"):
+    with pytest.raises(errors.BundleError, match="could not be reached"):
         utils.run_to_score("http://127.0.0.1:9/run.zip")  # the discard port: nobody answers
     (web_server.folder / "page.zip").write_text("<html>Sign in to download</html>")
-    with pytest.raises(utils.BundleError, match="it is a web page"):
+    with pytest.raises(errors.BundleError, match="it is a web page"):
         utils.run_to_score(f"{web_server.url}/page.zip")  # downloaded whole, but no bundle: not kept
     assert sorted(downloads.iterdir()) == kept
 
@@ -198,7 +200,7 @@ def test_hf_names_a_bundle_on_the_hub_and_its_problems(bundle, monkeypatch):
         def refuse(repo_id, filename, local_dir, error=error):
             raise error.__new__(error)
         monkeypatch.setattr(huggingface_hub, "hf_hub_download", refuse)
-        with pytest.raises(utils.BundleError, match=f"hf://someone/other {message}"):
+        with pytest.raises(BundleError, match=f"hf://someone/other {message}"):
             utils.run_to_score("hf://someone/other")
 
 
@@ -235,7 +237,7 @@ def test_publishing_needs_a_log_in_and_never_publishes_the_same_bundle_twice(bun
     FakeHub.commits = []
     assert utils.publish_bundle(bundle.path) == "hf://someone/shared"
     assert FakeHub.commits == [("someone/shared", ["README.md", "bundle.zip"])]
-    monkeypatch.setattr(FakeHub, "published", utils.file_hash(bundle.path))
+    monkeypatch.setattr(FakeHub, "published", environment.file_hash(bundle.path))
     assert utils.publish_bundle(bundle.path, "team/model") == "hf://team/model"
     assert len(FakeHub.commits) == 1 and "has this bundle already" in capsys.readouterr().out
 
@@ -247,4 +249,4 @@ def test_the_projects_published_run_has_one_name_in_utils_the_readme_and_noteboo
 
     for path in (ROOT / "README.md", ROOT / "notebooks" / "05_score_your_face.ipynb"):
         named = set(re.findall(r"hf://([\w.-]+/[\w.-]+)", path.read_text()))
-        assert utils.PROJECT_MODEL in named and named <= {utils.PROJECT_MODEL, "owner/name"}, path.name
+        assert bundles._PROJECT_MODEL in named and named <= {bundles._PROJECT_MODEL, "owner/name"}, path.name

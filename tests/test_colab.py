@@ -15,6 +15,7 @@ from PIL import Image
 from skimage import data
 
 import utils
+from fbp import dataset, environment, errors
 
 STUB = Path(__file__).resolve().parent / "colab_stub"
 REPO = "scut-fbp5500/how-attractive"
@@ -40,7 +41,7 @@ def colab(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(STUB))
     import google.colab  # noqa: F401
 
-    assert utils.in_colab()
+    assert environment.in_colab()
     yield script
     for name in [m for m in sys.modules if m.startswith("google.colab")]:
         del sys.modules[name]
@@ -127,14 +128,14 @@ def test_no_connection_is_said_plainly_with_one_way_out_per_place(tmp_path, monk
         raise requests.ConnectionError("HTTPSConnectionPool(host='drive.google.com'): Max retries")
 
     monkeypatch.setattr("gdown.download", offline)
-    monkeypatch.setattr(utils, "in_colab", lambda: where == "Colab")
-    with pytest.raises(utils.DownloadRefusedError) as caught:
-        utils.download_zip(tmp_path / utils.ZIP_NAME)
+    monkeypatch.setattr(environment, "in_colab", lambda: where == "Colab")
+    with pytest.raises(errors.DownloadRefusedError) as caught:
+        dataset._download_zip(tmp_path / dataset._ZIP_NAME)
     message = str(caught.value)
     assert message.startswith("No connection") and "Busy" not in message
     assert "HTTPSConnectionPool" not in message and caught.value.__cause__ is None
-    assert (str(utils.COLAB_CONTENT) in message) == (where == "Colab")
-    assert (str(utils.LOCAL_DATA_DIR) in message) == (where == "locally")
+    assert (str(environment.COLAB_CONTENT) in message) == (where == "Colab")
+    assert (str(environment.LOCAL_DATA_DIR) in message) == (where == "locally")
 
 
 def test_our_errors_show_plainly_and_colabs_import_hint_stays(colab, capsys):

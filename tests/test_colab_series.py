@@ -20,7 +20,7 @@ from test_colab import REPO, STUB, jpeg, write_script
 from test_notebook_use import check_a_setting_changed_in_02_alone, check_every_cell_run_twice
 
 import utils
-from data import synthetic
+from fbp import dataset, synthetic
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -73,7 +73,7 @@ def photo_files(folder: Path) -> list[Path]:
 def test_colab_01_clones_installs_mounts_and_takes_the_zip_from_drive(drive):
     # the release as a user's own copy on Drive: a synthetic one in the exact layout
     release = synthetic.make_synthetic_dataset(drive / "release")
-    with zipfile.ZipFile(drive / "drive" / "MyDrive" / utils.ZIP_NAME, "w") as archive:
+    with zipfile.ZipFile(drive / "drive" / "MyDrive" / dataset._ZIP_NAME, "w") as archive:
         for path in sorted(release.rglob("*")):
             archive.write(path, path.relative_to(release.parent))
     text = run_in_fresh_vm(drive, NOTEBOOKS[0], smoke=False)  # 01 trains nothing: no smoke needed
@@ -81,9 +81,9 @@ def test_colab_01_clones_installs_mounts_and_takes_the_zip_from_drive(drive):
     clone = content / "how-attractive"
     assert (clone / "utils.py").read_bytes() == (ROOT / "utils.py").read_bytes(), \
         "the clone is the checkout's committed HEAD: commit before running this test"
-    assert "Mounted at" in text and f"Extracting {content}/drive/MyDrive/{utils.ZIP_NAME}" in text
-    assert (drive / "drive" / "MyDrive" / "scut-fbp5500" / utils.ZIP_NAME).is_file()  # the cache
-    assert (clone / "data" / utils.DATASET_DIRNAME / "Images").is_dir()
+    assert "Mounted at" in text and f"Extracting {content}/drive/MyDrive/{dataset._ZIP_NAME}" in text
+    assert (drive / "drive" / "MyDrive" / "scut-fbp5500" / dataset._ZIP_NAME).is_file()  # the cache
+    assert (clone / "data" / dataset._DATASET_DIRNAME / "Images").is_dir()
     assert "300 labelled faces" in text and "Drive flushed" in text  # 02 reads what 01 kept
     assert "oneDNN" not in text and "cpu_feature_guard" not in text, "TensorFlow's start-up lines"
 

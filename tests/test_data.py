@@ -9,14 +9,14 @@ import pytest
 from conftest import FIXTURES
 
 import utils
-from data import synthetic
+from fbp import dataset, environment, errors, synthetic
 
 # --- labels --------------------------------------------------------------------------
 
 
 def test_real_label_lines_read_in_both_namings():
-    old = utils.read_labels(FIXTURES / "labels_2018_sample.txt")
-    new = utils.read_labels(FIXTURES / "labels_current_sample.txt")
+    old = dataset._read_labels(FIXTURES / "labels_2018_sample.txt")
+    new = dataset._read_labels(FIXTURES / "labels_current_sample.txt")
     assert old[["file", "score", "group"]].equals(new[["file", "score", "group"]])
     assert old.loc[0, "file"] == "CF437.jpg" and old.loc[0, "original_name"] == "ftw437.jpg"
     assert old.loc[0, "score"] == pytest.approx(2.883333)
@@ -24,7 +24,7 @@ def test_real_label_lines_read_in_both_namings():
 
 
 def test_the_real_label_list_has_the_published_statistics():
-    labels = utils.read_labels(FIXTURES / "labels_2018_all.txt")
+    labels = dataset._read_labels(FIXTURES / "labels_2018_all.txt")
     assert len(labels) == 5500 and labels["file"].is_unique
     assert labels["group"].value_counts().to_dict() == {"AF": 2000, "AM": 2000, "CF": 750, "CM": 750}
     assert labels["score"].mean() == pytest.approx(2.991, abs=5e-4)
@@ -34,7 +34,7 @@ def test_the_real_label_list_has_the_published_statistics():
 
 @pytest.mark.parametrize(("score", "share"), [(2.85, 50.2), (3.15, 64.9), (3.7, 79.5)])
 def test_percentiles_on_the_real_labels(score, share):
-    scores = utils.read_labels(FIXTURES / "labels_2018_all.txt")["score"]
+    scores = dataset._read_labels(FIXTURES / "labels_2018_all.txt")["score"]
     assert utils.percentile_of(score, scores) == pytest.approx(share, abs=0.05)
 
 
@@ -48,45 +48,45 @@ def test_percentile_counts_strictly_lower_scores():
 def test_a_malformed_label_line_names_the_file_and_line(tmp_path, line):
     path = tmp_path / "train.txt"
     path.write_text(f"AF2.jpg 3.1\n\n{line}\n")
-    with pytest.raises(utils.LabelFormatError, match=r"train\.txt, line 3"):
-        utils.read_labels(path)
+    with pytest.raises(errors.LabelFormatError, match=r"train\.txt, line 3"):
+        dataset._read_labels(path)
 
 
 @pytest.mark.parametrize("score", ["0.9", "5.01", "nan"])
 def test_a_score_outside_the_scale_is_refused(tmp_path, score):
     path = tmp_path / "test.txt"
     path.write_text(f"AF2.jpg 3.1\nCM7.jpg {score}\n")
-    with pytest.raises((utils.ScoreRangeError, utils.LabelFormatError), match="line 2"):
-        utils.read_labels(path)
+    with pytest.raises((errors.ScoreRangeError, errors.LabelFormatError), match="line 2"):
+        dataset._read_labels(path)
 
 
 def test_an_empty_label_file_is_refused(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
-    with pytest.raises(utils.LabelFormatError, match="no labels"):
-        utils.read_labels(tmp_path / "empty.txt")
+    with pytest.raises(errors.LabelFormatError, match="no labels"):
+        dataset._read_labels(tmp_path / "empty.txt")
 
 
 def test_names_and_groups():
-    assert utils.canonical_name("mtw750.jpg") == "CM750.jpg"
-    assert utils.old_name("AM12.jpg") == "mty12.jpg"
+    assert dataset._canonical_name("mtw750.jpg") == "CM750.jpg"
+    assert dataset._old_name("AM12.jpg") == "mty12.jpg"
     with pytest.raises(ValueError, match="not a SCUT-FBP5500 image name"):
-        utils.canonical_name("selfie.jpg")
+        dataset._canonical_name("selfie.jpg")
 
 
 # --- layout and protocols --------------------------------------------------------------
 
 
 def test_dataset_root_is_found_in_or_below_a_folder(synthetic_root):
-    assert utils.find_dataset_root(synthetic_root) == synthetic_root
-    assert utils.find_dataset_root(synthetic_root.parent) == synthetic_root
+    assert dataset._find_dataset_root(synthetic_root) == synthetic_root
+    assert dataset._find_dataset_root(synthetic_root.parent) == synthetic_root
 
 
 def test_a_wrong_folder_gets_a_clear_message(tmp_path):
     (tmp_path / "holiday.jpg").write_bytes(b"x")
-    with pytest.raises(utils.DatasetLayoutError, match="Images/ and train_test_files/.*holiday.jpg"):
-        utils.find_dataset_root(tmp_path)
-    with pytest.raises(utils.DatasetLayoutError, match="does not exist"):
-        utils.find_dataset_root(tmp_path / "nowhere")
+    with pytest.raises(errors.DatasetLayoutError, match="Images/ and train_test_files/.*holiday.jpg"):
+        dataset._find_dataset_root(tmp_path)
+    with pytest.raises(errors.DatasetLayoutError, match="does not exist"):
+        dataset._find_dataset_root(tmp_path / "nowhere")
 
 
 @pytest.mark.parametrize(("protocol", "sizes"), [("fold1", [216, 24, 60]), ("60/40", [162, 18, 120])])
@@ -104,13 +104,13 @@ def test_validation_is_carved_from_train_deterministically(synthetic_root):
     first = utils.load_protocol(synthetic_root, "fold2", seed=3)
     again = utils.load_protocol(synthetic_root, "fold2", seed=3)
     other = utils.load_protocol(synthetic_root, "fold2", seed=4)
-    train_file, _ = utils.protocol_files(synthetic_root, "fold2")
-    official_train = set(utils.read_labels(train_file)["file"])
+    train_file, _ = dataset.protocol_files(synthetic_root, "fold2")
+    official_train = set(dataset._read_labels(train_file)["file"])
     assert set(first["val"]["file"]) | set(first["train"]["file"]) == official_train
     assert not set(first["val"]["file"]) & set(first["test"]["file"])
     assert first["val"]["file"].tolist() == again["val"]["file"].tolist()
     assert first["val"]["file"].tolist() != other["val"]["file"].tolist()
-    assert set(first["val"]["group"]) == set(utils.GROUPS)
+    assert set(first["val"]["group"]) == set(dataset._GROUPS)
 
 
 def test_the_2018_folder_name_of_the_60_40_split_is_found(small_root):
@@ -121,10 +121,10 @@ def test_the_2018_folder_name_of_the_60_40_split_is_found(small_root):
 
 def test_unknown_protocol_and_missing_label_files(small_root):
     with pytest.raises(ValueError, match="Unknown protocol 'fold6'"):
-        utils.protocol_files(small_root, "fold6")
+        dataset.protocol_files(small_root, "fold6")
     shutil.rmtree(small_root / "train_test_files" / "5_folders_cross_validations_files" /
                   "cross_validation_3")
-    with pytest.raises(utils.DatasetLayoutError, match="protocol fold3"):
+    with pytest.raises(errors.DatasetLayoutError, match="protocol fold3"):
         utils.load_protocol(small_root, "fold3")
 
 
@@ -140,35 +140,35 @@ def test_the_2018_naming_reads_like_the_current_one(tmp_path):
 def test_images_stored_under_2018_names_are_found(small_root):
     images = small_root / "Images"
     for image in images.glob("AF*.jpg"):
-        image.rename(images / utils.old_name(image.name))
-    labels = utils.all_labels(small_root)
+        image.rename(images / dataset._old_name(image.name))
+    labels = dataset.all_labels(small_root)
     assert labels.loc[labels["file"] == "AF1.jpg", "path"].item().endswith("fty1.jpg")
 
 
 def test_missing_images_are_named_with_their_count(small_root):
     for name in ["AF3.jpg", "CM2.jpg"]:
         (small_root / "Images" / name).unlink()
-    with pytest.raises(utils.MissingImagesError, match=r"2 image\(s\).*AF3\.jpg.*CM2\.jpg"):
+    with pytest.raises(errors.MissingImagesError, match=r"2 image\(s\).*AF3\.jpg.*CM2\.jpg"):
         utils.validate_dataset(small_root)
 
 
 def test_a_corrupt_jpeg_is_named(small_root):
     path = small_root / "Images" / "AM4.jpg"
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(utils.CorruptImageError, match="AM4.jpg"):
+    with pytest.raises(errors.CorruptImageError, match="AM4.jpg"):
         utils.validate_dataset(small_root)
 
 
 def test_a_validated_dataset_is_not_decoded_again(small_root, monkeypatch):
     utils.validate_dataset(small_root)
-    monkeypatch.setattr(utils, "verify_images", lambda paths: pytest.fail("decoded again"))
+    monkeypatch.setattr(dataset, "_verify_images", lambda paths: pytest.fail("decoded again"))
     assert len(utils.validate_dataset(small_root)) == 60
 
 
 def test_an_image_replaced_after_validation_is_checked_again(small_root):
     utils.validate_dataset(small_root)
     (small_root / "Images" / "CF1.jpg").write_bytes(b"not a jpeg at all")
-    with pytest.raises(utils.CorruptImageError, match="CF1.jpg"):
+    with pytest.raises(errors.CorruptImageError, match="CF1.jpg"):
         utils.validate_dataset(small_root)
 
 
@@ -184,8 +184,8 @@ def test_the_synthetic_dataset_stands_alone_and_names_the_release_as_utils_does(
 
     code = "import sys, synthetic; assert 'utils' not in sys.modules and 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=Path(synthetic.__file__).parent, check=True)
-    assert synthetic.DATASET_DIRNAME == utils.DATASET_DIRNAME
-    assert {utils.OLD_PREFIXES[old]: old for old in utils.OLD_PREFIXES} == synthetic.OLD_PREFIXES
+    assert synthetic.DATASET_DIRNAME == dataset._DATASET_DIRNAME
+    assert {dataset._OLD_PREFIXES[old]: old for old in dataset._OLD_PREFIXES} == synthetic.OLD_PREFIXES
 
 
 # --- the raters' own ratings ---------------------------------------------------------------
@@ -195,7 +195,7 @@ def test_synthetic_ratings_are_read_whole_and_average_to_the_labels(synthetic_ro
     ratings = utils.read_ratings(synthetic_root)
     assert list(ratings.columns) == ["Rater", "file", "Rating"] and len(ratings) == 300 * 60
     means = ratings.groupby("file")["Rating"].mean()
-    labels = utils.all_labels(synthetic_root).set_index("file")["score"]
+    labels = dataset.all_labels(synthetic_root).set_index("file")["score"]
     np.testing.assert_allclose(means[labels.index], labels, atol=1e-6)
 
 
@@ -218,7 +218,7 @@ def every_rating(files, raters=range(1, 61)):
 
 
 def test_ratings_spread_over_several_sheets_are_read_whole(small_root):
-    files = utils.all_labels(small_root)["file"].tolist()
+    files = dataset.all_labels(small_root)["file"].tolist()
     write_workbook(small_root, {"Asian": every_rating([f for f in files if f[0] == "A"]),
                                 "Caucasian": every_rating([f for f in files if f[0] == "C"])})
     ratings = utils.read_ratings(small_root)
@@ -226,8 +226,8 @@ def test_ratings_spread_over_several_sheets_are_read_whole(small_root):
 
 
 def test_a_sheet_holding_all_ratings_is_taken_beside_partial_ones(small_root):
-    files = utils.all_labels(small_root)["file"].tolist()
-    old_names = [utils.old_name(f) for f in files]                     # the 2018 naming is accepted
+    files = dataset.all_labels(small_root)["file"].tolist()
+    old_names = [dataset._old_name(f) for f in files]                     # the 2018 naming is accepted
     write_workbook(small_root, {"AF": every_rating(files[:10]), "ALL": every_rating(old_names)})
     ratings = utils.read_ratings(small_root)
     assert len(ratings) == 60 * 60 and set(ratings["file"]) == set(files)
@@ -237,7 +237,7 @@ def test_a_sheet_holding_all_ratings_is_taken_beside_partial_ones(small_root):
                                             ("an image short", "59 images"),
                                             ("other columns", "no sheet with the columns")])
 def test_an_unrecognised_ratings_workbook_is_refused_with_what_was_found(small_root, problem, found):
-    files = utils.all_labels(small_root)["file"].tolist()
+    files = dataset.all_labels(small_root)["file"].tolist()
     rows = {"a rater short": every_rating(files, range(1, 60)),
             "an image short": every_rating(files[1:]),
             "other columns": []}[problem]
@@ -247,7 +247,7 @@ def test_an_unrecognised_ratings_workbook_is_refused_with_what_was_found(small_r
 
         pd.DataFrame({"who": [1], "what": ["AF1.jpg"]}).to_excel(small_root / "All_Ratings.xlsx")
     expected = f"expected the dataset's 60 images x 60 raters.*{found}"
-    with pytest.raises(utils.DatasetLayoutError, match=expected):
+    with pytest.raises(errors.DatasetLayoutError, match=expected):
         utils.read_ratings(small_root)
 
 
@@ -269,7 +269,7 @@ def test_the_official_file_is_asked_for(tmp_path, monkeypatch):
         make_zip(Path(kwargs["output"]), {"SCUT-FBP5500_v2/Images/AF1.jpg": b"x"})
 
     monkeypatch.setattr("gdown.download", fake_download)
-    path = utils.download_zip(tmp_path / utils.ZIP_NAME)
+    path = dataset._download_zip(tmp_path / dataset._ZIP_NAME)
     assert calls[0]["url"] == "https://drive.google.com/uc?id=1w0TorBfTIqbquQVd6k3h_77ypnrvfGwf"
     assert calls[0]["quiet"] is False
     assert calls[0]["resume"] is True  # a cut download goes on where it stopped
@@ -294,21 +294,21 @@ def test_gdown_itself_writes_the_zip_whole_and_leaves_no_temporary_file(tmp_path
     local, download = f"http://127.0.0.1:{server.server_port}/release.zip", gdown.download
     monkeypatch.setattr("gdown.download", lambda **kwargs: download(**{**kwargs, "url": local}))
     try:
-        path = utils.download_zip(tmp_path / "data" / utils.ZIP_NAME)
+        path = dataset._download_zip(tmp_path / "data" / dataset._ZIP_NAME)
     finally:
         server.shutdown()
     assert path.read_bytes() == (served / "release.zip").read_bytes()
-    assert [p.name for p in path.parent.iterdir()] == [utils.ZIP_NAME]
+    assert [p.name for p in path.parent.iterdir()] == [dataset._ZIP_NAME]
 
 
 def test_an_html_page_instead_of_the_zip_explains_the_ways_out(tmp_path, monkeypatch):
     page = b"<!DOCTYPE html><html><title>Google Drive - Quota exceeded</title></html>"
     monkeypatch.setattr("gdown.download", lambda **kw: Path(kw["output"]).write_bytes(page))
-    with pytest.raises(utils.DownloadRefusedError) as caught:
-        utils.download_zip(tmp_path / utils.ZIP_NAME)
+    with pytest.raises(errors.DownloadRefusedError) as caught:
+        dataset._download_zip(tmp_path / dataset._ZIP_NAME)
     message = str(caught.value)
     assert "web page" in message and "Make a copy" in message
-    assert str(utils.LOCAL_DATA_DIR) in message and "Colab" not in message  # this place's way only
+    assert str(environment.LOCAL_DATA_DIR) in message and "Colab" not in message  # this place's way only
     assert not list(tmp_path.iterdir())
 
 
@@ -320,15 +320,15 @@ def test_a_refusal_by_gdown_explains_the_ways_out(tmp_path, monkeypatch):
                                                      "this file recently.\nmore text")
 
     monkeypatch.setattr("gdown.download", refuse)
-    with pytest.raises(utils.DownloadRefusedError, match="Too many users.*\n.*Two ways out"):
-        utils.download_zip(tmp_path / utils.ZIP_NAME)
+    with pytest.raises(errors.DownloadRefusedError, match="Too many users.*\n.*Two ways out"):
+        dataset._download_zip(tmp_path / dataset._ZIP_NAME)
 
 
 def test_a_broken_download_is_not_kept(tmp_path, monkeypatch):
     monkeypatch.setattr("gdown.download",
                         lambda **kw: Path(kw["output"]).write_bytes(b"PK\x03\x04 truncated"))
-    with pytest.raises(utils.BadZipError, match="not a zip"):
-        utils.download_zip(tmp_path / utils.ZIP_NAME)
+    with pytest.raises(errors.BadZipError, match="not a zip"):
+        dataset._download_zip(tmp_path / dataset._ZIP_NAME)
     assert not list(tmp_path.iterdir())
 
 
@@ -337,8 +337,8 @@ def test_a_zip_with_a_bad_checksum_is_refused(tmp_path):
     data = bytearray(path.read_bytes())
     data[data.find(b"hello")] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(utils.BadZipError, match="damaged"):
-        utils.check_zip(path)
+    with pytest.raises(errors.BadZipError, match="damaged"):
+        dataset._check_zip(path)
 
 
 def test_a_zip_that_climbs_out_lands_inside(tmp_path):
@@ -346,70 +346,70 @@ def test_a_zip_that_climbs_out_lands_inside(tmp_path):
     path = make_zip(tmp_path / "evil.zip", {"ok.txt": b"fine", "../../escaped.txt": b"gotcha",
                                             "/abs.txt": b"rooted"})
     target = tmp_path / "deep" / "target"
-    utils.safe_extract(path, target)
+    dataset.safe_extract(path, target)
     assert sorted(p.name for p in target.iterdir()) == ["abs.txt", "escaped.txt", "ok.txt"]
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "deep" / "escaped.txt").exists()
 
 
 def test_extraction_is_complete(tmp_path, small_root):
-    path = tmp_path / utils.ZIP_NAME
+    path = tmp_path / dataset._ZIP_NAME
     shutil.make_archive(str(path.with_suffix("")), "zip", small_root.parent, small_root.name)
-    utils.safe_extract(path, tmp_path / "data")
-    extracted = utils.extracted_dataset(tmp_path / "data")
-    assert extracted == tmp_path / "data" / utils.DATASET_DIRNAME
+    dataset.safe_extract(path, tmp_path / "data")
+    extracted = dataset._extracted_dataset(tmp_path / "data")
+    assert extracted == tmp_path / "data" / dataset._DATASET_DIRNAME
     assert len(utils.validate_dataset(extracted)) == 60
 
 
 def test_a_half_extracted_folder_is_redone(tmp_path, capsys):
-    half = tmp_path / utils.DATASET_DIRNAME / "Images"
+    half = tmp_path / dataset._DATASET_DIRNAME / "Images"
     half.mkdir(parents=True)
     (half / "AF1.jpg").write_bytes(b"x")
-    assert utils.extracted_dataset(tmp_path) is None
+    assert dataset._extracted_dataset(tmp_path) is None
     assert "not completely extracted" in capsys.readouterr().out
-    assert not (tmp_path / utils.DATASET_DIRNAME).exists()
+    assert not (tmp_path / dataset._DATASET_DIRNAME).exists()
 
 
 def test_a_complete_folder_extracted_by_hand_is_kept(tmp_path, small_root):
-    shutil.copytree(small_root, tmp_path / utils.DATASET_DIRNAME)
-    assert utils.extracted_dataset(tmp_path) == tmp_path / utils.DATASET_DIRNAME
-    assert len(utils.all_labels(tmp_path / utils.DATASET_DIRNAME)) == 60
+    shutil.copytree(small_root, tmp_path / dataset._DATASET_DIRNAME)
+    assert dataset._extracted_dataset(tmp_path) == tmp_path / dataset._DATASET_DIRNAME
+    assert len(dataset.all_labels(tmp_path / dataset._DATASET_DIRNAME)) == 60
 
 
 def test_fetch_prefers_a_cached_zip_to_the_network(tmp_path, small_root, work, monkeypatch):
-    monkeypatch.setattr(utils, "LOCAL_DATA_DIR", tmp_path / "data")
-    monkeypatch.setattr(utils, "download_zip", lambda *a, **k: pytest.fail("downloaded"))
+    monkeypatch.setattr(environment, "LOCAL_DATA_DIR", tmp_path / "data")
+    monkeypatch.setattr(dataset, "_download_zip", lambda *a, **k: pytest.fail("downloaded"))
     work.mkdir(parents=True)
-    shutil.make_archive(str(work / utils.ZIP_NAME[:-4]), "zip", small_root.parent, small_root.name)
+    shutil.make_archive(str(work / dataset._ZIP_NAME[:-4]), "zip", small_root.parent, small_root.name)
     root = utils.find_or_fetch_dataset()
-    assert root == tmp_path / "data" / utils.DATASET_DIRNAME
+    assert root == tmp_path / "data" / dataset._DATASET_DIRNAME
     assert utils.find_or_fetch_dataset() == root  # second time: the extracted copy
 
 
 def test_fetch_downloads_keeps_the_zip_and_extracts(tmp_path, small_root, work, monkeypatch):
-    monkeypatch.setattr(utils, "LOCAL_DATA_DIR", tmp_path / "data")
-    monkeypatch.setattr(utils, "zip_candidates", lambda: [work / utils.ZIP_NAME])
+    monkeypatch.setattr(environment, "LOCAL_DATA_DIR", tmp_path / "data")
+    monkeypatch.setattr(dataset, "_zip_candidates", lambda: [work / dataset._ZIP_NAME])
 
     def fake_download(destination):
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.make_archive(str(destination)[:-4], "zip", small_root.parent, small_root.name)
         return destination
 
-    monkeypatch.setattr(utils, "download_zip", fake_download)
+    monkeypatch.setattr(dataset, "_download_zip", fake_download)
     root = utils.find_or_fetch_dataset()
-    assert (work / utils.ZIP_NAME).is_file()
-    assert len(utils.all_labels(root)) == 60
+    assert (work / dataset._ZIP_NAME).is_file()
+    assert len(dataset.all_labels(root)) == 60
 
 
 def test_fbp_data_dir_is_used_as_it_is(small_root, work, monkeypatch):
     monkeypatch.setenv("FBP_DATA_DIR", str(small_root.parent))
-    monkeypatch.setattr(utils, "download_zip", lambda *a, **k: pytest.fail("downloaded"))
+    monkeypatch.setattr(dataset, "_download_zip", lambda *a, **k: pytest.fail("downloaded"))
     assert utils.find_or_fetch_dataset() == small_root
 
 
 def test_smoke_mode_makes_a_synthetic_dataset_in_the_work_folder(work, monkeypatch):
     monkeypatch.setenv("FBP_SMOKE", "1")
     root = utils.find_or_fetch_dataset()
-    assert root.is_relative_to(work) and len(utils.all_labels(root)) == 300
+    assert root.is_relative_to(work) and len(dataset.all_labels(root)) == 300
 
 
 @pytest.mark.parametrize(("content", "html"), [(b"  <!DOCTYPE html><html>", True),
@@ -417,7 +417,7 @@ def test_smoke_mode_makes_a_synthetic_dataset_in_the_work_folder(work, monkeypat
                                                (b"PK\x03\x04\x14\x00", False)])
 def test_html_detection(tmp_path, content, html):
     (tmp_path / "f").write_bytes(content)
-    assert utils.is_html_file(tmp_path / "f") is html
+    assert dataset.is_html_file(tmp_path / "f") is html
 
 
 # --- the tf.data pipeline -----------------------------------------------------------------
@@ -478,10 +478,10 @@ def test_the_dataset_fingerprint_comes_from_the_labels_in_hand(small_root, monke
     labels = utils.validate_dataset(small_root)
     image = Path(labels["path"].iloc[0])
     image.write_bytes(image.read_bytes() + b"\0")               # one image changed on disk
-    changed = utils.dataset_fingerprint(utils.all_labels(small_root))
+    changed = utils.dataset_fingerprint(dataset.all_labels(small_root))
     assert changed != utils.dataset_fingerprint(labels)
-    monkeypatch.setattr(utils, "read_labels", lambda path: pytest.fail("label files read again"))
-    monkeypatch.setattr(utils.os.path, "getsize", lambda path: pytest.fail("an image stat-ed again"))
+    monkeypatch.setattr(dataset, "_read_labels", lambda path: pytest.fail("label files read again"))
+    monkeypatch.setattr(dataset.os.path, "getsize", lambda path: pytest.fail("an image stat-ed again"))
     assert utils.dataset_fingerprint(labels) != changed                  # from the labels alone
 
 
@@ -492,12 +492,12 @@ def test_how_much_the_raters_disagree_varies_by_face_and_shows_in_the_mouth(synt
     import tensorflow as tf
     from scipy.stats import pearsonr, spearmanr
 
-    labels = utils.all_labels(synthetic_root)
+    labels = dataset.all_labels(synthetic_root)
     table = utils.read_ratings(synthetic_root).pivot(index="file", columns="Rater", values="Rating")
     spread = table.std(axis=1)[labels["file"]].to_numpy()
     assert spread.std() > 0.1  # a single noise SD for all faces gives 0.07 (rounding and clipping)
     paths = tf.data.Dataset.from_tensor_slices(labels["path"].astype(str).to_numpy())
-    images = next(iter(paths.map(lambda p: utils.load_image(p, 64)).batch(len(labels))))
+    images = next(iter(paths.map(lambda p: dataset._load_image(p, 64)).batch(len(labels))))
     red, green, blue = np.moveaxis(images.numpy().astype(int), -1, 0)
     mouth = (red > 140) & (red - np.maximum(green, blue) > 70)  # no skin or background is this red
     width = mouth.any(axis=1).sum(axis=1)  # the pixel columns the mouth spans

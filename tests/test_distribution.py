@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 
 import utils
-from data import synthetic
+from fbp import dataset, errors, scoring, synthetic
 
 
 def test_the_rating_shares_are_each_faces_ratings_and_their_expectation_is_its_score(synthetic_root, work):
-    labels = utils.all_labels(synthetic_root)
-    shares = utils.rating_shares(synthetic_root, labels)
-    assert list(shares.columns) == utils.SHARES and list(shares.index) == list(labels["file"])
+    labels = dataset.all_labels(synthetic_root)
+    shares = dataset.rating_shares(synthetic_root, labels)
+    assert list(shares.columns) == dataset._SHARES and list(shares.index) == list(labels["file"])
     np.testing.assert_allclose(shares.sum(axis=1), 1, rtol=1e-12)
     # the label file's score is the mean of the 60 ratings: the expectation of their shares
     np.testing.assert_allclose(shares.to_numpy() @ np.array(utils.RATINGS), labels["score"], atol=1e-6)
@@ -22,24 +22,24 @@ def test_the_rating_shares_are_each_faces_ratings_and_their_expectation_is_its_s
     first = ratings[ratings["file"] == labels["file"].iloc[0]]["Rating"]
     np.testing.assert_allclose(shares.iloc[0], [np.mean(first == r) for r in utils.RATINGS])
     [kept] = (work / "smoke" if utils.smoke_mode() else work).glob("rating-shares-*.csv")
-    np.testing.assert_allclose(utils.rating_shares(synthetic_root, labels), shares)  # read back
+    np.testing.assert_allclose(dataset.rating_shares(synthetic_root, labels), shares)  # read back
     assert kept.name == f"rating-shares-checked-{utils.dataset_fingerprint(labels)}.csv"
 
 
 def test_without_all_ratings_a_distribution_run_says_what_to_do(small_root, work):
-    labels = utils.all_labels(small_root)
-    with pytest.raises(utils.DatasetLayoutError, match="no All_Ratings.xlsx.*label_distribution=False"):
-        utils.rating_shares(small_root, labels)
+    labels = dataset.all_labels(small_root)
+    with pytest.raises(errors.DatasetLayoutError, match="no All_Ratings.xlsx.*label_distribution=False"):
+        dataset.rating_shares(small_root, labels)
 
 
 def test_the_targets_and_batches_carry_the_shares_when_a_part_has_them(synthetic_root, work):
-    labels = utils.all_labels(synthetic_root)
+    labels = dataset.all_labels(synthetic_root)
     parts = utils.add_rating_shares(utils.load_protocol(synthetic_root, "fold1"), synthetic_root, labels)
     test = parts["test"].head(5)
     assert set(utils.targets(test)) == {"score", "distribution"}
-    assert set(utils.targets(test.drop(columns=utils.SHARES))) == {"score"}
+    assert set(utils.targets(test.drop(columns=dataset._SHARES))) == {"score"}
     _, targets = next(iter(utils.make_dataset(test, 32, batch_size=5)))
-    np.testing.assert_allclose(targets["distribution"], test[utils.SHARES], rtol=1e-6)
+    np.testing.assert_allclose(targets["distribution"], test[dataset._SHARES], rtol=1e-6)
     np.testing.assert_allclose(targets["score"], test["score"], rtol=1e-6)
 
 
@@ -58,7 +58,7 @@ def test_the_rounded_percentages_add_up_to_100_and_each_is_a_share_rounded_down_
     rng = np.random.default_rng(0)
     shares = np.concatenate([rng.dirichlet(np.full(5, alpha), 2000) for alpha in (0.3, 1.0, 5.0)])
     shares = shares.astype(np.float32)  # as the model gives them: their sum is 1 only to float32
-    percentages = np.array([utils.percentages_in_steps(s) for s in shares])
+    percentages = np.array([scoring._percentages_in_steps(s) for s in shares])
     assert (percentages.sum(axis=1) == 100).all() and (percentages % 5 == 0).all()
     exact = 100 * shares / shares.sum(axis=1, keepdims=True)
     assert (np.abs(percentages - exact) < 5).all()
@@ -100,7 +100,7 @@ def change_ratings(root: Path, change) -> pd.DataFrame:
 
 
 def test_shares_whose_mean_is_not_the_label_are_refused_naming_the_face_with_both_numbers(rated_root, work):
-    labels = utils.all_labels(rated_root)
+    labels = dataset.all_labels(rated_root)
     score = labels.set_index("file").loc["AF3.jpg", "score"]
 
     def one_point_more(sheet):  # one rater of AF3 gives one point more (or less, at the top)
@@ -111,16 +111,16 @@ def test_shares_whose_mean_is_not_the_label_are_refused_naming_the_face_with_bot
     sheet = change_ratings(rated_root, one_point_more)
     mean = sheet[sheet["Filename"] == "AF3.jpg"]["Rating"].mean()
     assert abs(mean - score) == pytest.approx(1 / 60)
-    with pytest.raises(utils.DatasetLayoutError, match=(
+    with pytest.raises(errors.DatasetLayoutError, match=(
             rf"disagrees with the label files on 1 face\(s\).*AF3\.jpg: its ratings average {mean:.4f}, its "
             rf"label says {score:.4f}\).*Replace All_Ratings.xlsx.*label_distribution=False")):
-        utils.rating_shares(rated_root, labels)
+        dataset.rating_shares(rated_root, labels)
     assert not list(work.rglob("rating-shares-*"))  # nothing kept to train on later
 
 
 @pytest.mark.parametrize("rating", [6, 0, 2.5])
 def test_a_rating_off_the_scale_is_refused_naming_the_rater_and_face(rated_root, work, rating):
-    labels = utils.all_labels(rated_root)
+    labels = dataset.all_labels(rated_root)
 
     def off_the_scale(sheet):
         sheet["Rating"] = sheet["Rating"].astype(float)
@@ -128,28 +128,28 @@ def test_a_rating_off_the_scale_is_refused_naming_the_rater_and_face(rated_root,
         return sheet
 
     change_ratings(rated_root, off_the_scale)
-    with pytest.raises(utils.DatasetLayoutError, match=(
+    with pytest.raises(errors.DatasetLayoutError, match=(
             rf"holds 1 rating\(s\) off the scale of whole points from 1 to 5: rater 7 gave CM2\.jpg "
             rf"{rating:g}\. Replace All_Ratings.xlsx")):
-        utils.rating_shares(rated_root, labels)
+        dataset.rating_shares(rated_root, labels)
 
 
 def test_the_rating_column_is_read_not_the_original_rating(rated_root, work):
-    labels = utils.all_labels(rated_root)
+    labels = dataset.all_labels(rated_root)
     change_ratings(rated_root, lambda sheet: sheet.assign(**{"original Rating": 6 - sheet["Rating"]}))
-    shares = utils.rating_shares(rated_root, labels)
+    shares = dataset.rating_shares(rated_root, labels)
     np.testing.assert_allclose(shares.to_numpy() @ np.array(utils.RATINGS), labels["score"], atol=1e-6)
 
 
 def test_a_shares_file_kept_before_the_check_existed_is_not_read(rated_root, work):
-    labels = utils.all_labels(rated_root)
+    labels = dataset.all_labels(rated_root)
     change_ratings(rated_root, lambda sheet: sheet.assign(Rating=sheet["Rating"].replace(5, 6)))
     # what the unchecked code kept: the 6s dropped, the other ratings' shares renormalised
     old = work / f"rating-shares-{utils.dataset_fingerprint(labels)}.csv"
     old.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(0.2, index=pd.Index(labels["file"], name="file"), columns=utils.SHARES).to_csv(old)
-    with pytest.raises(utils.DatasetLayoutError, match="off the scale of whole points"):
-        utils.rating_shares(rated_root, labels)
+    pd.DataFrame(0.2, index=pd.Index(labels["file"], name="file"), columns=dataset._SHARES).to_csv(old)
+    with pytest.raises(errors.DatasetLayoutError, match="off the scale of whole points"):
+        dataset.rating_shares(rated_root, labels)
 
 
 RELEASE_LABELS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "scut-fbp5500-labels-2018"
@@ -158,7 +158,7 @@ RELEASE_LABELS = Path(__file__).resolve().parents[2] / "shared" / "reference" / 
 @pytest.mark.skipif(not RELEASE_LABELS.is_dir(), reason="the release's 2018 label files are not there")
 def test_every_label_of_the_release_is_a_mean_of_60_whole_ratings():
     # so the shares of 60 whole ratings can match each label within 1e-4 (labels have 6 decimals)
-    scores = utils.read_labels(RELEASE_LABELS / "SCUT-FBP5500.txt")["score"].to_numpy()
+    scores = dataset._read_labels(RELEASE_LABELS / "SCUT-FBP5500.txt")["score"].to_numpy()
     assert len(scores) == 5500
     np.testing.assert_allclose(scores, np.round(scores * 60) / 60, rtol=0, atol=1e-6)
 

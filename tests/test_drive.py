@@ -13,6 +13,7 @@ import pytest
 from conftest import stand_in_drive, train
 
 import utils
+from fbp import environment, errors, runs
 
 SMOKE = utils.Config().smoke()
 
@@ -25,7 +26,7 @@ def drive(tmp_path, monkeypatch):
     mount = tmp_path / "content" / "drive"
     stub.mount(str(mount))
     monkeypatch.setenv("FBP_WORK_DIR", str(mount / "MyDrive" / "scut-fbp5500"))
-    monkeypatch.setattr(utils, "DRIVE_HOME", mount / "MyDrive")
+    monkeypatch.setattr(environment, "DRIVE_HOME", mount / "MyDrive")
     try:
         yield stub
     finally:
@@ -34,7 +35,7 @@ def drive(tmp_path, monkeypatch):
 
 def test_the_stand_in_drive_bins_deleted_and_replaced_files_but_not_overwrites(drive, tmp_path,
                                                                                  monkeypatch):
-    home = utils.DRIVE_HOME
+    home = environment.DRIVE_HOME
     (home / "a").write_bytes(b"x" * 1000)
     (home / "a").write_bytes(b"y" * 10)  # overwritten in place: one file, nothing binned
     (home / "b").write_bytes(b"z" * 300)
@@ -52,14 +53,14 @@ def test_the_stand_in_drive_bins_deleted_and_replaced_files_but_not_overwrites(d
     (home / "e").write_bytes(b"u" * 40)
     usage = shutil.disk_usage(home)
     assert (usage.total, usage.used, usage.free) == (1000, 400, 600)
-    utils.discard(home / "e")  # emptied, then deleted: the bin keeps none of it
+    environment.discard(home / "e")  # emptied, then deleted: the bin keeps none of it
     assert drive.bin_bytes() == 360
 
 
 def test_a_fine_tune_leaves_almost_nothing_in_drives_bin(drive, small_root, monkeypatch):
     cfg = replace(SMOKE, finetune_epochs=4)  # ResNet50's real file sizes: 94 MB of weights
     record = train(cfg, small_root, monkeypatch)["record"]
-    folder = utils.run_dir(cfg, record["dataset"])
+    folder = runs.run_dir(cfg, record["dataset"])
     assert record["finished"] and record["finetune"]["epochs"] == 4
     assert drive.bin_bytes() < 1e6, drive.binned()  # the goal: under 200 MB per run (was ~1.3 GB)
     assert not list(folder.rglob("*.npz")) and not (folder / "backup").exists()
@@ -68,11 +69,11 @@ def test_a_fine_tune_leaves_almost_nothing_in_drives_bin(drive, small_root, monk
 
 
 def test_a_drive_without_room_says_so_before_training(drive, small_root, monkeypatch):
-    monkeypatch.setattr(utils, "in_colab", lambda: True)
+    monkeypatch.setattr(environment, "in_colab", lambda: True)
     record = train(SMOKE, small_root, monkeypatch, ["02_frozen_head"])["record"]
-    folder = utils.run_dir(SMOKE, record["dataset"])
+    folder = runs.run_dir(SMOKE, record["dataset"])
     monkeypatch.setenv("COLAB_STUB_DRIVE_QUOTA", str(drive.drive_bytes() + drive.bin_bytes() + 300e6))
-    with pytest.raises(utils.NoSpaceError) as caught:
+    with pytest.raises(errors.NoSpaceError) as caught:
         train(SMOKE, small_root, monkeypatch, ["03_finetune"])
     message = str(caught.value)
     assert message.startswith("Your Google Drive has 0.30 GB free, and this fine-tune needs about 0.8")
@@ -80,7 +81,7 @@ def test_a_drive_without_room_says_so_before_training(drive, small_root, monkeyp
     assert not (folder / "backup").exists() and not (folder / "history_finetune.csv").exists()
     assert not list(folder.glob("best*"))
     monkeypatch.delenv("FBP_CONFIG")  # as in 04's own kernel: 4 stage-1 models, 5 fine-tuned ones and
-    with pytest.raises(utils.NoSpaceError, match="the 5-fold protocol needs about 1\\.6. GB more"):
+    with pytest.raises(errors.NoSpaceError, match="the 5-fold protocol needs about 1\\.6. GB more"):
         utils.run_protocol("5-fold", SMOKE, small_root)  # one fine-tune's backups at a time
 
 
@@ -160,11 +161,11 @@ def test_a_new_save_never_touches_the_file_the_record_names(tmp_path, monkeypatc
         file.write(b"PK half")
         raise KeyboardInterrupt  # the VM goes away mid-write
 
-    monkeypatch.setattr(utils.np, "savez", killed)
+    monkeypatch.setattr(runs.np, "savez", killed)
     model = tiny_model()
     model.optimizer.build(model.trainable_variables)
     with pytest.raises(KeyboardInterrupt):
-        utils.save_in_turn(tmp_path / "backup", "state.json", model.weights, epoch=4)
+        runs._save_in_turn(tmp_path / "backup", "state.json", model.weights, epoch=4)
     assert json.loads((tmp_path / "backup" / "state.json").read_text()) == state
     assert (tmp_path / "backup" / state["file"]).read_bytes() == named
 
@@ -172,19 +173,19 @@ def test_a_new_save_never_touches_the_file_the_record_names(tmp_path, monkeypatc
 # --- The code that trained a run ----------------------------------------------------------------
 
 def test_a_run_records_its_code_and_a_resume_with_other_code_says_so(tmp_path, capsys, monkeypatch):
-    now = utils.code_version()
+    now = runs._code_version()
     if now["commit"] is None:
         pytest.skip("not a git checkout")
     assert len(now["commit"]) == 40 and isinstance(now["changed"], bool)
     other = {"commit": "0123456789" * 4, "changed": False}
     with monkeypatch.context() as patch:
-        patch.setattr(utils, "code_version", lambda: other)
+        patch.setattr(runs, "_code_version", lambda: other)
         trained_three_epochs(tmp_path)
     assert json.loads((tmp_path / "backup" / "state.json").read_text())["code"] == other
     utils.restore_training(tiny_model(), tmp_path, 5, 2)
     out = capsys.readouterr().out
     assert "its last epochs were trained by commit 0123456; this checkout is commit" in out
-    assert f"git -C {utils.REPO_DIR} checkout {other['commit']}" in out
-    monkeypatch.setattr(utils, "code_version", lambda: other)
+    assert f"install commit {other['commit']} (`git checkout` it" in out
+    monkeypatch.setattr(runs, "_code_version", lambda: other)
     utils.restore_training(tiny_model(), tmp_path, 5, 2)
     assert "other code" not in capsys.readouterr().out  # the same code: nothing to say

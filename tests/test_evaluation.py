@@ -10,6 +10,7 @@ from conftest import run_cells
 from scipy import stats
 
 import utils
+from fbp import errors, evaluation, experiments, scoring, settings
 
 
 def test_metrics_against_values_worked_out_by_hand():
@@ -38,7 +39,7 @@ def test_a_perfect_prediction():
 
 
 def test_a_constant_prediction_gets_a_message_not_nan():
-    with pytest.raises(utils.ConstantPredictionError, match="predicts 3.000 for every face"):
+    with pytest.raises(errors.ConstantPredictionError, match="predicts 3.000 for every face"):
         utils.regression_metrics([1, 2, 3], [3, 3, 3])
 
 
@@ -48,7 +49,7 @@ def test_bootstrap_intervals_contain_the_point_and_shrink_with_more_faces():
     pred = true + rng.normal(0, 0.5, 2000)
     small = utils.bootstrap_metrics(true[:200], pred[:200], samples=500)
     large = utils.bootstrap_metrics(true, pred, samples=500)
-    for name in utils.METRICS:
+    for name in evaluation._METRICS:
         value, low, high = large[name]
         assert low <= value <= high
         assert high - low < small[name][2] - small[name][1]
@@ -64,7 +65,7 @@ def test_the_intervals_are_percentiles_of_the_figures_over_resampled_faces():
     figures = pd.DataFrame([utils.regression_metrics(true[drawn], pred[drawn])
                             for drawn in np.random.default_rng(7).integers(0, 300, (200, 300))])
     intervals = utils.bootstrap_metrics(true, pred, samples=200, seed=7)
-    for name in utils.METRICS:
+    for name in evaluation._METRICS:
         assert intervals[name][1:] == pytest.approx(np.percentile(figures[name], [2.5, 97.5]), rel=1e-12)
 
 
@@ -72,8 +73,8 @@ def test_the_published_results_beside_a_run_are_those_of_its_protocol_family():
     fold3 = utils.published_results("fold3")
     assert len(fold3) == 9 and (fold3["protocol"] == "5-fold CV, mean").sum() == 5
     same_fold = fold3[fold3["protocol"] == "fold3"]                   # like for like with a fold-3 run
-    [combo] = same_fold[same_fold["model"] == utils.COMBOLOSS].to_dict("records")
-    assert combo["model"] == utils.COMBOLOSS and (combo["MAE"], combo["RMSE"], combo["PC"]) == (
+    [combo] = same_fold[same_fold["model"] == evaluation._COMBOLOSS].to_dict("records")
+    assert combo["model"] == evaluation._COMBOLOSS and (combo["MAE"], combo["RMSE"], combo["PC"]) == (
         0.1998, 0.2711, 0.9215)
     fold1 = utils.published_results("fold1")
     combo = fold1[fold1["protocol"] == "fold1"].iloc[-1]  # like for like with a fold-1 run
@@ -84,9 +85,9 @@ def test_the_published_results_beside_a_run_are_those_of_its_protocol_family():
 
 
 def test_the_published_table_says_how_each_row_chose_its_epoch():
-    table = utils.PUBLISHED.set_index("model")
+    table = evaluation.PUBLISHED.set_index("model")
     assert set(table.filter(like="ComboLoss", axis=0)["epoch chosen"]) == {"on the test fold (optimistic)"}
-    fap = table.loc[utils.TWO_D_FAP]
+    fap = table.loc[evaluation._TWO_D_FAP]
     assert (fap["PC"], fap["MAE"], fap["RMSE"]) == (0.928, 0.196, 0.259)
     assert "as compiled by others" in fap["source"] and fap["protocol"] == "5-fold CV, mean"
     assert "its own aligned crops" in fap["source"]                   # not the released images
@@ -97,7 +98,7 @@ def test_the_published_table_says_how_each_row_chose_its_epoch():
 
 def test_comboloss_has_a_row_for_each_fold_whose_mean_is_its_5_fold_row():
     """Its README's 5-fold table (lucasxlu/ComboLoss): folds 1-5, then their average."""
-    combo = utils.PUBLISHED[utils.PUBLISHED["model"] == utils.COMBOLOSS].set_index("protocol")
+    combo = evaluation.PUBLISHED[evaluation.PUBLISHED["model"] == evaluation._COMBOLOSS].set_index("protocol")
     folds = combo.loc[[f"fold{k}" for k in range(1, 6)], ["MAE", "RMSE", "PC"]]
     assert folds.to_numpy().tolist() == [[0.2119, 0.2751, 0.9157], [0.2084, 0.2751, 0.9164],
                                          [0.1998, 0.2711, 0.9215], [0.2050, 0.2693, 0.9208],
@@ -106,7 +107,7 @@ def test_comboloss_has_a_row_for_each_fold_whose_mean_is_its_5_fold_row():
     np.testing.assert_allclose(folds.mean().to_numpy(), mean.to_numpy(), atol=5e-5)  # README rounds
     for k in range(1, 6):                             # a run of any fold has its like-for-like row
         shown = utils.published_results(f"fold{k}")
-        assert shown[shown["protocol"] == f"fold{k}"]["model"].tolist()[-1] == utils.COMBOLOSS
+        assert shown[shown["protocol"] == f"fold{k}"]["model"].tolist()[-1] == evaluation._COMBOLOSS
 
 
 def test_the_papers_folds_are_its_5_fold_tables_columns_and_average_to_its_5_fold_rows():
@@ -114,9 +115,9 @@ def test_the_papers_folds_are_its_5_fold_tables_columns_and_average_to_its_5_fol
     Average. Each figure is printed to 4 decimals (trailing zeros dropped: 0.899, 0.248), so the mean
     of the printed folds and the printed average may differ by 1e-4, yet ResNet-18's MAE differs by
     0.0008 in the paper's own table (folds 0.248 0.2459 0.243 0.2383 0.2383, average 0.2419)."""
-    paper = utils.PUBLISHED[utils.PUBLISHED["source"] == utils.PAPER_FOLDS]
+    paper = evaluation.PUBLISHED[evaluation.PUBLISHED["source"] == evaluation._PAPER_FOLDS]
     assert paper["protocol"].tolist() == [f"fold{k}" for k in range(1, 6) for _ in range(3)]
-    assert set(paper["epoch chosen"]) == {utils.PAPER_CHOICE}
+    assert set(paper["epoch chosen"]) == {evaluation._PAPER_CHOICE}
     figures = {model: rows[["PC", "MAE", "RMSE"]].to_numpy().T.tolist()
                for model, rows in paper.groupby("model", sort=False)}
     assert figures == {
@@ -126,7 +127,7 @@ def test_the_papers_folds_are_its_5_fold_tables_columns_and_average_to_its_5_fol
                       [0.3258, 0.3286, 0.3184, 0.3107, 0.2994]],
         "ResNeXt-50": [[0.8985, 0.8932, 0.9016, 0.8990, 0.9064], [0.2306, 0.2285, 0.2260, 0.2349, 0.2258],
                        [0.3025, 0.3084, 0.3016, 0.3044, 0.2918]]}
-    means = utils.PUBLISHED[utils.PUBLISHED["protocol"] == "5-fold CV, mean"].set_index("model")
+    means = evaluation.PUBLISHED[evaluation.PUBLISHED["protocol"] == "5-fold CV, mean"].set_index("model")
     off = {}
     for model, rows in paper.groupby("model"):
         for metric in ("PC", "MAE", "RMSE"):
@@ -139,11 +140,11 @@ def test_the_papers_folds_are_its_5_fold_tables_columns_and_average_to_its_5_fol
 def test_a_fold_2_run_is_shown_the_papers_fold_2_comboloss_fold_2_and_the_5_fold_means():
     shown = utils.published_results("fold2")
     fold2 = shown[shown["protocol"] == "fold2"]
-    assert fold2["model"].tolist() == ["AlexNet", "ResNet-18", "ResNeXt-50", utils.COMBOLOSS]
-    assert fold2["source"].tolist() == [utils.PAPER_FOLDS] * 3 + [utils.COMBOLOSS_FOLDS]
+    assert fold2["model"].tolist() == ["AlexNet", "ResNet-18", "ResNeXt-50", evaluation._COMBOLOSS]
+    assert fold2["source"].tolist() == [evaluation._PAPER_FOLDS] * 3 + [evaluation._COMBOLOSS_FOLDS]
     assert fold2.set_index("model").loc["ResNeXt-50", ["PC", "MAE", "RMSE"]].tolist() == [
         0.8932, 0.2285, 0.3084]
-    means = utils.PUBLISHED[utils.PUBLISHED["protocol"] == "5-fold CV, mean"]
+    means = evaluation.PUBLISHED[evaluation.PUBLISHED["protocol"] == "5-fold CV, mean"]
     assert set(shown["protocol"]) == {"fold2", "5-fold CV, mean"} and len(shown) == 4 + len(means)
     pd.testing.assert_frame_equal(shown[shown["protocol"] == "5-fold CV, mean"], means)
 
@@ -151,7 +152,7 @@ def test_a_fold_2_run_is_shown_the_papers_fold_2_comboloss_fold_2_and_the_5_fold
 def test_the_papers_rows_name_no_detail_that_was_not_traced():
     """No table number (the dataset's README shows the tables without one); the 20,000 iterations
     are the dataset README's words, and no epoch choice is described."""
-    paper = utils.PUBLISHED[utils.PUBLISHED["source"].str.startswith("paper")]
+    paper = evaluation.PUBLISHED[evaluation.PUBLISHED["source"].str.startswith("paper")]
     assert len(paper) == 21 and not paper["source"].str.contains("Table").any()    # 3 models x 7 rows
     assert set(paper["epoch chosen"]) == {"none described: a fixed 20,000 iterations"}
 
@@ -163,10 +164,10 @@ def simulated_faces(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
     return true, 2.99 + 0.81 * (true - 2.99) + rng.normal(0, 0.27, n)
 
 
-def simulated_reference(rng, n: int) -> utils.Reference:
+def simulated_reference(rng, n: int) -> scoring._Reference:
     """A reference of n simulated faces."""
     true, predicted = simulated_faces(rng, n)
-    return utils.Reference(true, predicted, np.zeros(1), 1.0, "simulated")
+    return scoring._Reference(true, predicted, np.zeros(1), 1.0, "simulated")
 
 
 def test_the_percentile_is_calibrated_where_ranking_among_true_scores_is_not():
@@ -299,14 +300,14 @@ def test_aggregation_over_folds():
                 "model": "finetuned"}
                for k, (pc, mae) in enumerate([(0.90, 0.22), (0.92, 0.20), (0.88, 0.24),
                                                (0.91, 0.21), (0.89, 0.23)], start=1)]
-    table = utils.aggregate_folds(reports)
+    table = evaluation.aggregate_folds(reports)
     assert table.loc["mean", "PC"] == pytest.approx(0.90)
     assert table.loc["SD", "PC"] == pytest.approx(np.std([0.90, 0.92, 0.88, 0.91, 0.89], ddof=1))
     assert table.loc["mean", "MAE"] == pytest.approx(0.22)
     assert table.loc["fold2", "n"] == 1100 and set(table["stage"]) == {"finetuned"}
     reports[0]["model"] = "frozen"  # fold 1 evaluated before its fine-tune
-    with pytest.raises(utils.RunMismatchError, match=r"different stages \(fold1 frozen, fold2 finetuned"):
-        utils.aggregate_folds(reports)
+    with pytest.raises(errors.RunMismatchError, match=r"different stages \(fold1 frozen, fold2 finetuned"):
+        evaluation.aggregate_folds(reports)
 
 
 def test_04_sets_the_model_beside_the_raters_with_the_ceiling_at_the_root_of_rho_60(capsys):
@@ -339,9 +340,9 @@ def test_a_paired_difference_is_the_difference_of_the_figures_on_the_same_resamp
     rng = np.random.default_rng(3)
     true = rng.uniform(1, 5, 300)
     baseline, better = true + rng.normal(0, 0.4, 300), true + rng.normal(0, 0.3, 300)
-    differences = utils.paired_differences(true, better, baseline, samples=200, seed=7)
+    differences = evaluation.paired_differences(true, better, baseline, samples=200, seed=7)
     point = {m: utils.regression_metrics(true, better)[m] - utils.regression_metrics(true, baseline)[m]
-             for m in utils.METRICS}
+             for m in evaluation._METRICS}
     # scipy draws the same face indices for the three paired arrays as this loop does
     resamples = np.random.default_rng(7).integers(0, 300, (200, 300))
     drawn = [utils.regression_metrics(true[i], better[i]) for i in resamples]
@@ -355,7 +356,7 @@ def test_a_paired_difference_is_the_difference_of_the_figures_on_the_same_resamp
         assert differences[m][3] == pytest.approx(min(1, 2 * (side + 1) / 201))  # the two-sided p
     assert differences["RMSE"][2] < 0 and differences["PC"][1] > 0  # clearly better: intervals exclude 0
     assert differences["PC"][3] == pytest.approx(2 / 201)  # no resample on the other side of zero
-    same = utils.paired_differences(true, baseline, baseline, samples=50)
+    same = evaluation.paired_differences(true, baseline, baseline, samples=50)
     assert all(value == low == high == 0 and p == 1 for value, low, high, p in same.values())
 
 
@@ -368,7 +369,7 @@ def evaluated_run(root, name: str, true, predicted, files, protocol: str = "fold
     (folder / "finetuned.keras").write_bytes(name.encode())
     cfg = asdict(utils.Config(protocol=protocol, **config))
     utils.save_json(folder / "run.json", {
-        "config": cfg, "dataset": "d", "recipe": utils.RECIPE_VERSION, "smoke": False, "finished": True,
+        "config": cfg, "dataset": "d", "recipe": settings.RECIPE_VERSION, "smoke": False, "finished": True,
         "versions": {"tensorflow": "2.20.0"}, "sizes": {"train": 3960, "val": 440, "test": len(true)},
         "finetune": {"runtime": "Tesla T4", "peak_gpu_gb": 9.5, "seconds_per_epoch": 61.0,
                      "val": {"PC": validation_pc}}})
@@ -401,7 +402,7 @@ FIVE_FOLDS = "across the 5 folds (Nadeau-Bengio corrected t-test), Holm"
 def test_the_ablation_ranks_on_validation_and_names_a_difference_with_its_direction(recipes):
     names = {"ResNet50": "fold1-blog", "ConvNeXtTiny + distribution": "fold1-convnext",
              "again": "fold1-again"}
-    table = utils.ablation_table({k: [recipes / "runs" / v] for k, v in names.items()}, samples=200)
+    table = experiments._ablation_table({k: [recipes / "runs" / v] for k, v in names.items()}, samples=200)
     assert list(table.index) == ["ConvNeXtTiny + distribution", "ResNet50", "again"]  # by validation PC
     assert list(table["rank on validation"]) == [1, 2, 3]
     assert table.index.name.startswith("recipe (Δ: minus ResNet50")
@@ -412,27 +413,27 @@ def test_the_ablation_ranks_on_validation_and_names_a_difference_with_its_direct
     row = table.loc["ResNet50"]
     assert (row["s/epoch"], row["peak GPU GB"], row["runtime"]) == (61.0, 9.5, "Tesla T4, TF 2.20.0")
     report = utils.read_json(recipes / "runs" / "fold1-blog" / "evaluation.json")
-    assert row["PC"] == utils.with_interval(report["PC"], *report["ci95"]["PC"])
+    assert row["PC"] == evaluation.with_interval(report["PC"], *report["ci95"]["PC"])
     verdict = utils.ablation_verdict(table)
     assert verdict.startswith("On validation, ConvNeXtTiny + distribution ranks first (PC 0.9000).")
     assert "beyond the sampling of test faces for ConvNeXtTiny + distribution (PC higher" in verdict
     assert "compare trained networks, not recipes" in verdict and "ABLATION_ACROSS_FOLDS = True" in verdict
     predictions = pd.read_csv(recipes / "runs" / "fold1-again" / "predictions.csv")
     predictions.iloc[::-1].to_csv(recipes / "runs" / "fold1-again" / "predictions.csv")
-    with pytest.raises(utils.RunMismatchError, match="other faces"):
-        utils.ablation_table({k: [recipes / "runs" / v] for k, v in names.items()}, samples=20)
+    with pytest.raises(errors.RunMismatchError, match="other faces"):
+        experiments._ablation_table({k: [recipes / "runs" / v] for k, v in names.items()}, samples=20)
 
 
 def test_a_worse_recipe_is_named_lower_in_words():
-    assert utils.direction(-0.01, 0.003) == "PC lower (p 0.003)"
-    assert utils.direction(+0.01, 0.003) == "PC higher (p 0.003)"
-    assert utils.direction(+0.01, 0.2) == "none shown (p 0.2)"
+    assert experiments._direction(-0.01, 0.003) == "PC lower (p 0.003)"
+    assert experiments._direction(+0.01, 0.003) == "PC higher (p 0.003)"
+    assert experiments._direction(+0.01, 0.2) == "none shown (p 0.2)"
 
 
 def test_holms_adjustment_against_a_worked_example():
     # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04, then never decreasing
-    assert utils.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert utils.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # never below a smaller p's
+    assert experiments._holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert experiments._holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # never below a smaller p's
 
 
 def equally_good_ablations(count: int, recipes: int = 5, faces: int = 300) -> tuple[int, int]:
@@ -442,10 +443,10 @@ def equally_good_ablations(count: int, recipes: int = 5, faces: int = 300) -> tu
     for trial in range(count):
         true = rng.uniform(1, 5, faces)
         baseline = true + rng.normal(0, 0.4, faces)
-        p = [utils.paired_differences(true, true + rng.normal(0, 0.4, faces), baseline, 400, trial)["PC"][3]
+        p = [evaluation.paired_differences(true, true + rng.normal(0, 0.4, faces), baseline, 400, trial)["PC"][3]
              for _ in range(recipes)]
         named += min(p) < 0.05
-        corrected += utils.holm(p).min() < 0.05
+        corrected += experiments._holm(p).min() < 0.05
     return named, corrected
 
 
@@ -473,11 +474,11 @@ def test_two_seeds_of_one_recipe_are_not_called_different_across_folds(tmp_path)
             "ResNet50, seed 1": five_folds(tmp_path, "seed1", [0.45, 0.36, 0.40, 0.38, 0.42], rng, seed=1),
             "better": five_folds(tmp_path, "better", [0.25, 0.30, 0.31, 0.30, 0.29], rng,
                                  backbone="ConvNeXtTiny")}
-    one_fold = utils.ablation_table({name: folders[:1] for name, folders in runs.items()}, samples=400)
+    one_fold = experiments._ablation_table({name: folders[:1] for name, folders in runs.items()}, samples=400)
     assert one_fold.loc["ResNet50, seed 1", ONE_FOLD].startswith("PC lower")  # networks differ on fold 1
     said = utils.ablation_verdict(one_fold)
     assert "ResNet50, seed 1 differs from ResNet50 by ΔPC" in said and "not recipes" in said
-    table = utils.ablation_table(runs, samples=50)
+    table = experiments._ablation_table(runs, samples=50)
     assert table.loc["ResNet50, seed 1", FIVE_FOLDS].startswith("none shown")  # the recipes do not
     assert table.loc["better", FIVE_FOLDS].startswith("PC higher")
     def pc(folder) -> float:
@@ -494,10 +495,10 @@ def test_two_seeds_of_one_recipe_are_not_called_different_across_folds(tmp_path)
 def test_the_corrected_t_test_against_the_formula():
     differences = np.array([0.010, 0.004, 0.012, 0.006, 0.008])
     t = differences.mean() / np.sqrt((1 / 5 + 0.25) * differences.var(ddof=1))
-    assert utils.corrected_paired_t(differences, 0.25) == pytest.approx(2 * stats.t.sf(t, 4))
+    assert experiments._corrected_paired_t(differences, 0.25) == pytest.approx(2 * stats.t.sf(t, 4))
     # without the correction (test share 0) the same differences look far surer
-    assert utils.corrected_paired_t(differences, 0.0) < utils.corrected_paired_t(differences, 0.25) / 3
-    assert utils.corrected_paired_t(np.zeros(5), 0.25) == 1.0
+    assert experiments._corrected_paired_t(differences, 0.0) < experiments._corrected_paired_t(differences, 0.25) / 3
+    assert experiments._corrected_paired_t(np.zeros(5), 0.25) == 1.0
 
 
 def test_the_results_table_is_written_from_the_evaluations(recipes):

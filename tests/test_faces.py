@@ -18,7 +18,7 @@ from PIL import Image
 from skimage import data
 
 import utils
-from data import synthetic
+from fbp import dataset, errors, experiments, faces, runs, scoring, settings, synthetic
 
 FRAMING = {"eye_center_x": 0.5, "eye_center_y": 0.4, "eye_distance": 0.3}
 
@@ -38,7 +38,7 @@ def test_one_face_in_the_astronaut_photo(astronaut):
     faces = utils.detect_faces(astronaut)
     assert len(faces) == 1
     x, y, w, h = faces[0].box
-    left, right = utils.eyes_of(faces[0])
+    left, right = faces._eyes_of(faces[0])
     assert x < left[0] < right[0] < x + w and y < left[1] < y + h
     assert faces[0].confidence > 0.95
 
@@ -61,7 +61,7 @@ def test_the_face_is_aligned_where_the_framing_puts_the_eyes(astronaut):
     assert aligned.size == (size, size) and aligned.mode == "RGB"
     again = utils.detect_faces(aligned)
     assert len(again) == 1
-    left, right = utils.eyes_of(again[0])
+    left, right = faces._eyes_of(again[0])
     assert abs(right[1] - left[1]) < 0.02 * size                        # eyes level
     assert np.linalg.norm(right - left) == pytest.approx(0.3 * size, rel=0.1)
     assert (left + right) / 2 == pytest.approx(np.array([0.5, 0.4]) * size, abs=0.03 * size)
@@ -70,7 +70,7 @@ def test_the_face_is_aligned_where_the_framing_puts_the_eyes(astronaut):
 def test_a_tilted_face_is_levelled(astronaut):
     tilted = astronaut.rotate(20, resample=Image.BICUBIC, expand=True, fillcolor=(128, 128, 128))
     aligned = utils.align_face(tilted, utils.detect_faces(tilted)[0], FRAMING, 256)
-    left, right = utils.eyes_of(utils.detect_faces(aligned)[0])
+    left, right = faces._eyes_of(utils.detect_faces(aligned)[0])
     assert abs(right[1] - left[1]) < 0.03 * 256
 
 
@@ -131,11 +131,11 @@ def model():
     return model_from_notebook(64)
 
 
-def reference_for(model) -> utils.Reference:
+def reference_for(model) -> scoring._Reference:
     """A reference whose average face is random features of the model's width; predictions over 1-5."""
     predicted = np.linspace(1, 5, 201)
     width = model.get_layer("score").input.shape[-1]
-    return utils.Reference(predicted + 0.1, predicted, np.random.default_rng(1).uniform(0, 1, width),
+    return scoring._Reference(predicted + 0.1, predicted, np.random.default_rng(1).uniform(0, 1, width),
                            0.5, "a test reference")
 
 
@@ -181,15 +181,15 @@ def test_upload_readers_for_ipywidgets_7_ipywidgets_8_and_colab():
            "last_modified": 0},)
     colab = {"me.jpg": b"abc"}
     for value in (v7, v8, colab):
-        assert utils.uploaded_files(value) == [("me.jpg", b"abc")]
-    assert utils.uploaded_files({}) == [] and utils.uploaded_files(()) == []
+        assert faces._uploaded_files(value) == [("me.jpg", b"abc")]
+    assert faces._uploaded_files({}) == [] and faces._uploaded_files(()) == []
 
 
 def test_photos_from_env_split_on_the_os_path_separator(monkeypatch, tmp_path):
     monkeypatch.setenv("FBP_PHOTO", os.pathsep.join([str(tmp_path / "a.jpg"), "", str(tmp_path / "b.png")]))
-    assert [name for name, _ in utils.photos_from_env()] == ["a.jpg", "b.png"]
+    assert [name for name, _ in faces._photos_from_env()] == ["a.jpg", "b.png"]
     monkeypatch.delenv("FBP_PHOTO")
-    assert utils.photos_from_env() == []
+    assert faces._photos_from_env() == []
 
 
 def test_measure_framing_on_real_faces(tmp_path):
@@ -198,19 +198,19 @@ def test_measure_framing_on_real_faces(tmp_path):
         face = Image.fromarray(data.astronaut()).crop((100 + shift, 20, 350 + shift, 270)).resize((350, 350))
         face.save(tmp_path / f"AF{i + 1}.jpg")
         paths.append(str(tmp_path / f"AF{i + 1}.jpg"))
-    framing = utils.measure_framing(paths)
+    framing = faces._measure_framing(paths)
     assert framing["faces_measured"] == 12
     assert 0.1 < framing["eye_distance"] < 0.5 and 0.2 < framing["eye_center_y"] < 0.6
 
 
 def test_measure_framing_refuses_faceless_images(synthetic_root):
-    with pytest.raises(utils.FramingError, match="only 0 of 20"):
-        utils.measure_framing(utils.all_labels(synthetic_root)["path"].tolist(), limit=20)
+    with pytest.raises(errors.FramingError, match="only 0 of 20"):
+        faces._measure_framing(dataset.all_labels(synthetic_root)["path"].tolist(), limit=20)
 
 
 def test_the_upload_widget_puts_the_chosen_photos_into_the_list(astronaut):
     photos = []
-    upload, said = utils.upload_widget(photos).children
+    upload, said = faces._upload_widget(photos).children
     assert "Choose photos" in said.value
     photo = jpeg(astronaut)
     if ipywidgets.__version__.startswith("7."):  # Colab's: what the browser sends, then the count
@@ -229,27 +229,27 @@ def test_the_out_of_fold_reference_is_taken_once_5_fold_has_run(tmp_path):
     for k in range(1, 6):
         folder = tmp_path / f"fold{k}"
         config = {"protocol": f"fold{k}", "seed": 0, "backbone": "ResNet50"}
-        record = {"config": config, "dataset": "d", "recipe": utils.RECIPE_VERSION, "smoke": False}
+        record = {"config": config, "dataset": "d", "recipe": settings.RECIPE_VERSION, "smoke": False}
         utils.save_json(folder / "run.json", record)
         utils.save_json(folder / "reference-finetuned.json", {
             "set": "x", "files": [f"AF{k}.jpg"], "true": [float(k)], "predicted": [k + 0.5],
             "mean_features": [0.0], "map_scale": 1.0})
         folders.append(folder)
-    with pytest.raises(utils.RunNotFoundError, match="reference-frozen.json is missing"):
+    with pytest.raises(errors.RunNotFoundError, match="reference-frozen.json is missing"):
         utils.load_reference(folders[0])                # no finetuned.keras: the stage-1 reference
     (folders[0] / "finetuned.keras").touch()
     assert utils.load_reference(folders[0]).predicted.tolist() == [1.5]
-    utils.save_out_of_fold_reference(folders)
+    experiments._save_out_of_fold_reference(folders)
     reference = utils.load_reference(folders[0])
     assert reference.predicted.tolist() == [1.5, 2.5, 3.5, 4.5, 5.5] and "5-fold" in reference.source
     [joined] = tmp_path.glob("reference-5fold-*.json")
-    assert joined == utils.out_of_fold_path(folders[0])
+    assert joined == runs.out_of_fold_path(folders[0])
     for folder in folders[1:]:  # one file serves every fold
         (folder / "finetuned.keras").touch()
         assert utils.load_reference(folder).predicted.tolist() == [1.5, 2.5, 3.5, 4.5, 5.5]
     other_seed = folders[0].parent / "other"
     utils.save_json(other_seed / "run.json", {**record, "config": {**config, "protocol": "fold1", "seed": 1}})
-    assert utils.out_of_fold_path(other_seed) != utils.out_of_fold_path(folders[0])
+    assert runs.out_of_fold_path(other_seed) != runs.out_of_fold_path(folders[0])
 
 
 def test_a_frozen_only_backbones_folds_join_and_use_their_stage_1_references(tmp_path):
@@ -257,28 +257,28 @@ def test_a_frozen_only_backbones_folds_join_and_use_their_stage_1_references(tmp
     for k in range(1, 6):
         folder = tmp_path / f"fold{k}"
         utils.save_json(folder / "run.json", {"config": {"protocol": f"fold{k}", "backbone": "dinov2_base"},
-                                              "dataset": "d", "recipe": utils.RECIPE_VERSION, "smoke": False})
+                                              "dataset": "d", "recipe": settings.RECIPE_VERSION, "smoke": False})
         utils.save_json(folder / "reference-frozen.json", {
             "set": "x", "files": [f"AF{k}.jpg"], "true": [float(k)], "predicted": [k + 0.5],
             "mean_features": [0.0], "map_scale": None})
         (folder / "frozen.keras").touch()
         folders.append(folder)
-    assert utils.final_stage(folders[0]) == "frozen"
-    utils.save_out_of_fold_reference(folders)
+    assert runs.final_stage(folders[0]) == "frozen"
+    experiments._save_out_of_fold_reference(folders)
     reference = utils.load_reference(folders[2])
     assert reference.predicted.tolist() == [1.5, 2.5, 3.5, 4.5, 5.5] and reference.map_scale is None
     assert "frozen-head model of the fold that held it out" in reference.source
 
 
 def test_shifted_eyes_move_in_the_detectors_pixels_in_image_order():
-    face = utils.Face(box=(0, 0, 100, 100), left_eye=(70.0, 40.0), right_eye=(30.0, 42.0),
+    face = faces._Face(box=(0, 0, 100, 100), left_eye=(70.0, 40.0), right_eye=(30.0, 42.0),
                       confidence=1.0, pixel=2.0)        # the detector called the eyes the other way
     moved = utils.shifted_eyes(face, (-1.5, 1.5, 1.5, -1.5))
-    left, right = utils.eyes_of(moved)
+    left, right = faces._eyes_of(moved)
     np.testing.assert_allclose([left, right], [[27.0, 45.0], [73.0, 37.0]])
 
 
-def scaled(face: utils.Face, factor: float) -> utils.Face:
+def scaled(face: faces._Face, factor: float) -> faces._Face:
     """The face as found in a copy of its photo resized by factor."""
     return replace(face, box=tuple(v * factor for v in face.box), pixel=face.pixel * factor,
                    left_eye=tuple(np.multiply(face.left_eye, factor)),
@@ -293,7 +293,7 @@ def test_a_large_grainy_photo_is_shrunk_before_it_is_aligned(astronaut):
     large = Image.fromarray(np.clip(np.asarray(astronaut.resize((2048, 2048)), np.float32) + grain,
                                     0, 255).astype(np.uint8))
     face = utils.detect_faces(astronaut)[0]
-    left, right = utils.eyes_of(face)
+    left, right = faces._eyes_of(face)
     framing = {**FRAMING, "eye_distance": np.linalg.norm(right - left) / 350}  # at 512 px: scale 1
     crop = utils.align_face(large, scaled(face, 4), framing, 350)
     reference = utils.align_face(large.resize(astronaut.size, Image.LANCZOS), face, framing, 350)
@@ -344,7 +344,7 @@ def test_a_tiny_face_is_found_but_named_as_too_small_to_score(astronaut):
 def test_loading_the_detector_prints_no_red_text():
     # joblib leaves lz4's reader of MTCNN's weights to be cleaned up after closing the file, and
     # Python 3.13 reports that as "Exception ignored ... I/O operation on closed file" (gh-62948)
-    script = ("import sys, utils; hook = sys.unraisablehook; utils.face_detector(); "
+    script = ("import sys, utils; hook = sys.unraisablehook; faces._face_detector(); "
               "assert sys.unraisablehook is hook, 'the hook is restored'")
     loaded = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
                             timeout=600)
@@ -364,48 +364,48 @@ def simulated_scores(rng: np.random.Generator, models: int, faces: int) -> np.nd
 def test_the_plus_minus_is_the_alignments_not_the_models_offsets_which_get_their_own_figure():
     rng = np.random.default_rng(0)
     five, one = simulated_scores(rng, 5, 4000), simulated_scores(rng, 1, 4000)
-    spread = np.mean([utils.alignment_spread(face) for face in five])
+    spread = np.mean([scoring._alignment_spread(face) for face in five])
     # how far alignment moves the five models' mean score: half the range of six crops whose noise
     # is averaged over five models (SD 0.03 / sqrt 5), 1.27 SD for six values: 0.017
     half_range = np.mean(np.ptp(rng.normal(0, 1, (100_000, 6)), axis=1)) / 2
     assert spread == pytest.approx(0.03 / np.sqrt(5) * half_range, rel=0.03)
     assert np.mean([np.ptp(face) / 2 for face in five]) > 0.09  # the 30 scores' half-range: 0.10
     # one model: half the range of its six crops' scores, as before (0.038 here)
-    assert [utils.alignment_spread(face) for face in one[:20]] == [np.ptp(face) / 2 for face in one[:20]]
-    alone = np.mean([utils.alignment_spread(face) for face in one])
+    assert [scoring._alignment_spread(face) for face in one[:20]] == [np.ptp(face) / 2 for face in one[:20]]
+    alone = np.mean([scoring._alignment_spread(face) for face in one])
     assert alone == pytest.approx(0.03 * half_range, rel=0.03)
     # the disagreement: the SD of the models' scores, each the mean of six crops (an unbiased variance)
-    disagreement = np.array([utils.models_disagreement(face) for face in five])
+    disagreement = np.array([scoring._models_disagreement(face) for face in five])
     assert np.sqrt(np.mean(disagreement**2)) == pytest.approx(np.hypot(0.05, 0.03 / np.sqrt(6)), rel=0.03)
-    assert utils.models_disagreement(one[0]) is None
+    assert scoring._models_disagreement(one[0]) is None
 
 
 def test_a_faces_result_carries_the_plus_minus_and_the_disagreement(model, reference):
     rng = np.random.default_rng(2)
     scores = simulated_scores(rng, 5, 1)[0]
     crops = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
-    scorers = [utils.Scorer(f"fold{k}", model, reference) for k in range(1, 6)]
+    scorers = [scoring._Scorer(f"fold{k}", model, reference) for k in range(1, 6)]
     result = utils.score_face(None, crops, [{"score": row[:, None]} for row in scores], scorers)
     assert result.score == pytest.approx(scores.mean())
-    assert result.spread == utils.alignment_spread(scores) < np.ptp(scores) / 2
-    assert result.disagreement == utils.models_disagreement(scores) > 0
+    assert result.spread == scoring._alignment_spread(scores) < np.ptp(scores) / 2
+    assert result.disagreement == scoring._models_disagreement(scores) > 0
 
 
-def reference_of(size: int) -> utils.Reference:
+def reference_of(size: int) -> scoring._Reference:
     """A reference of size faces, for describe_references."""
     predicted = np.linspace(1, 5, size)
-    return utils.Reference(predicted, predicted, np.zeros(1), 0.5, f"the {size:,} test faces of a run")
+    return scoring._Reference(predicted, predicted, np.zeros(1), 0.5, f"the {size:,} test faces of a run")
 
 
 def test_the_references_are_described_as_the_scoring_uses_them():
-    one = utils.describe_references([utils.Scorer("run", None, reference_of(1100))])
+    one = utils.describe_references([scoring._Scorer("run", None, reference_of(1100))])
     assert one.startswith("Percentiles are a score's place among the 1,100 test faces of a run, which the "
                           "model never trained on; the range beside one holds, 8 times in 10,")
     assert one.endswith("misses on the 110 of them with the nearest predictions.")
-    five = utils.describe_references([utils.Scorer(f"fold{k}", None, reference_of(1100)) for k in range(5)])
+    five = utils.describe_references([scoring._Scorer(f"fold{k}", None, reference_of(1100)) for k in range(5)])
     assert five.startswith("Percentiles are the mean of 5 places: each fold model's score placed among its "
                            "own fold's 1,100 test faces, which it never trained on. The range beside one "
                            "is the mean of their 5 ranges; each holds, 8 times in 10,")
     assert five.endswith("misses on the 110 of them with the nearest predictions.") and "5,500" not in five
-    uneven = utils.describe_references([utils.Scorer("a", None, reference_of(n)) for n in (1099, 1101)])
+    uneven = utils.describe_references([scoring._Scorer("a", None, reference_of(n)) for n in (1099, 1101)])
     assert "own fold's 1,099 to 1,101 test faces" in uneven and "on the 109 to 110 of them" in uneven

@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, model_from_notebook, run_cells, train
 
 import utils
+from fbp import dataset, errors, experiments, network, runs
 
 DINO, SIGLIP = "dinov2_base", "siglip2_base_patch16_224"
 SMALL_TEXT = {"vocabulary_size": 16, "embedding_dim": 8, "hidden_dim": 8, "num_layers": 1, "num_heads": 1,
@@ -28,9 +29,9 @@ def test_a_preset_takes_its_converters_size_and_a_bad_name_lists_every_choice():
     assert (utils.Config().image_size, utils.Config(image_size=224).image_size) == (350, 224)
     assert utils.Config(backbone=DINO).image_size == 518 and utils.Config(backbone=SIGLIP).image_size == 224
     assert utils.Config(backbone=DINO).smoke().image_size == 64  # a small random network: any size
-    with pytest.raises(utils.SettingError, match="takes 518 px images, its image converter's size"):
+    with pytest.raises(errors.SettingError, match="takes 518 px images, its image converter's size"):
         utils.Config(backbone=DINO, image_size=350)
-    with pytest.raises(utils.SettingError, match="'ResNet50'.*'dinov2_base', 'siglip2_base_patch16_224'"):
+    with pytest.raises(errors.SettingError, match="'ResNet50'.*'dinov2_base', 'siglip2_base_patch16_224'"):
         utils.Config(backbone="dinov2")
 
 
@@ -61,12 +62,12 @@ def test_the_heads_take_the_feature_the_authors_probe():
     for name, last in [(DINO, "LayerNormalization"), (SIGLIP, "SigLIPMultiHeadAttentionPooling")]:
         model = model_from_notebook(64, backbone=name)
         encoder = utils.backbone_of(model)
-        assert type(encoder.layers[-1]).__name__ == last and not utils.has_contribution_map(model)
+        assert type(encoder.layers[-1]).__name__ == last and not network.has_contribution_map(model)
         tokens = encoder.predict_on_batch({"images": model.get_layer("preprocess")(faces)})
-        features = utils.feature_extractor(model).predict_on_batch(faces)
+        features = network.feature_extractor(model).predict_on_batch(faces)
         np.testing.assert_allclose(features, tokens[:, 0] if name == DINO else tokens, rtol=1e-5, atol=1e-6)
         assert features.shape == (2, 32)
-    assert utils.has_contribution_map(model_from_notebook(64))
+    assert network.has_contribution_map(model_from_notebook(64))
 
 
 def test_a_saved_foundation_model_loads_in_safe_mode_in_a_fresh_process(tmp_path):
@@ -110,15 +111,15 @@ def test_smoke_dinov2_trains_stage_one_stays_there_and_04_and_05_use_it(smoke_ru
     assert record["head_seconds_per_epoch"] > 0 and record["frozen"]["ridge_val"]
     assert utils.read_json(run / "reference-frozen.json")["map_scale"] is None
     before = sorted(p.name for p in run.iterdir())
-    with pytest.raises(utils.FrozenOnlyError, match=f"{DINO} is a frozen-only backbone: at 518 px"):
+    with pytest.raises(errors.FrozenOnlyError, match=f"{DINO} is a frozen-only backbone: at 518 px"):
         run_cells("03_finetune")
     assert sorted(p.name for p in run.iterdir()) == before  # nothing written
-    assert utils.current_model_path(run).name == "frozen.keras"
-    utils.run_notebook("03_finetune", stage_one["cfg"], synthetic_root, run, "dinov2")  # as a runner does
+    assert runs.current_model_path(run).name == "frozen.keras"
+    experiments._run_notebook("03_finetune", stage_one["cfg"], synthetic_root, run, "dinov2")  # as a runner does
     assert f"dinov2: notebook 03_finetune: {DINO} is a frozen-only backbone" in capsys.readouterr().out
 
     evaluated = run_cells("04_evaluation")  # stage 1 is the run's model, evaluated and bundled
-    assert utils.current_evaluation(run)[0]["model"] == "frozen" and evaluated["BUNDLE"].is_file()
+    assert runs.current_evaluation(run)[0]["model"] == "frozen" and evaluated["BUNDLE"].is_file()
     Image.fromarray(data.astronaut()).save(tmp_path / "me.jpg")
     monkeypatch.setenv("FBP_PHOTO", str(tmp_path / "me.jpg"))
     monkeypatch.setenv("FBP_RUN", str(evaluated["BUNDLE"]))
@@ -137,7 +138,7 @@ def test_smoke_siglip2_fine_tunes_in_03_sparing_its_embeddings_from_decay(synthe
     cfg = utils.Config(backbone=SIGLIP).smoke()
     tuned = train(cfg, synthetic_root, monkeypatch)
     assert utils.read_json(tuned["RUN"] / "run.json")["finished"]
-    assert utils.current_model_path(tuned["RUN"]).name == "finetuned.keras"
+    assert runs.current_model_path(tuned["RUN"]).name == "finetuned.keras"
     weights = utils.backbone_of(tuned["model"]).trainable_weights
 
     def decayed(path: str) -> bool:
@@ -149,7 +150,7 @@ def test_smoke_siglip2_fine_tunes_in_03_sparing_its_embeddings_from_decay(synthe
 
 
 def test_the_ablation_trains_the_presets_to_stage_1_only(synthetic_root, work, monkeypatch):
-    recipes = utils.ablation_recipes(utils.Config(backbone=DINO))
+    recipes = experiments._ablation_recipes(utils.Config(backbone=DINO))
     frozen = {name: recipe for name, recipe in recipes.items() if recipe.backbone in utils.FOUNDATIONS}
     assert list(frozen) == [f"{name} (stage 1 only)" for name in utils.FOUNDATIONS]
     assert [r.image_size for r in frozen.values()] == [518, 224]
@@ -163,21 +164,21 @@ def test_the_ablation_trains_the_presets_to_stage_1_only(synthetic_root, work, m
         if name == "02_frozen_head":
             utils.save_json(folder / "run.json", {"frozen": {}})
 
-    monkeypatch.setattr(utils, "run_notebook", run_notebook)
-    monkeypatch.setattr(utils, "check_space", lambda folders, what: None)
-    monkeypatch.setattr(utils, "current_evaluation", lambda folder: ({}, ""))
-    runs = {"ResNet50": utils.Config(), "SigLIP, stage 1": utils.Config(backbone=SIGLIP),
+    monkeypatch.setattr(experiments, "_run_notebook", run_notebook)
+    monkeypatch.setattr(experiments, "check_space", lambda folders, what: None)
+    monkeypatch.setattr(runs, "current_evaluation", lambda folder: ({}, ""))
+    configs = {"ResNet50": utils.Config(), "SigLIP, stage 1": utils.Config(backbone=SIGLIP),
             "DINOv2": utils.Config(backbone=DINO)}
-    for folder in [utils.run_dir(cfg, utils.dataset_fingerprint(utils.all_labels(synthetic_root)))
+    for folder in [runs.run_dir(cfg, utils.dataset_fingerprint(dataset.all_labels(synthetic_root)))
                    for cfg in runs.values()]:
         folder.mkdir(parents=True)
-    utils.train_and_evaluate(runs, synthetic_root, "a test", stage_one_only=["SigLIP, stage 1"])
+    experiments._train_and_evaluate(configs, synthetic_root, "a test", stage_one_only=["SigLIP, stage 1"])
     assert ran == [("02_frozen_head", "ResNet50"), ("03_finetune", "ResNet50"),
                    ("02_frozen_head", "SigLIP, stage 1"), ("02_frozen_head", "DINOv2")]
 
 
 def test_a_table_row_kept_at_stage_1_says_so_with_its_head_time():
-    assert utils.stage_words("finetuned", 12.0) == "fine-tuned"
-    assert utils.stage_words("frozen", 0.0123) == \
+    assert runs.stage_words("finetuned", 12.0) == "fine-tuned"
+    assert runs.stage_words("frozen", 0.0123) == \
         "frozen-head (stage 1 only), 0.012 s per epoch on cached features"
-    assert utils.stage_words("frozen") == "frozen-head (stage 1 only)"
+    assert runs.stage_words("frozen") == "frozen-head (stage 1 only)"

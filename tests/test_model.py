@@ -10,6 +10,7 @@ import tensorflow as tf
 from conftest import model_from_notebook, run_cells
 
 import utils
+from fbp import dataset, errors, network, runs
 
 SIZE = 64
 
@@ -106,43 +107,43 @@ def test_mixed_precision_computes_in_float16_but_scores_in_float32(tmp_path):
 
 
 def test_cached_features_equal_the_frozen_networks(model, synthetic_root, tmp_path, monkeypatch):
-    frame = utils.all_labels(synthetic_root).head(20)
+    frame = dataset.all_labels(synthetic_root).head(20)
     features = utils.cached_features(model, frame, SIZE, tmp_path, batch_size=8)
     assert features.shape == (20, 2048) and list(features.index) == list(frame["file"])
     assert len(list(tmp_path.glob("features-*.npy"))) == 1
     images = np.concatenate([x.numpy() for x, _ in utils.make_dataset(frame, SIZE, 8)])
-    np.testing.assert_allclose(features, utils.feature_extractor(model).predict(images, verbose=0),
+    np.testing.assert_allclose(features, network.feature_extractor(model).predict(images, verbose=0),
                                rtol=1e-4, atol=1e-4)
     # notebook 02's head on cached features is the model's own head: the same scores as the network
     head = keras.Sequential([keras.Input((2048,)), model.get_layer("score")])
     np.testing.assert_allclose(head.predict(features.to_numpy(), verbose=0),
                                model.predict(images, verbose=0)["score"], rtol=1e-4, atol=1e-4)
-    monkeypatch.setattr(utils, "feature_extractor", lambda m: pytest.fail("computed again"))
+    monkeypatch.setattr(network, "feature_extractor", lambda m: pytest.fail("computed again"))
     np.testing.assert_array_equal(utils.cached_features(model, frame, SIZE, tmp_path), features)
 
 
 def test_a_changed_setting_invalidates_the_feature_cache(model, synthetic_root, tmp_path):
-    frame = utils.all_labels(synthetic_root).head(8)
+    frame = dataset.all_labels(synthetic_root).head(8)
     utils.cached_features(model, frame, SIZE, tmp_path)
     smaller = model_from_notebook(48)
     smaller.set_weights(model.get_weights())
-    assert utils.weights_fingerprint(smaller) == utils.weights_fingerprint(model)
+    assert network._weights_fingerprint(smaller) == network._weights_fingerprint(model)
     utils.cached_features(smaller, frame, 48, tmp_path)               # image size
     utils.cached_features(model, frame.head(7), SIZE, tmp_path)       # images
     other = model_from_notebook(SIZE, seed=1)                         # weights
-    assert utils.weights_fingerprint(other) != utils.weights_fingerprint(model)
+    assert network._weights_fingerprint(other) != network._weights_fingerprint(model)
     utils.cached_features(other, frame, SIZE, tmp_path)
     assert len(list(tmp_path.glob("features-*.npy"))) == 4
 
 
 def test_a_changed_score_invalidates_the_feature_cache_key(synthetic_root):
-    frame = utils.all_labels(synthetic_root).head(5)
+    frame = dataset.all_labels(synthetic_root).head(5)
     changed = frame.assign(score=frame["score"] + 0.1)
     assert utils.dataset_fingerprint(frame) != utils.dataset_fingerprint(changed)
 
 
 def test_predictions_keep_the_order_and_mirror_on_request(model, synthetic_root):
-    frame = utils.all_labels(synthetic_root).head(6)
+    frame = dataset.all_labels(synthetic_root).head(6)
     images = np.concatenate([x.numpy() for x, _ in utils.make_dataset(frame, SIZE, 4)])
     np.testing.assert_allclose(utils.predict_scores(model, frame, SIZE, batch_size=4),
                                model.predict(images, verbose=0)["score"].ravel(), rtol=1e-5, atol=1e-5)
@@ -168,7 +169,7 @@ def test_a_modern_backbone_is_built_with_its_own_preprocessing_once_and_a_head_o
     own = [layer for layer in inside.layers
            if isinstance(layer, keras.layers.Normalization | keras.layers.Rescaling)]
     assert len(own) == 1 and inside.layers.index(own[0]) == 1  # its first layer after the input
-    np.testing.assert_allclose(utils.feature_extractor(model).predict(images, verbose=0),
+    np.testing.assert_allclose(network.feature_extractor(model).predict(images, verbose=0),
                                inside.predict(images.astype("float32"), verbose=0), rtol=1e-5, atol=1e-5)
 
 
@@ -186,7 +187,7 @@ def test_a_modern_backbones_model_saves_reloads_and_computes_mixed_precision(bac
     images = np.random.default_rng(4).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     model.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
-    for head in utils.HEADS:
+    for head in network._HEADS:
         np.testing.assert_allclose(again.predict(images, verbose=0)[head],
                                    model.predict(images, verbose=0)[head], rtol=1e-5, atol=1e-5)
     utils.use_precision(model, "mixed_float16")
@@ -196,34 +197,34 @@ def test_a_modern_backbones_model_saves_reloads_and_computes_mixed_precision(bac
 
 
 def test_the_backbone_names_its_feature_cache_and_its_runs(synthetic_root, tmp_path):
-    frame = utils.all_labels(synthetic_root).head(4)
+    frame = dataset.all_labels(synthetic_root).head(4)
     for backbone in utils.BACKBONES:
         utils.cached_features(model_from_notebook(32, backbone=backbone), frame, 32, tmp_path)
     names = sorted(p.name for p in tmp_path.glob("features-*.npy"))
     assert len(names) == 3 and any("-convnext_tiny-" in n for n in names)
-    runs = {utils.run_dir(utils.Config(backbone=backbone), "data").name for backbone in utils.BACKBONES}
-    assert len(runs) == 3
+    names = {runs.run_dir(utils.Config(backbone=backbone), "data").name for backbone in utils.BACKBONES}
+    assert len(names) == 3
 
 
 def test_every_backbone_trains_in_batches_of_32_unless_set_and_an_unknown_one_is_named():
     for backbone in utils.BACKBONES:
         assert utils.Config(backbone=backbone).batch_size == 32  # the blog's batch
         assert utils.Config(backbone=backbone, batch_size=8).batch_size == 8
-    with pytest.raises(utils.SettingError, match="'ResNet50', 'ConvNeXtTiny', 'EfficientNetV2S'"):
+    with pytest.raises(errors.SettingError, match="'ResNet50', 'ConvNeXtTiny', 'EfficientNetV2S'"):
         utils.Config(backbone="VGG16")
 
 
 def test_settings_are_described_by_their_backbone_and_what_differs_from_the_defaults():
-    assert utils.describe_settings(asdict(utils.Config())) == "ResNet50"
-    assert utils.describe_settings(asdict(utils.Config(protocol="60/40", backbone="EfficientNetV2S"))) == \
+    assert runs.describe_settings(asdict(utils.Config())) == "ResNet50"
+    assert runs.describe_settings(asdict(utils.Config(protocol="60/40", backbone="EfficientNetV2S"))) == \
         "EfficientNetV2S"  # the protocol is in the run's name
     changed = utils.Config(backbone="ConvNeXtTiny", label_distribution=True, head_lr=3e-3)
-    assert utils.describe_settings(asdict(changed)) == "ConvNeXtTiny + distribution (head_lr 0.003)"
+    assert runs.describe_settings(asdict(changed)) == "ConvNeXtTiny + distribution (head_lr 0.003)"
 
 
 def test_running_out_of_gpu_memory_names_a_batch_size_to_try():
     cfg = utils.Config(backbone="ConvNeXtTiny")
-    with pytest.raises(utils.GPUMemoryError, match=rf"batches of 32\..*batch_size={cfg.batch_size // 2} "):
+    with pytest.raises(errors.GPUMemoryError, match=rf"batches of 32\..*batch_size={cfg.batch_size // 2} "):
         with utils.plain_out_of_memory(cfg):
             raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
     with pytest.raises(tf.errors.InternalError):  # other errors pass unchanged

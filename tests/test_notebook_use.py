@@ -17,6 +17,7 @@ import tensorflow as tf
 from conftest import ROOT, run_cells
 
 import utils
+from fbp import environment, errors, runs
 
 
 def pipeline_ops(dataset: tf.data.Dataset) -> collections.Counter:
@@ -145,13 +146,13 @@ def test_04s_switches_are_safe_to_save(monkeypatch, capsys):
 
 
 def test_work_on_an_unmounted_drive_stops_with_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setattr(utils, "in_colab", lambda: True)
-    monkeypatch.setattr(utils, "DRIVE_MOUNT", tmp_path / "drive")
-    monkeypatch.setattr(utils, "DRIVE_HOME", tmp_path / "drive" / "MyDrive")
+    monkeypatch.setattr(environment, "in_colab", lambda: True)
+    monkeypatch.setattr(environment, "_DRIVE_MOUNT", tmp_path / "drive")
+    monkeypatch.setattr(environment, "DRIVE_HOME", tmp_path / "drive" / "MyDrive")
     run = tmp_path / "drive" / "MyDrive" / "scut-fbp5500" / "runs" / "fold1-0123456789"
     for step in (lambda: utils.read_json(run / "run.json"),
-                 lambda: utils.save_in_turn(run, "best.json", [np.zeros(2)])):
-        with pytest.raises(utils.DriveNotMountedError, match=r"Run the cell with `utils.mount_drive\(\)`"):
+                 lambda: runs._save_in_turn(run, "best.json", [np.zeros(2)])):
+        with pytest.raises(errors.DriveNotMountedError, match=r"Run the cell with `utils.mount_drive\(\)`"):
             step()
     assert not (tmp_path / "drive" / "MyDrive").exists()  # nothing written to the VM's disk
     (tmp_path / "drive" / "MyDrive").mkdir(parents=True)  # mounted again

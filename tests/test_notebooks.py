@@ -22,7 +22,7 @@ from nbclient.exceptions import CellExecutionError
 from test_notebook_use import check_every_cell_run_twice
 
 import utils
-from data import synthetic
+from fbp import dataset, experiments, runs, scoring, synthetic
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 REPO_LINE = re.compile(r'^REPO = "([\w.-]+/[\w.-]+)"', re.MULTILINE)
@@ -87,7 +87,7 @@ def series(tmp_path_factory):
         assert status == 0, printed.getvalue()[-3000:]
         work = home / "work" / "smoke"
         yield SimpleNamespace(printed=printed.getvalue(), work=work, photo=home / "me.jpg",
-                              data=work / "synthetic" / utils.DATASET_DIRNAME,
+                              data=work / "synthetic" / dataset._DATASET_DIRNAME,
                               notebooks={p.stem[:2]: nbformat.read(p, as_version=4)
                                          for p in sorted((work / "executed").glob("0*.ipynb"))})
 
@@ -178,7 +178,7 @@ def test_04_evaluates_and_leaves_the_runners_off(series):
     report = json.loads((fold1 / "evaluation.json").read_text())
     assert {"PC", "MAE", "RMSE", "Spearman", "n", "protocol", "groups", "ci95"} <= set(report)
     assert report["protocol"] == "fold1" and report["n"] == 60 and report["PC"] >= 0.8
-    assert set(report["groups"]) == set(utils.GROUPS) and report["human"]["raters"] == 60
+    assert set(report["groups"]) == set(dataset._GROUPS) and report["human"]["raters"] == 60
     assert all((fold1 / f"{name}.png").is_file() for name in ("predicted_vs_true", "distributions",
                                                               "residuals", "groups", "worst_faces"))
     text = output_text(series.notebooks["04"])
@@ -236,23 +236,23 @@ def test_every_cell_run_twice_builds_what_the_series_built(series, monkeypatch, 
 
 
 def test_the_5_fold_runner_trains_evaluates_and_joins_its_folds(series, monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(utils, "FOLDS", ("fold1", "fold2"))  # two folds prove the runner: fold 2 trains
+    monkeypatch.setattr(dataset, "FOLDS", ("fold1", "fold2"))  # two folds prove the runner: fold 2 trains
     current = (series.work / "runs" / "current.json").read_text()
     cfg = utils.Config(**utils.read_json(default_run(series) / "run.json")["config"])
     table = utils.run_protocol("5-fold", cfg, series.data)
     printed = capsys.readouterr().out
     assert "  fold2 | Epoch 2/2" in printed and "  fold1 |" not in printed  # fold 1 is the series' run
     assert list(table.index) == ["fold1", "fold2", "mean", "SD"] and table.loc["fold2", "PC"] > 0.5
-    joined = json.loads(utils.out_of_fold_path(default_run(series)).read_text())
+    joined = json.loads(runs.out_of_fold_path(default_run(series)).read_text())
     assert len(joined["files"]) == len(set(joined["files"])) == 120  # each fold's 60 test faces
     assert (series.work / "runs" / "current.json").read_text() == current  # the folds are not current
-    monkeypatch.setattr(utils, "run_notebook", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(experiments, "_run_notebook", lambda *a, **k: pytest.fail("trained again"))
     assert list(utils.run_protocol("5-fold", cfg, series.data).index) == ["fold1", "fold2", "mean", "SD"]
     # 05 now scores with both folds' models, each against its own fold's test faces
     monkeypatch.setenv("FBP_PHOTO", str(series.photo))
     scored = run_cells("05_score_your_face")
     text = capsys.readouterr().out
-    assert [s.name for s in scored["scorers"]] == [p.name for p in utils.fold_runs(default_run(series))]
+    assert [s.name for s in scored["scorers"]] == [p.name for p in scoring.fold_runs(default_run(series))]
     assert "scoring with the fine-tuned models of its 2 folds" in text
     assert re.search(r"^me\.jpg, face 1: score \d\.\d\d \(±\d\.\d\d across its mirror and 1\.5 px shifts "
                      r"of the eyes\)", text, re.MULTILINE)  # the ± of the two models' mean: alignment alone
@@ -266,7 +266,7 @@ def test_the_5_fold_runner_trains_evaluates_and_joins_its_folds(series, monkeypa
     bundle = utils.make_bundle(default_run(series), "owner/project")
     with zipfile.ZipFile(bundle) as archive:
         models = sorted(name for name in archive.namelist() if name.endswith(".keras"))
-    assert models == sorted(f"runs/{p.name}/finetuned.keras" for p in utils.fold_runs(default_run(series)))
+    assert models == sorted(f"runs/{p.name}/finetuned.keras" for p in scoring.fold_runs(default_run(series)))
     monkeypatch.setenv("FBP_WORK_DIR", str(tmp_path / "fresh"))
     monkeypatch.setenv("FBP_RUN", str(bundle))
     shared = run_cells("05_score_your_face")["results"][0]
@@ -288,7 +288,7 @@ def test_the_ablation_runner_trains_its_recipes_and_the_results_table_names_them
     assert re.match(r"(none shown|PC higher|PC lower) \(p ", said)
     assert "One fold and one seed compare trained networks, not recipes" in printed  # 04 prints the verdict
     assert "Holm's correction covers the 1 comparison with ResNet50." in printed
-    [(folder, record)] = [(f, r) for f, r in utils.saved_runs() if r["config"]["backbone"] != "ResNet50"]
+    [(folder, record)] = [(f, r) for f, r in runs.saved_runs() if r["config"]["backbone"] != "ResNet50"]
     assert record["finished"] and record["config"]["label_distribution"]  # a modern backbone trains
     tuned = record["finetune"]
     assert tuned["chosen_on"] == "val_score_loss"  # its epoch chosen by the score's loss alone
@@ -296,12 +296,12 @@ def test_the_ablation_runner_trains_its_recipes_and_the_results_table_names_them
     assert json.loads((folder / "evaluation.json").read_text())["n"] == 60
     results = utils.as_markdown(utils.results_table())
     assert "| fold1 | ResNet50" in results and "| fold1 | EfficientNetV2S + distribution" in results
-    monkeypatch.setattr(utils, "run_notebook", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(experiments, "_run_notebook", lambda *a, **k: pytest.fail("trained again"))
     assert list(utils.run_ablation(cfg, series.data).index) == list(table.index)  # nothing trains again
 
 
 def test_05_says_how_much_raters_would_disagree_with_a_distribution_run(series, monkeypatch, capsys):
-    [(folder, _)] = [(f, r) for f, r in utils.saved_runs() if r["config"]["label_distribution"]]
+    [(folder, _)] = [(f, r) for f, r in runs.saved_runs() if r["config"]["label_distribution"]]
     monkeypatch.setenv("FBP_PHOTO", str(series.photo))
     scored = run_cells("05_score_your_face", edits={"RUN_NAME = None": f"RUN_NAME = {folder.name!r}"})
     text = capsys.readouterr().out
@@ -309,8 +309,8 @@ def test_05_says_how_much_raters_would_disagree_with_a_distribution_run(series, 
                      r"(?:, \d+ % a \d)*(?: and \d+ % a \d)? \(their mean (\d\.\d\d)\)\.", text)
     assert said and 0 < int(said.group(1)) <= 100
     result = scored["results"][0]
-    assert float(said.group(2)) == pytest.approx(utils.shares_mean(result.shares), abs=0.006)
-    differs = abs(round(utils.shares_mean(result.shares) - result.score, 2)) > round(result.spread, 2)
+    assert float(said.group(2)) == pytest.approx(scoring._shares_mean(result.shares), abs=0.006)
+    differs = abs(round(scoring._shares_mean(result.shares) - result.score, 2)) > round(result.spread, 2)
     assert ("more than its ±" in text) == differs  # said exactly when the mean and the score differ more
     assert scored["shares"][0].sum() == pytest.approx(1, abs=1e-5)  # six crops' shares, averaged
 

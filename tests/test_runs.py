@@ -20,27 +20,27 @@ import pytest
 from conftest import ROOT, train
 
 import utils
-from data import synthetic
+from fbp import dataset, environment, errors, experiments, runs, scoring, synthetic
 
 SMOKE = replace(utils.Config().smoke(), finetune_epochs=3)
 
 
 def stage_one(cfg, root, monkeypatch) -> Path:
     """Run notebook 02 with these settings and data; returns the run's folder."""
-    return utils.run_dir(cfg, train(cfg, root, monkeypatch, ["02_frozen_head"])["record"]["dataset"])
+    return runs.run_dir(cfg, train(cfg, root, monkeypatch, ["02_frozen_head"])["record"]["dataset"])
 
 
 def test_a_smoke_run_and_a_real_run_share_nothing(small_root, work, monkeypatch):
     monkeypatch.setenv("FBP_SMOKE", "1")
     assert utils.work_dir() == work / "smoke"
     smoke_run = stage_one(SMOKE, small_root, monkeypatch)
-    dataset = utils.dataset_fingerprint(utils.all_labels(small_root))
-    assert utils.current_run(dataset=dataset)[0] == smoke_run  # as 03 finds it for the runner
+    fingerprint = utils.dataset_fingerprint(dataset.all_labels(small_root))
+    assert utils.current_run(dataset=fingerprint)[0] == smoke_run  # as 03 finds it for the runner
     assert smoke_run.parent == work / "smoke" / "runs"
     assert utils.read_json(smoke_run / "run.json")["smoke"] is True
     assert "SMOKE RUN" in utils.describe_run(smoke_run)
     monkeypatch.delenv("FBP_SMOKE")
-    real_run = utils.current_run(dataset=dataset)[0]  # the same settings outside smoke mode
+    real_run = utils.current_run(dataset=fingerprint)[0]  # the same settings outside smoke mode
     assert real_run != smoke_run and not (real_run / "run.json").exists()  # the smoke run is not offered
     assert stage_one(SMOKE, small_root, monkeypatch) == real_run  # trains anew, in the real work folder
     assert real_run.parent == work / "runs" and utils.read_json(real_run / "run.json")["smoke"] is False
@@ -61,46 +61,46 @@ def test_other_data_is_another_run(small_root, work, monkeypatch, tmp_path):
     stage_one(SMOKE, small_root, monkeypatch)
     other = synthetic.make_synthetic_dataset(tmp_path / "other", n=60, image_size=48, seed=1,
                                              with_ratings=False)
-    datasets = [utils.dataset_fingerprint(utils.all_labels(root)) for root in (other, small_root)]
+    datasets = [utils.dataset_fingerprint(dataset.all_labels(root)) for root in (other, small_root)]
     assert datasets[0] != datasets[1]
     stage_one(SMOKE, other, monkeypatch)
-    runs = {utils.run_dir(SMOKE, dataset) for dataset in datasets}
-    assert len(runs) == 2 and all((run / "frozen.keras").is_file() for run in runs)
+    folders = {runs.run_dir(SMOKE, fingerprint) for fingerprint in datasets}
+    assert len(folders) == 2 and all((run / "frozen.keras").is_file() for run in folders)
 
 
 def test_fine_tune_with_other_settings_than_stage_one_says_what_differs(small_root, work, monkeypatch):
     stage_one(SMOKE, small_root, monkeypatch)
-    with pytest.raises(utils.RunNotFoundError, match=r"run notebook 02 with the same settings(.|\n)*"
+    with pytest.raises(errors.RunNotFoundError, match=r"run notebook 02 with the same settings(.|\n)*"
                        r"finetune_lr 1e-05 -> 2e-05"):
         train(replace(SMOKE, finetune_lr=2e-5), small_root, monkeypatch, ["03_finetune"])
 
 
 def test_03_to_05_continue_the_run_02_set_up_never_the_newest(work, small_root, monkeypatch, capsys):
-    with pytest.raises(utils.RunNotFoundError, match="No run chosen yet: run notebook 02 first"):
+    with pytest.raises(errors.RunNotFoundError, match="No run chosen yet: run notebook 02 first"):
         utils.current_run()
-    folder, identity = utils.open_run(SMOKE, utils.all_labels(small_root))  # what 02's cells do
+    folder, identity = utils.open_run(SMOKE, dataset.all_labels(small_root))  # what 02's cells do
     assert "Notebooks 03, 04 and 05 continue this run" in capsys.readouterr().out
-    utils.update_run(folder, **identity, frozen={"epochs": 3})
-    dataset = identity["dataset"]
+    runs._update_run(folder, **identity, frozen={"epochs": 3})
+    fingerprint = identity["dataset"]
     for cfg in (replace(SMOKE, protocol="60/40"), replace(SMOKE, head_lr=2e-3)):  # newer, finished runs
         time.sleep(0.01)
-        utils.update_run(utils.run_dir(cfg, dataset), **utils.run_identity(cfg, dataset),
+        runs._update_run(runs.run_dir(cfg, fingerprint), **runs._run_identity(cfg, fingerprint),
                          frozen={"epochs": 3}, finished=True, finetune={"best_epoch": 2})
     assert utils.current_run() == (folder, identity)
-    assert utils.current_run(dataset=dataset) == (folder, identity)
+    assert utils.current_run(dataset=fingerprint) == (folder, identity)
     said = capsys.readouterr().out
     assert f"Run {folder.name} (set up by notebook 02): ResNet50 (image_size 64" in said
-    named = utils.run_dir(replace(SMOKE, protocol="60/40"), dataset)
+    named = runs.run_dir(replace(SMOKE, protocol="60/40"), fingerprint)
     assert utils.current_run(named.name)[0] == named  # RUN_NAME
-    with pytest.raises(utils.RunNotFoundError, match=f"There is no run called 'nope'(.|\n)*{named.name}"):
+    with pytest.raises(errors.RunNotFoundError, match=f"There is no run called 'nope'(.|\n)*{named.name}"):
         utils.current_run("nope")
-    with pytest.raises(utils.RunMismatchError, match=f"trained on dataset {dataset}, and this one is"):
+    with pytest.raises(errors.RunMismatchError, match=f"trained on dataset {fingerprint}, and this one is"):
         utils.current_run(dataset="f" * 16)
     # a protocol runner's fold: 02 opens the fold's run but leaves the user's current run alone
     fold2 = replace(SMOKE, protocol="fold2")
     monkeypatch.setenv("FBP_CONFIG", json.dumps(asdict(fold2)))
-    labels = utils.all_labels(small_root)
-    assert utils.open_run(fold2, labels)[0] == utils.current_run(dataset=dataset)[0] != folder
+    labels = dataset.all_labels(small_root)
+    assert utils.open_run(fold2, labels)[0] == utils.current_run(dataset=fingerprint)[0] != folder
     monkeypatch.delenv("FBP_CONFIG")
     assert utils.current_run() == (folder, identity)
 
@@ -108,18 +108,18 @@ def test_03_to_05_continue_the_run_02_set_up_never_the_newest(work, small_root, 
 def test_every_error_utils_raises_for_the_user_is_shown_plainly():
     errors = [value for value in vars(utils).values()
               if isinstance(value, type) and issubclass(value, Exception) and value.__module__ == "utils"]
-    assert utils.RunMismatchError in errors and all(issubclass(error, utils.USER_ERRORS) for error in errors)
+    assert errors.RunMismatchError in errors and all(issubclass(error, errors.USER_ERRORS) for error in errors)
 
 
 def test_framing_is_kept_per_dataset(small_root, work, tmp_path):
-    framing = utils.framing_for(utils.all_labels(small_root))
+    framing = utils.framing_for(dataset.all_labels(small_root))
     assert framing == synthetic.SYNTHETIC_FRAMING
-    assert (work / f"framing-{utils.dataset_fingerprint(utils.all_labels(small_root))}.json").is_file()
+    assert (work / f"framing-{utils.dataset_fingerprint(dataset.all_labels(small_root))}.json").is_file()
     real_like = synthetic.make_synthetic_dataset(tmp_path / "other", n=60, image_size=48, seed=1,
                                                  with_ratings=False)
     (real_like / "synthetic_framing.json").unlink()  # a dataset whose framing must be measured
-    with pytest.raises(utils.FramingError, match="Faces were found in only 0"):
-        utils.framing_for(utils.all_labels(real_like))  # not the other dataset's (drawn) framing
+    with pytest.raises(errors.FramingError, match="Faces were found in only 0"):
+        utils.framing_for(dataset.all_labels(real_like))  # not the other dataset's (drawn) framing
 
 
 def state_epoch(backup) -> int:
@@ -144,7 +144,7 @@ RESUMABLE = textwrap.dedent("""
 def test_a_killed_fine_tune_resumes_from_its_last_epoch(small_root, work, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(RESUMABLE.format(tests=str(ROOT / "tests"), data=str(small_root)))
-    folder = utils.run_dir(SMOKE, utils.dataset_fingerprint(utils.all_labels(small_root)))
+    folder = runs.run_dir(SMOKE, utils.dataset_fingerprint(dataset.all_labels(small_root)))
     backup = folder / "backup"
     env = {**os.environ, "FBP_WORK_DIR": str(work)}
     first = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
@@ -198,7 +198,7 @@ def half_written_checkpoint(monkeypatch):
             raise Killed
         return real(file, *arrays)
 
-    monkeypatch.setattr(utils.np, "savez", savez)
+    monkeypatch.setattr(runs.np, "savez", savez)
 
 
 def final_val_loss(folder, root) -> float:
@@ -256,15 +256,15 @@ def test_a_protocol_run_echoes_each_line_its_notebooks_print(tmp_path, monkeypat
         'import sys; sys.stdout.write("half "); sys.stdout.flush(); print("a line")')])
     (tmp_path / "notebooks").mkdir()
     nbformat.write(notebook, tmp_path / "notebooks" / "tiny.ipynb")
-    monkeypatch.setattr(utils, "REPO_DIR", tmp_path)
+    monkeypatch.setattr(environment, "CHECKOUT", tmp_path)
     monkeypatch.setenv("FBP_WORK_DIR", str(tmp_path / "work"))
-    utils.run_notebook("tiny", SMOKE, tmp_path, tmp_path / "fold")
+    experiments._run_notebook("tiny", SMOKE, tmp_path, tmp_path / "fold")
     echoed = [line for line in capsys.readouterr().out.splitlines() if "|" in line]
     assert echoed == ["  fold1 | Epoch 1/2", "  fold1 | 9/9 done - val_loss: 0.1", "  fold1 | half a line"]
     assert (tmp_path / "fold" / "tiny.ipynb").is_file()
 
 
-def fake_fold_notebooks(dataset: str, calls: list):
+def fake_fold_notebooks(fingerprint: str, calls: list):
     """A stand-in for run_notebook: writes what notebooks 02, 03 and 04 would write for a fold
     (tiny model files; 04 reports the current model's stage: PC .80 frozen, .90 fine-tuned)."""
     def run(name, cfg, data_root, folder, label=None):
@@ -272,12 +272,12 @@ def fake_fold_notebooks(dataset: str, calls: list):
         folder.mkdir(parents=True, exist_ok=True)
         if name == "02_frozen_head":
             (folder / "frozen.keras").write_bytes(f"frozen {cfg.protocol}".encode())
-            utils.update_run(folder, **utils.run_identity(cfg, dataset), frozen={"epochs": 1})
+            runs._update_run(folder, **runs._run_identity(cfg, fingerprint), frozen={"epochs": 1})
         elif name == "03_finetune":
             (folder / "finetuned.keras").write_bytes(f"tuned {cfg.protocol}".encode())
             utils.save_json(folder / "reference-finetuned.json",
                             {"files": [cfg.protocol], "true": [3.0], "predicted": [3.1]})
-            utils.update_run(folder, finished=True, finetune={"best_epoch": 1})
+            runs._update_run(folder, finished=True, finetune={"best_epoch": 1})
         else:
             model = utils.current_model(folder)
             utils.save_json(folder / "evaluation.json", {
@@ -289,17 +289,17 @@ def fake_fold_notebooks(dataset: str, calls: list):
 @pytest.fixture
 def fake_notebooks(small_root, work, monkeypatch) -> tuple[str, list]:
     """run_notebook replaced by fake_fold_notebooks: the dataset's id and the calls it records."""
-    dataset, calls = utils.dataset_fingerprint(utils.all_labels(small_root)), []
-    monkeypatch.setattr(utils, "run_notebook", fake_fold_notebooks(dataset, calls))
-    return dataset, calls
+    fingerprint, calls = utils.dataset_fingerprint(dataset.all_labels(small_root)), []
+    monkeypatch.setattr(experiments, "_run_notebook", fake_fold_notebooks(fingerprint, calls))
+    return fingerprint, calls
 
 
 def test_a_protocol_reevaluates_a_fold_evaluated_before_its_fine_tune(small_root, fake_notebooks):
     # the user ran 02 and 04 for fold 1, then the 5-fold protocol (which runs 03 for fold 1)
-    dataset, calls = fake_notebooks
-    fold1 = utils.run_dir(SMOKE, dataset)
-    utils.run_notebook("02_frozen_head", SMOKE, small_root, fold1)
-    utils.run_notebook("04_evaluation", SMOKE, small_root, fold1)
+    fingerprint, calls = fake_notebooks
+    fold1 = runs.run_dir(SMOKE, fingerprint)
+    experiments._run_notebook("02_frozen_head", SMOKE, small_root, fold1)
+    experiments._run_notebook("04_evaluation", SMOKE, small_root, fold1)
     assert "test PC 0.800 (frozen-head model" in utils.describe_run(fold1)
     table = utils.run_protocol("5-fold", SMOKE, small_root)
     assert calls.count(("04_evaluation", "fold1")) == 2  # evaluated again after its fine-tune
@@ -313,12 +313,12 @@ def test_a_protocol_reevaluates_a_fold_evaluated_before_its_fine_tune(small_root
 
 
 def test_no_note_or_description_quotes_an_earlier_models_evaluation(work, small_root, monkeypatch):
-    dataset, calls = utils.dataset_fingerprint(utils.all_labels(small_root)), []
-    run = fake_fold_notebooks(dataset, calls)
-    folder = utils.run_dir(SMOKE, dataset)
+    fingerprint, calls = utils.dataset_fingerprint(dataset.all_labels(small_root)), []
+    run = fake_fold_notebooks(fingerprint, calls)
+    folder = runs.run_dir(SMOKE, fingerprint)
     for name in ("02_frozen_head", "04_evaluation", "03_finetune"):  # fine-tuned after 04 ran
         run(name, SMOKE, small_root, folder)
-    report, why_not = utils.current_evaluation(folder)
+    report, why_not = runs.current_evaluation(folder)
     assert report is None and why_not.startswith("notebook 04 evaluated an earlier model of this run")
     note = utils.accuracy_note(folder)
     assert note.startswith(f"This run's model: {why_not}.")
@@ -327,25 +327,25 @@ def test_no_note_or_description_quotes_an_earlier_models_evaluation(work, small_
 
 
 def test_05s_five_fold_models_are_found_once_the_5_fold_protocol_is_done(small_root, fake_notebooks):
-    dataset, _ = fake_notebooks
-    fold1 = utils.run_dir(SMOKE, dataset)
-    utils.run_notebook("02_frozen_head", SMOKE, small_root, fold1)
-    utils.run_notebook("03_finetune", SMOKE, small_root, fold1)
-    assert utils.fold_runs(fold1) == []  # one fold trained: 05 scores with its model alone
+    fingerprint, _ = fake_notebooks
+    fold1 = runs.run_dir(SMOKE, fingerprint)
+    experiments._run_notebook("02_frozen_head", SMOKE, small_root, fold1)
+    experiments._run_notebook("03_finetune", SMOKE, small_root, fold1)
+    assert scoring.fold_runs(fold1) == []  # one fold trained: 05 scores with its model alone
     utils.run_protocol("5-fold", SMOKE, small_root)
-    folds = utils.fold_runs(fold1)
-    assert folds == [utils.run_dir(replace(SMOKE, protocol=f"fold{k}"), dataset) for k in range(1, 6)]
+    folds = scoring.fold_runs(fold1)
+    assert folds == [runs.run_dir(replace(SMOKE, protocol=f"fold{k}"), fingerprint) for k in range(1, 6)]
     other = replace(SMOKE, seed=1)  # fold 1 with other settings: the protocol done is not its own
-    utils.run_notebook("02_frozen_head", other, small_root, utils.run_dir(other, dataset))
-    assert utils.fold_runs(utils.run_dir(other, dataset)) == []
+    experiments._run_notebook("02_frozen_head", other, small_root, runs.run_dir(other, fingerprint))
+    assert scoring.fold_runs(runs.run_dir(other, fingerprint)) == []
 
 
 def test_once_the_fold_models_score_the_accuracy_note_quotes_their_mean_and_sd(small_root, fake_notebooks):
-    dataset, _ = fake_notebooks
-    fold1 = utils.run_dir(SMOKE, dataset)
-    utils.run_notebook("02_frozen_head", SMOKE, small_root, fold1)
+    fingerprint, _ = fake_notebooks
+    fold1 = runs.run_dir(SMOKE, fingerprint)
+    experiments._run_notebook("02_frozen_head", SMOKE, small_root, fold1)
     utils.run_protocol("5-fold", SMOKE, small_root)
-    folds = utils.fold_runs(fold1)
+    folds = scoring.fold_runs(fold1)
     pc, mae, rmse = 0.88 + 0.01 * np.arange(5), 0.20 + 0.01 * np.arange(5), 0.30 - 0.01 * np.arange(5)
     for k, fold in enumerate(folds):  # each fold's own figures
         report = utils.read_json(fold / "evaluation.json")
@@ -381,14 +381,14 @@ def stop_before_training(monkeypatch) -> None:
     """Make the runners stop where training would begin, naming the runs they would train."""
     def train_and_evaluate(runs, data_root, what, stage_one_only=()):
         raise Trained(list(runs))
-    monkeypatch.setattr(utils, "train_and_evaluate", train_and_evaluate)
-    monkeypatch.setattr(utils, "run_notebook", lambda *a, **k: pytest.fail("a notebook ran"))
+    monkeypatch.setattr(experiments, "_train_and_evaluate", train_and_evaluate)
+    monkeypatch.setattr(experiments, "_run_notebook", lambda *a, **k: pytest.fail("a notebook ran"))
 
 
 def test_the_ablation_skips_a_recipe_the_dataset_lacks_for_before_training_any(small_root, work,
                                                                                 monkeypatch, capsys):
     stop_before_training(monkeypatch)
-    recipes = utils.ablation_recipes(SMOKE)
+    recipes = experiments._ablation_recipes(SMOKE)
     with pytest.raises(Trained) as trained:
         utils.run_ablation(SMOKE, small_root)  # the release without All_Ratings.xlsx
     assert trained.value.args[0] == [name for name, cfg in recipes.items() if not cfg.label_distribution]
@@ -404,9 +404,9 @@ def test_a_protocol_whose_fold_cannot_run_stops_before_any_fold_trains(small_roo
     for name in ("train_3.txt", "test_3.txt"):
         next(small_root.glob(f"train_test_files/*/cross_validation_3/{name}")).unlink()
     lacking = "nothing was trained: fold3 needs the label files of fold3"
-    with pytest.raises(utils.DatasetLayoutError, match=lacking):
+    with pytest.raises(errors.DatasetLayoutError, match=lacking):
         utils.run_protocol("5-fold", SMOKE, small_root)
-    with pytest.raises(utils.DatasetLayoutError, match="baseline, ResNet50, lacks the label files of fold3"):
+    with pytest.raises(errors.DatasetLayoutError, match="baseline, ResNet50, lacks the label files of fold3"):
         utils.run_ablation(SMOKE, small_root, across_folds=True)  # every recipe needs every fold
     with pytest.raises(Trained):
         utils.run_ablation(SMOKE, small_root)  # on fold 1 alone, the recipes without the sheet train

@@ -12,7 +12,7 @@ import pytest
 from conftest import train
 
 import utils
-from data import synthetic
+from fbp import dataset, errors, runs, settings, synthetic
 
 SMOKE = utils.Config().smoke()
 
@@ -20,16 +20,16 @@ SMOKE = utils.Config().smoke()
 def held_out_pc(root, monkeypatch, cfg=SMOKE) -> float:
     """Both stages in smoke mode, then PC on the protocol's test part."""
     train(cfg, root, monkeypatch)
-    folder = utils.run_dir(cfg, utils.dataset_fingerprint(utils.all_labels(root)))
-    model = keras.models.load_model(utils.current_model_path(folder))
+    folder = runs.run_dir(cfg, utils.dataset_fingerprint(dataset.all_labels(root)))
+    model = keras.models.load_model(runs.current_model_path(folder))
     test = utils.load_protocol(root, cfg.protocol)["test"]
     return utils.regression_metrics(test["score"], utils.predict_scores(model, test, cfg.image_size))["PC"]
 
 
 def shuffled_copy(root, destination):
     """The same dataset with the scores shuffled across images in every label file."""
-    copy = shutil.copytree(root, destination / utils.DATASET_DIRNAME)
-    labels = utils.all_labels(copy)
+    copy = shutil.copytree(root, destination / dataset._DATASET_DIRNAME)
+    labels = dataset.all_labels(copy)
     shuffled = dict(zip(labels["file"], np.random.default_rng(0).permutation(labels["score"]),
                         strict=True))
     for path in (copy / "train_test_files").rglob("*.txt"):
@@ -45,15 +45,15 @@ def test_the_two_stages_do_not_learn_shuffled_labels(synthetic_root, work, tmp_p
 def test_the_run_record_holds_what_05_needs(small_root, work, monkeypatch):
     cfg = replace(SMOKE, protocol="60/40", finetune_epochs=1)
     record = train(cfg, small_root, monkeypatch, ["02_frozen_head"])["record"]
-    assert utils.run_dir(cfg, record["dataset"]).name == f"60-40-{record['fingerprint']}"
+    assert runs.run_dir(cfg, record["dataset"]).name == f"60-40-{record['fingerprint']}"
     assert record["config"]["protocol"] == "60/40" and record["config"]["image_size"] == 64
-    assert record["dataset"] == utils.dataset_fingerprint(utils.all_labels(small_root))
-    assert record["recipe"] == utils.RECIPE_VERSION
+    assert record["dataset"] == utils.dataset_fingerprint(dataset.all_labels(small_root))
+    assert record["recipe"] == settings.RECIPE_VERSION
     assert record["framing"] == synthetic.SYNTHETIC_FRAMING and record["smoke"] is False
-    folder = utils.run_dir(cfg, record["dataset"])
+    folder = runs.run_dir(cfg, record["dataset"])
     reference = utils.load_reference(folder)  # the percentile's reference: stage 1's test predictions
     test = utils.load_protocol(small_root, "60/40")["test"]
-    model = keras.models.load_model(utils.current_model_path(folder))
+    model = keras.models.load_model(runs.current_model_path(folder))
     predicted = utils.predict_scores(model, test, cfg.image_size)
     np.testing.assert_allclose(reference.predicted, predicted, atol=1e-3)
     np.testing.assert_allclose(reference.true, test["score"], atol=1e-4)
@@ -64,7 +64,7 @@ def test_the_run_record_holds_what_05_needs(small_root, work, monkeypatch):
 
 
 def test_fine_tune_needs_stage_one(small_root, work, monkeypatch):
-    with pytest.raises(utils.RunNotFoundError, match="run notebook 02"):
+    with pytest.raises(errors.RunNotFoundError, match="run notebook 02"):
         train(SMOKE, small_root, monkeypatch, ["03_finetune"])
 
 
@@ -72,12 +72,12 @@ def test_fine_tune_needs_stage_one(small_root, work, monkeypatch):
 def test_a_modern_backbone_trains_both_stages_and_records_its_cost(backbone, small_root, work, monkeypatch):
     cfg = replace(SMOKE, backbone=backbone, finetune_epochs=1)
     train(cfg, small_root, monkeypatch)
-    folder = utils.run_dir(cfg, utils.dataset_fingerprint(utils.all_labels(small_root)))
+    folder = runs.run_dir(cfg, utils.dataset_fingerprint(dataset.all_labels(small_root)))
     record = utils.read_json(folder / "run.json")
     assert record["finished"] and record["config"]["backbone"] == backbone
     tuned = record["finetune"]
     assert tuned["runtime"] == "CPU" and tuned["peak_gpu_gb"] is None and tuned["seconds_per_epoch"] > 0
-    model = keras.models.load_model(utils.current_model_path(folder))
+    model = keras.models.load_model(runs.current_model_path(folder))
     names = {"ConvNeXtTiny": "convnext_tiny", "EfficientNetV2S": "efficientnetv2-s"}
     assert utils.backbone_of(model).name == names[backbone]
     test = utils.load_protocol(small_root, "fold1")["test"]
@@ -102,12 +102,12 @@ def test_the_distribution_head_learns_how_much_the_raters_disagree(tmp_path, wor
     test = shown["parts"]["test"]
     predicted = shown["head"].predict(shown["x"]["test"], verbose=0)
     np.testing.assert_allclose(predicted["distribution"].sum(axis=1), 1, rtol=1e-5)
-    true_spread = predicted_spread(test[utils.SHARES].to_numpy())
+    true_spread = predicted_spread(test[dataset._SHARES].to_numpy())
     assert stats.spearmanr(predicted_spread(predicted["distribution"]), true_spread)[0] > 0.4
     # the distribution's centre follows the score, and the score head still learns the score
     assert stats.pearsonr(predicted["distribution"] @ np.array(utils.RATINGS), test["score"])[0] > 0.8
     assert stats.pearsonr(predicted["score"].ravel(), test["score"])[0] > 0.8
     # and the saved model carries both heads
-    folder = utils.run_dir(cfg, utils.dataset_fingerprint(utils.all_labels(root)))
-    model = keras.models.load_model(utils.current_model_path(folder))
+    folder = runs.run_dir(cfg, utils.dataset_fingerprint(dataset.all_labels(root)))
+    model = keras.models.load_model(runs.current_model_path(folder))
     assert set(model.output) == {"score", "distribution"}

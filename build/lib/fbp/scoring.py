@@ -1,0 +1,259 @@
+"""scoring"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from fbp import dataset, environment, evaluation, faces, network, runs, settings
+from fbp.errors import RunNotFoundError
+
+
+def accuracy_note(folder: Path) -> str:
+    """How far off the models that score in notebook 05 are: once the 5-fold protocol's models score
+    and each is evaluated, their mean test figures across folds; else this run's test figures if
+    evaluated, else the paper's, so labelled."""
+    folds = scoring_folds(folder)
+    reports = [runs.current_evaluation(fold)[0] for fold in folds]
+    if folds and all(reports):
+        return _folds_accuracy_note(reports)
+    report, why_not = runs.current_evaluation(folder)
+    if report:
+        return (f"This run's {runs.STAGE_NAMES[report['model']]} model on its {report['n']:,} test faces "
+                f"({report['protocol']}, from its evaluation.json): MAE {report['MAE']:.2f} and RMSE "
+                f"{report['RMSE']:.2f} score points, PC {report['PC']:.3f}.")
+    paper = evaluation.PUBLISHED.set_index(["protocol", "model"]).loc[("5-fold CV, mean", "ResNeXt-50")]
+    return (f"This run's model: {why_not}. For scale only, the paper's "
+            f"ResNeXt-50 errs by MAE {paper['MAE']:.2f} and RMSE {paper['RMSE']:.2f} score points "
+            "(the paper's figures, 5-fold mean, not this model's).")
+
+
+def _folds_accuracy_note(reports: list[dict]) -> str:
+    """The fold models' test figures (each on its own fold's test faces) as mean ± SD across the folds."""
+    table = evaluation.aggregate_folds(reports)
+    mean, sd = table.loc["mean"], table.loc["SD"]
+    return (f"The {len(reports)} fold models that score here, each on its own fold's "
+            f"{_count_span([r['n'] for r in reports])} test faces (from their evaluation.json; mean ± SD "
+            f"across the folds): MAE {mean['MAE']:.2f} ± {sd['MAE']:.2f} and RMSE {mean['RMSE']:.2f} ± "
+            f"{sd['RMSE']:.2f} score points, PC {mean['PC']:.3f} ± {sd['PC']:.3f}. Their mean, which 05 "
+            "prints, has no held-out faces left to be measured on: every dataset face helped train some "
+            "of them.")
+
+
+@dataclass
+class _Reference:
+    """Out-of-sample predictions for dataset faces beside their raters' scores, and the average face."""
+
+    true: np.ndarray
+    predicted: np.ndarray
+    mean_features: np.ndarray
+    map_scale: float | None    # colour scale of the contribution maps, in score points (None: no map)
+    source: str                # which faces, which predictions, in words
+
+
+def load_reference(folder: Path, out_of_fold: bool = True) -> _Reference:
+    """The run's reference: the 5-fold out-of-fold predictions if there (and wanted), else its best
+    stage's own test predictions."""
+    stage = "finetuned" if (Path(folder) / "finetuned.keras").is_file() else "frozen"
+    path = Path(folder) / f"reference-{stage}.json"
+    if not path.is_file():
+        raise RunNotFoundError(f"{path.name} is missing in {folder}: the run was trained by an older "
+                               "version of this project. Train it again with notebooks 02 and 03.")
+    own = json.loads(path.read_text())
+    joined = runs.out_of_fold_path(folder) if stage == runs.final_stage(folder) and out_of_fold else None
+    scores = (joined and environment.read_json(joined)) or own
+    source = (scores["set"] if scores is not own
+              else f"the {runs.STAGE_NAMES[stage]} model's predictions for {own['set']}")
+    return _Reference(np.asarray(scores["true"], float), np.asarray(scores["predicted"], float),
+                     np.asarray(own["mean_features"], float), own["map_scale"], source)
+
+
+@dataclass(frozen=True)
+class _Scorer:
+    """A model that scores faces, and the reference that places its scores: the faces its run held out."""
+
+    name: str
+    model: keras.Model
+    reference: _Reference
+
+
+def fold_runs(folder: Path) -> list[Path]:
+    """The fold runs of the 5-fold protocol made with this run's settings, once the protocol is
+    done (its out-of-fold reference written); else []."""
+    joined = runs.out_of_fold_path(folder)
+    if joined is None or not joined.is_file():
+        return []
+    record = environment.read_json(Path(folder) / "run.json")
+    cfg = settings.Config(**record["config"])
+    work = Path(folder).parents[1]  # the work folder that holds runs/
+    return [runs.run_dir(replace(cfg, protocol=fold), record["dataset"], work) for fold in dataset.FOLDS]
+
+
+def scoring_folds(folder: Path) -> list[Path]:
+    """The fold runs whose models notebook 05 scores with: fold_runs once every one has reached its
+    final stage (fine-tuned, or stage 1 for a frozen-only backbone), else []."""
+    folds, final = fold_runs(folder), runs.final_stage(folder)
+    return folds if all((fold / f"{final}.keras").is_file() for fold in folds) else []
+
+
+def scorers(folder: Path) -> list[_Scorer]:
+    """The models notebook 05 scores with: after the 5-fold protocol the five fold models, each with
+    its own fold's test predictions as reference; else the run's current model and its reference."""
+    folds = scoring_folds(folder)
+    if not folds:
+        return [_Scorer(Path(folder).name, network.load_model(runs.current_model_path(folder)), load_reference(folder))]
+    print(f"The 5-fold protocol of these settings is done: scoring with the "
+          f"{runs.STAGE_NAMES[runs.final_stage(folder)]} models of its {len(folds)} folds.")
+    return [_Scorer(fold.name, network.load_model(runs.current_model_path(fold)), load_reference(fold, out_of_fold=False))
+            for fold in folds]
+
+
+def describe_references(scorers: list[_Scorer]) -> str:
+    """How notebook 05 turns a score into 'more attractive than X %', in words: one model's place among
+    its reference, or with several fold models the mean of each one's place among its own fold's."""
+    sizes = [len(scorer.reference.predicted) for scorer in scorers]
+    if len(scorers) == 1:
+        place = (f"Percentiles are a score's place among {scorers[0].reference.source}, which the model "
+                 "never trained on; the range beside one holds")
+    else:
+        place = (f"Percentiles are the mean of {len(scorers)} places: each fold model's score placed among "
+                 f"its own fold's {_count_span(sizes)} test faces, which it never trained on. The range "
+                 f"beside one is the mean of their {len(scorers)} ranges; each holds")
+    return (f"{place}, 8 times in 10, where the raters would place a face given that score among those "
+            "faces: the raters' score that a straight line fitted to those faces foretells from the "
+            "model's, plus the 10th to 90th percentile of the line's misses on the "
+            f"{_count_span([_neighbour_count(n) for n in sizes])} of them with the nearest predictions.")
+
+
+def _count_span(counts: list[int]) -> str:
+    """Counts in words: '1,100' when all are equal, else '1,099 to 1,101'."""
+    low, high = min(counts), max(counts)
+    return f"{low:,}" if low == high else f"{low:,} to {high:,}"
+
+
+@dataclass(frozen=True)
+class FaceScore:
+    """What every model made of one face: what notebook 05 prints and draws for it."""
+
+    face: faces.PhotoFace
+    crops: np.ndarray          # the six crops (uint8): three alignments, then their mirrors
+    scores: np.ndarray         # per model, a row of the six crops' scores
+    score: float               # the mean of them all, kept on the 1-5 scale
+    spread: float              # the ±: alignment_spread
+    disagreement: float | None  # models_disagreement: None with one model
+    percentile: float          # "more attractive than X %": the mean of the models' own places
+    low: float                 # and of the ranges that hold the raters' place 8 times in 10
+    high: float
+    shares: np.ndarray | None  # the raters' shares of 1-5, mean over crops and models; None without that head
+    map: np.ndarray | None     # the first crop's contribution map, mean over the models (score points);
+                               # None for a backbone without one (NO_MAP says why)
+    crop_score: float          # the first crop's score, mean over the models
+    map_scale: float | None    # the maps' colour scale, mean over the models
+
+
+def score_face(face: faces.PhotoFace, crops: np.ndarray, outputs: list[dict], scorers: list[_Scorer]) -> FaceScore:
+    """A face's result from every model's outputs for its crops (predict_on_batch's, in the order of
+    scorers): its score, its ± and the models' disagreement; each model's mean score placed among that
+    model's own reference (its held-out faces), the places averaged; the shares; the first crop's map,
+    averaged."""
+    scores = np.stack([np.asarray(out["score"], dtype=float)[:, 0] for out in outputs])
+    places = [calibrated_percentile(float(np.clip(row.mean(), 1, 5)), scorer.reference)
+              for row, scorer in zip(scores, scorers, strict=True)]
+    percentile, low, high = np.mean(places, axis=0)
+    shares = None if "distribution" not in outputs[0] else np.mean([out["distribution"] for out in outputs],
+                                                                    axis=(0, 1))
+    first_map, crop_score, map_scale = None, float(scores[:, 0].mean()), None
+    if scorers[0].reference.map_scale is not None:  # a backbone with maps (the fold models share one)
+        made = [network.contribution_maps(scorer.model, crops[:1], scorer.reference.mean_features)
+                for scorer in scorers]
+        first_map = np.mean([maps[0] for _, maps in made], axis=0)
+        crop_score = float(np.mean([first[0] for first, _ in made]))
+        map_scale = float(np.mean([scorer.reference.map_scale for scorer in scorers]))
+    return FaceScore(face, crops, scores, score=float(np.clip(scores.mean(), 1, 5)),
+                     spread=_alignment_spread(scores), disagreement=_models_disagreement(scores),
+                     percentile=float(percentile), low=float(low), high=float(high), shares=shares,
+                     map=first_map, crop_score=crop_score, map_scale=map_scale)
+
+
+# Why notebook 05 draws no map for a keras-hub backbone, in one sentence.
+NO_MAP = ("this backbone's feature is its class token or an attention-pooled embedding, not an average of "
+          "image cells, so no map splits its score exactly, and none is drawn.")
+
+
+def _alignment_spread(scores: np.ndarray) -> float:
+    """The ± of a face's score (a row per model of its six crops' scores): half the range of the six
+    crops' scores, each first averaged over the models, so that the models' offsets from each other,
+    which every photo they score shares, stay out of it."""
+    return float(np.ptp(np.mean(scores, axis=0))) / 2
+
+
+def _models_disagreement(scores: np.ndarray) -> float | None:
+    """The SD of the models' scores of a face (a row per model of its six crops' scores), each the
+    mean of its row; None for one model."""
+    return float(np.std(np.mean(scores, axis=1), ddof=1)) if len(scores) > 1 else None
+
+
+def describe_shares(shares: np.ndarray) -> str:
+    """Predicted shares of raters per rating (1-5) in words, largest first, in 5 % steps that add up
+    to 100, with their mean, e.g. "of 60 raters like the dataset's, about 55 % would give a 3, 25 % a 4
+    and 20 % a 2 (their mean 3.05)"."""
+    rounded = dict(zip(dataset.RATINGS, _percentages_in_steps(shares), strict=True))
+    named = [f"{percent} % a {rating}" for rating, percent in sorted(rounded.items(), key=lambda r: -r[1])
+             if percent > 0]
+    named[0] = named[0].replace(" a ", " would give a ", 1)
+    listed = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} and {named[-1]}"
+    return f"of {dataset.RATERS} raters like the dataset's, about {listed} (their mean {_shares_mean(shares):.2f})"
+
+
+def _percentages_in_steps(shares: np.ndarray, step: int = 5) -> np.ndarray:
+    """Shares as percentages in whole steps that add up to 100: each rounded down to a step, then the
+    steps left over given to the largest remainders (the lower rating first on a tie)."""
+    units = np.asarray(shares, float) / np.sum(shares) * (100 // step)
+    steps = np.floor(units).astype(int)
+    steps[np.argsort(steps - units, kind="stable")[:100 // step - steps.sum()]] += 1
+    return step * steps
+
+
+def _shares_mean(shares: np.ndarray) -> float:
+    """The mean rating that shares of raters per rating (1-5) describe."""
+    return float(np.asarray(shares, float) @ np.array(dataset.RATINGS) / np.sum(shares))
+
+
+def shares_against_score(result: FaceScore) -> str:
+    """A sentence when the mean of a face's predicted shares and its score differ by more than the
+    score's ± (as printed, to two decimals), else ''."""
+    gap, spread = round(_shares_mean(result.shares) - result.score, 2), round(result.spread, 2)
+    if abs(gap) <= spread:
+        return ""
+    return (f" Their mean is {abs(gap):.2f} {'above' if gap > 0 else 'below'} the score "
+            f"{result.score:.2f}, more than its ±{spread:.2f}: two heads of the model give the shares "
+            "and the score, and they need not agree.")
+
+
+def _neighbour_count(n: int) -> int:
+    """How many reference faces with the nearest predictions give a percentile's range its spread."""
+    return min(n, max(20, n // 10))
+
+
+def calibrated_percentile(score: float, reference: _Reference) -> tuple[float, float, float]:
+    """'More attractive than X %' among the model's own out-of-sample predictions, and a likely range."""
+    # Against true scores a prediction (pulled toward the mean) would put everyone in the middle.
+    # The range: the raters' score the line fitted to the reference foretells, plus the 10th and
+    # 90th percentiles of the line's misses on the faces predicted nearest, ranked among the
+    # raters' scores. Misses, not the scores themselves: at the ends of the ranking the nearest
+    # faces all lie on one side of the score, and their scores would pull the range inward.
+    from scipy import stats
+
+    order = np.argsort(reference.predicted, kind="stable")
+    predicted, true = reference.predicted[order], reference.true[order]
+    line = stats.linregress(predicted, true)
+    misses = true - (line.intercept + line.slope * predicted)
+    count = _neighbour_count(len(order))
+    start = int(np.clip(np.searchsorted(predicted, score) - count // 2, 0, len(order) - count))
+    foretold = line.intercept + line.slope * score + np.percentile(misses[start:start + count], [10, 90])
+    low, high = (dataset.percentile_of(value, reference.true) for value in foretold)
+    return dataset.percentile_of(score, reference.predicted), low, high

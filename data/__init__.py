@@ -1,1 +1,0 @@
-"""The dataset's local home; synthetic.py makes a stand-in for smoke runs and tests."""
