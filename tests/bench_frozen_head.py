@@ -17,7 +17,7 @@ import keras  # noqa: E402
 from conftest import model_from_notebook  # noqa: E402
 
 import utils  # noqa: E402
-from fbp import (
+from fbp import (  # noqa: E402
     dataset,
     synthetic,
 )

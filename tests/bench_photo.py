@@ -21,7 +21,7 @@ from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
 import utils  # noqa: E402
-from fbp import scoring
+from fbp import scoring  # noqa: E402
 
 FRAMING = {"eye_center_x": 0.5, "eye_center_y": 0.42, "eye_distance": 0.27}
 

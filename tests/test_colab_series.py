@@ -1,12 +1,16 @@
 """The smoke series as a Colab user runs it, the one series of the Colab-version environment
 (tests/run.sh runs this file there, and tests/test_notebooks.py's series on the newest versions):
-each notebook in a fresh kernel with a fresh "/content" (a new VM), google.colab already imported,
-one fake Drive that persists, the set-up cell's clone (redirected by git's url.<base>.insteadOf to
-this checkout's committed HEAD: commit before running it) and its pip install. Then, in this
+each notebook in a new VM: a fresh kernel, a fresh "/content" and a fresh Python that sees this
+environment's packages (Colab's versions) but not the project; google.colab already imported; one
+fake Drive that persists; the set-up cell's pip install from GitHub, redirected by git's
+url.<base>.insteadOf to this checkout's committed HEAD (commit before running it). Then, in this
 process, the notebooks as people use them, on what the series left on Drive."""
 
 import json
 import shutil
+import subprocess
+import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -35,7 +39,7 @@ def drive(tmp_path_factory):
     startup.mkdir(parents=True)
     (startup / "00-colab.py").write_text("import google.colab\n")
     gitconfig = home / "gitconfig"
-    gitconfig.write_text(f'[url "file://{ROOT}"]\n\tinsteadOf = https://github.com/{REPO}.git\n'
+    gitconfig.write_text(f'[url "file://{ROOT}"]\n\tinsteadOf = https://github.com/{REPO}\n'
                          "[safe]\n\tdirectory = *\n")
     with pytest.MonkeyPatch.context() as patch:
         for name in ("FBP_WORK_DIR", "FBP_DATA_DIR", "FBP_PHOTO", "FBP_SMOKE"):
@@ -49,18 +53,36 @@ def drive(tmp_path_factory):
         yield home
 
 
+def fresh_python(vm: Path) -> None:
+    """A Python for the VM's kernel: a venv that sees this environment's packages through a .pth file
+    (whose own .pth files, such as the project's editable install, it does not run), and a kernel
+    spec for it, named "vm", in the VM's folder."""
+    subprocess.run([sys.executable, "-m", "venv", str(vm / "python")], check=True)
+    [site] = (vm / "python" / "lib").glob("python3*/site-packages")
+    (site / "colab.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    spec = vm / "jupyter" / "kernels" / "vm"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [str(vm / "python" / "bin" / "python"), "-m", "ipykernel_launcher",
+                 "-f", "{connection_file}"],
+        "display_name": "Colab VM", "language": "python"}))
+
+
 def run_in_fresh_vm(drive: Path, notebook: Path, smoke: bool = True) -> str:
-    """Run a notebook in a new kernel with an empty "/content" (a new VM); return its text output."""
+    """Run a notebook in a new kernel with an empty "/content" and a Python without the project (a new
+    VM); return its text output."""
     vm = Path(drive) / f"vm-{len(list(Path(drive).glob('vm-*'))) + 1}"
     (vm / "content").mkdir(parents=True)
     (vm / "tmp").mkdir()
+    fresh_python(vm)
     with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JUPYTER_PATH", str(vm / "jupyter"))
         patch.setenv("FBP_CONTENT_DIR", str(vm / "content"))
         patch.setenv("TMPDIR", str(vm / "tmp"))
         if smoke:
             patch.setenv("FBP_SMOKE", "1")
         nb = nbformat.read(notebook, as_version=4)
-        NotebookClient(nb, timeout=1200, kernel_name="python3",
+        NotebookClient(nb, timeout=1200, kernel_name="vm",
                        resources={"metadata": {"path": str(vm / "content")}}).execute()
     return "\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
 
@@ -78,12 +100,13 @@ def test_colab_01_clones_installs_mounts_and_takes_the_zip_from_drive(drive):
             archive.write(path, path.relative_to(release.parent))
     text = run_in_fresh_vm(drive, NOTEBOOKS[0], smoke=False)  # 01 trains nothing: no smoke needed
     content = drive / "vm-1" / "content"
-    clone = content / "how-attractive"
-    assert (clone / "utils.py").read_bytes() == (ROOT / "utils.py").read_bytes(), \
-        "the clone is the checkout's committed HEAD: commit before running this test"
+    [installed] = (drive / "vm-1" / "python" / "lib").glob("python3*/site-packages/utils.py")
+    assert installed.read_bytes() == (ROOT / "utils.py").read_bytes(), \
+        "the install is the checkout's committed HEAD: commit before running this test"
+    assert (installed.parent / "fbp" / "notebooks" / "06_experiments.ipynb").is_file()  # for the runners
     assert "Mounted at" in text and f"Extracting {content}/drive/MyDrive/{dataset._ZIP_NAME}" in text
     assert (drive / "drive" / "MyDrive" / "scut-fbp5500" / dataset._ZIP_NAME).is_file()  # the cache
-    assert (clone / "data" / dataset._DATASET_DIRNAME / "Images").is_dir()
+    assert (content / "data" / dataset._DATASET_DIRNAME / "Images").is_dir()
     assert "300 labelled faces" in text and "Drive flushed" in text  # 02 reads what 01 kept
     assert "oneDNN" not in text and "cpu_feature_guard" not in text, "TensorFlow's start-up lines"
 

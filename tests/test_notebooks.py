@@ -36,8 +36,8 @@ def execute(path, timeout: int = 1200) -> nbformat.NotebookNode:
     return notebook
 
 
-def test_there_are_five_numbered_notebooks():
-    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_"]
+def test_there_are_six_numbered_notebooks():
+    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -130,7 +130,7 @@ def output_text(notebook) -> str:
 
 
 def test_the_series_keeps_every_executed_notebook_and_prints_its_figures(series):
-    assert sorted(series.notebooks) == ["01", "02", "03", "04", "05"]
+    assert sorted(series.notebooks) == ["01", "02", "03", "04", "05", "06"]
     assert all(any(c.get("outputs") for c in nb.cells) for nb in series.notebooks.values())
     printed = series.printed
     assert f"Executed notebooks, with every output: {series.work / 'executed'}" in printed
@@ -181,7 +181,8 @@ def test_04_evaluates_and_leaves_the_runners_off(series):
     assert set(report["groups"]) == set(dataset._GROUPS) and report["human"]["raters"] == 60
     assert all((fold1 / f"{name}.png").is_file() for name in ("predicted_vs_true", "distributions",
                                                               "residuals", "groups", "worst_faces"))
-    text = output_text(series.notebooks["04"])
+    assert (series.work / "bundles" / f"{fold1.name}.zip").is_file()
+    text = output_text(series.notebooks["06"])
     assert "set RUN_FULL_PROTOCOLS = True above" in text and "set RUN_ABLATION = True above" in text
     assert [p.name for p in (series.work / "runs").glob("fold*")] == [fold1.name]  # no runner trained
 
@@ -276,7 +277,7 @@ def test_the_5_fold_runner_trains_evaluates_and_joins_its_folds(series, monkeypa
 
 def test_the_ablation_runner_trains_its_recipes_and_the_results_table_names_them(series, monkeypatch, capsys):
     cfg = utils.Config(**utils.read_json(default_run(series) / "run.json")["config"])
-    table = run_cells("04_evaluation", edits={"RUN_ABLATION = False": "RUN_ABLATION = True"})["ablation"]
+    table = run_cells("06_experiments", edits={"RUN_ABLATION = False": "RUN_ABLATION = True"})["ablation"]
     printed = capsys.readouterr().out
     assert set(table.index) == {"ResNet50", "EfficientNetV2S + distribution"}
     assert "  EfficientNetV2S + distribution | Epoch 2/2" in printed  # each recipe's progress shows
