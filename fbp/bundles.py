@@ -59,14 +59,16 @@ def _model_card(folders: list[Path], home: str) -> str:
     predicts, whose taste, the licence, intended use and misuse, its test figures with their intervals,
     how its epochs were chosen, and how to score with it."""
     folder, folds = Path(folders[0]), folders[1:]
-    record, report = environment.read_json(Path(folder) / "run.json"), environment.read_json(Path(folder) / "evaluation.json")
+    record = environment.read_json(Path(folder) / "run.json")
+    report = environment.read_json(Path(folder) / "evaluation.json")
     cfg, stage = record["config"], runs.STAGE_NAMES[report["model"]]
     figures = "\n".join(f"- {name}: {evaluation.with_interval(report[name], *report['ci95'][name])}"
                         for name in ("PC", "MAE", "RMSE"))
     tuned = record.get("finetune")
     epochs = (f"the fine-tune kept its epoch {tuned['best_epoch']} of {tuned['epochs']}, the one with the "
               f"lowest {tuned['chosen_on']} on the validation faces" if tuned and report["model"] != "frozen"
-              else f"the head's early stopping kept its epoch with the lowest {network.selection_loss(settings.Config(**cfg))}"
+              else "the head's early stopping kept its epoch with the lowest "
+                   f"{network.selection_loss(settings.Config(**cfg))}"
                    f" on the validation faces (patience {cfg['head_patience']})")
     committee = (f"\nIt scores with the {len(folds) + 1} fold models of its 5-fold protocol; the "
                  "figures above are this fold's, each fold's own in its evaluation.json." if folds else "")
@@ -125,9 +127,11 @@ def make_bundle(folder: Path, home: str) -> Path:
             if _MANIFEST in archive.namelist() and json.loads(archive.read(_MANIFEST)) == manifest:
                 print(f"Bundle {path} is up to date ({path.stat().st_size / 1e6:,.1f} MB).")
                 return path
-    size, free = sum(source.stat().st_size for source in members.values()), shutil.disk_usage(environment.work_dir()).free
+    size = sum(source.stat().st_size for source in members.values())
+    free = shutil.disk_usage(environment.work_dir()).free
     if size > free:
-        raise NoSpaceError(f"The bundle needs {size / 1e9:.2f} GB and {environment.work_dir()} has {free / 1e9:.2f} GB "
+        raise NoSpaceError(f"The bundle needs {size / 1e9:.2f} GB and {environment.work_dir()} has "
+                           f"{free / 1e9:.2f} GB "
                            "free (in Colab: your Drive, bin included). Make room, then run this cell again.")
 
     def write(file: Path) -> None:
@@ -293,7 +297,8 @@ def _check_version(manifest: dict, source: str) -> None:
     made = (manifest.get("recipe"), manifest.get("bundle"))
     if made != (settings.RECIPE_VERSION, _BUNDLE_FORMAT):
         raise BundleError(f"{source} was made by version {made[0]} of the training recipe (bundle format "
-                          f"{made[1]}), and this checkout's is {settings.RECIPE_VERSION} (format {_BUNDLE_FORMAT}): "
+                          f"{made[1]}), and this checkout's is {settings.RECIPE_VERSION} "
+                          f"(format {_BUNDLE_FORMAT}): "
                           "its model does not fit this code. Check out the commit its model card names, or "
                           "ask for a bundle made by this version.")
 

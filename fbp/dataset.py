@@ -159,7 +159,8 @@ def _download_zip(destination: Path, file_id: str = _GDRIVE_FILE_ID) -> Path:
 
 def _zip_candidates() -> list[Path]:
     """Places where a copy of the release zip may already be: the cache, the user's Drive, uploads."""
-    places = [environment.work_dir() / _ZIP_NAME, environment.DRIVE_HOME / _ZIP_NAME, environment.COLAB_CONTENT / _ZIP_NAME,
+    places = [environment.work_dir() / _ZIP_NAME, environment.DRIVE_HOME / _ZIP_NAME,
+              environment.COLAB_CONTENT / _ZIP_NAME,
               environment.LOCAL_DATA_DIR / _ZIP_NAME]
     return list(dict.fromkeys(places))
 
@@ -331,7 +332,8 @@ def all_labels(root: Path) -> pd.DataFrame:
     """Every labelled image of the release (the union of fold 1's train and test files), with its
     path and size in bytes (what the dataset's fingerprint is made of)."""
     parts = [_read_labels(p) for p in protocol_files(root, "fold1")]
-    labels = _locate_images(root, pd.concat(parts).sort_values("file", key=_natural_key).reset_index(drop=True))
+    labels = pd.concat(parts).sort_values("file", key=_natural_key).reset_index(drop=True)
+    labels = _locate_images(root, labels)
     return labels.assign(bytes=[os.path.getsize(p) for p in labels["path"]])
 
 

@@ -70,7 +70,8 @@ def bootstrap_metrics(y_true, y_pred, samples: int = 1000, seed: int = 0) -> dic
     """PC, MAE, RMSE and Spearman with 95 % bootstrap intervals: {metric: (value, low, high)}."""
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     point = regression_metrics(y_true, y_pred)
-    low, high = _percentile_interval(_bootstrap_resamples(_metrics_along, (y_true, y_pred), samples, seed), 0.95)
+    resamples = _bootstrap_resamples(_metrics_along, (y_true, y_pred), samples, seed)
+    low, high = _percentile_interval(resamples, 0.95)
     return {name: (point[name], float(low[k]), float(high[k])) for k, name in enumerate(_METRICS)}
 
 

@@ -67,7 +67,8 @@ def _execute_notebook(name: str, copy: Path, env: dict, label: str) -> None:
     print(f"{label}: notebook {name} done in {(time.perf_counter() - start) / 60:.1f} min.", flush=True)
 
 
-def _run_notebook(name: str, cfg: settings.Config, data_root: Path, folder: Path, label: str | None = None) -> None:
+def _run_notebook(name: str, cfg: settings.Config, data_root: Path, folder: Path,
+                  label: str | None = None) -> None:
     """Run a notebook of the series (e.g. '03_finetune') for a runner: with these settings
     (FBP_CONFIG) and data, in this work folder, its progress shown after the run's label (its
     protocol unless given), its executed copy kept in the run's folder."""
@@ -112,7 +113,8 @@ def run_series(log: str | None = None) -> int:
     print(runs.describe_run(folder))
     if report:
         print("Test figures with 95 % intervals:", ", ".join(
-            f"{name} {evaluation.with_interval(report[name], *report['ci95'][name])}" for name in ("PC", "MAE", "RMSE")))
+            f"{name} {evaluation.with_interval(report[name], *report['ci95'][name])}"
+            for name in ("PC", "MAE", "RMSE")))
     else:
         print(f"No test figures: {why_not}.")
     print("\nThe results table (notebook 06):\n" + as_markdown(results_table()))
@@ -201,14 +203,16 @@ def check_space(folders: list[Path], what: str) -> None:
     on_drive = environment.in_colab() and environment.work_dir().is_relative_to(environment.DRIVE_HOME)
     largest = sorted(((_folder_bytes(f), f.name) for f in saved), reverse=True)[:3]
     raise NoSpaceError(
-        f"{'Your Google Drive' if on_drive else f'The disk of {environment.work_dir()}'} has {free / 1e9:.2f} GB "
+        f"{'Your Google Drive' if on_drive else f'The disk of {environment.work_dir()}'} has "
+        f"{free / 1e9:.2f} GB "
         f"free, and {what} needs about {needed / 1e9:.2f} GB more (the models still to save, and while "
         "a fine-tune runs two backups of its state and two copies of its best weights; estimated from "
         f"a saved model of {model_bytes / 1e6:.0f} MB). Nothing was written. Make room, then run this cell "
         "again:"
         + ("\n- empty your Drive's bin (drive.google.com/drive/trash): deleted files count against "
            "your 15 GB until it is emptied, or for 30 days" if on_drive else "")
-        + ("\n- delete run folders you no longer need from " + str(environment.work_dir() / "runs") + ", largest: "
+        + ("\n- delete run folders you no longer need from " + str(environment.work_dir() / "runs")
+           + ", largest: "
            + ", ".join(f"{name} ({size / 1e6:,.0f} MB)" for size, name in largest) if largest else ""))
 
 
@@ -283,10 +287,11 @@ def run_ablation(cfg: settings.Config, data_root: Path, across_folds: bool = Fal
         else:
             recipes[name] = recipe
     if any(recipe.label_distribution for recipe in recipes.values()):
-        dataset.rating_shares(data_root, dataset.all_labels(data_root))  # a sheet at odds with the labels stops here
+        dataset.rating_shares(data_root, dataset.all_labels(data_root))  # a sheet at odds with labels stops
     configs = {f"{name}, {fold}" if across_folds else name: replace(recipe, protocol=fold)
                for name, recipe in recipes.items() for fold in folds}
-    frozen = [label for label, recipe in configs.items() if recipe.backbone in settings.FOUNDATIONS]  # stage 1 only
+    frozen = [label for label, recipe in configs.items()  # stage 1 only
+              if recipe.backbone in settings.FOUNDATIONS]
     folders, _ = _train_and_evaluate(configs, data_root, "the ablation", stage_one_only=frozen)
     return _ablation_table({name: folders[k * len(folds):(k + 1) * len(folds)]
                            for k, name in enumerate(recipes)})
@@ -351,23 +356,27 @@ def _difference_from_baseline(recipe: dict, baseline: dict, samples: int,
     pairs = list(zip(recipe["faces"], baseline["faces"], strict=True))
     if len(pairs) == 1:
         [(faces, base)] = pairs
-        difference, low, high, p = evaluation.paired_differences(faces["score"], faces["predicted"], base["predicted"],
+        difference, low, high, p = evaluation.paired_differences(
+            faces["score"], faces["predicted"], base["predicted"],
                                                       samples, seed)[_PRIMARY]
         return difference, p, evaluation.with_interval(difference, low, high)
     per_fold = [evaluation.regression_metrics(f["score"], f["predicted"])[_PRIMARY]
                 - evaluation.regression_metrics(b["score"], b["predicted"])[_PRIMARY] for f, b in pairs]
     sizes = recipe["records"][0]["sizes"]
     p = _corrected_paired_t(per_fold, sizes["test"] / (sizes["train"] + sizes["val"]))
-    return float(np.mean(per_fold)), p, evaluation.with_spread(np.mean(per_fold), np.std(per_fold, ddof=1), signed=True)
+    spread = evaluation.with_spread(np.mean(per_fold), np.std(per_fold, ddof=1), signed=True)
+    return float(np.mean(per_fold)), p, spread
 
 
 def _fold_figures(reports: list[dict]) -> dict[str, str]:
     """PC, MAE and RMSE of one fold with their 95 % intervals, or of several folds as mean ± SD
     (aggregate_folds': refused when the folds were evaluated at different stages)."""
     if len(reports) == 1:
-        return {m: evaluation.with_interval(reports[0][m], *reports[0]["ci95"][m]) for m in ("PC", "MAE", "RMSE")}
+        return {m: evaluation.with_interval(reports[0][m], *reports[0]["ci95"][m])
+                for m in ("PC", "MAE", "RMSE")}
     summary = evaluation.aggregate_folds(reports)
-    return {m: evaluation.with_spread(summary.loc["mean", m], summary.loc["SD", m]) for m in ("PC", "MAE", "RMSE")}
+    return {m: evaluation.with_spread(summary.loc["mean", m], summary.loc["SD", m])
+            for m in ("PC", "MAE", "RMSE")}
 
 
 def _ablation_table(folders: dict[str, list[Path]], samples: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -398,7 +407,8 @@ def _ablation_table(folders: dict[str, list[Path]], samples: int = 1000, seed: i
                       f"Δ{_PRIMARY}": words,
                       verdict: _direction(difference, adjusted[name]) if name in adjusted else "baseline",
                       "s/epoch": seconds,
-                      "peak GPU GB": tuned[0].get("peak_gpu_gb"), "runtime": runs.trained_on(recipe["records"][0])}
+                      "peak GPU GB": tuned[0].get("peak_gpu_gb"),
+                      "runtime": runs.trained_on(recipe["records"][0])}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.insert(1, "rank on validation", table[f"validation {_PRIMARY}"].rank(ascending=False).astype(int))
     test = "test figures" if len(folds) == 1 else "test figures: mean ± SD over folds"

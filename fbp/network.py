@@ -197,7 +197,8 @@ def cached_features(model: keras.Model, frame: pd.DataFrame, image_size: int, ca
     """Pooled backbone features of every image in the frame (a row per file), computed once and
     cached on disk under a key of the images, the image size, the backbone and its weights, the recipe."""
     backbone = backbone_of(model)
-    key = (f"{dataset.dataset_fingerprint(frame)}-{image_size}px-{backbone.name}-{_weights_fingerprint(model)}"
+    key = (f"{dataset.dataset_fingerprint(frame)}-{image_size}px-{backbone.name}-"
+           f"{_weights_fingerprint(model)}"
            f"-r{settings.RECIPE_VERSION}")
     path = Path(cache_dir) / f"features-{key}.npy"
     if path.is_file():

@@ -27,7 +27,8 @@ from fbp.errors import GPUMemoryError, RunMismatchError, RunNotFoundError
 def _run_identity(cfg: settings.Config, dataset: str) -> dict:
     """Everything that shapes a run's model (settings, dataset, recipe version, smoke or not),
     with a fingerprint of it all."""
-    identity = {"config": asdict(cfg), "dataset": dataset, "recipe": settings.RECIPE_VERSION, "smoke": environment.smoke_mode()}
+    identity = {"config": asdict(cfg), "dataset": dataset, "recipe": settings.RECIPE_VERSION,
+                "smoke": environment.smoke_mode()}
     return {"fingerprint": _fingerprint_of(identity), **identity}
 
 
@@ -84,13 +85,16 @@ def current_run(name: str | None = None, dataset: str | None = None) -> tuple[Pa
     newest folder). Checks it was made on this dataset, when given, and says which run it is."""
     if environment.one_fold_of_a_protocol():
         cfg = settings.Config().for_environment()
-        identity, folder, how = _run_identity(cfg, dataset), run_dir(cfg, dataset), "this fold of the protocol"
+        identity, folder = _run_identity(cfg, dataset), run_dir(cfg, dataset)
+        how = "this fold of the protocol"
     else:  # a named run's record, or the identity notebook 02 wrote with the run's name
-        identity = environment.read_json(environment.work_dir() / "runs" / name / "run.json" if name else _current_run_file())
+        chosen = environment.work_dir() / "runs" / name / "run.json" if name else _current_run_file()
+        identity = environment.read_json(chosen)
         if not identity:
             saved = ", ".join(folder.name for folder, _ in saved_runs()) or "none yet"
             if name:
-                raise RunNotFoundError(f"There is no run called {name!r} in {environment.work_dir() / 'runs'}. Saved "
+                folder = environment.work_dir() / "runs"
+                raise RunNotFoundError(f"There is no run called {name!r} in {folder}. Saved "
                                        f"runs: {saved}. Set RUN_NAME to one of them, or to None.")
             raise RunNotFoundError(
                 "No run chosen yet: run notebook 02 first (its parameters cell sets up the run that "
@@ -100,7 +104,8 @@ def current_run(name: str | None = None, dataset: str | None = None) -> tuple[Pa
     if identity.get("recipe") != settings.RECIPE_VERSION:
         raise RunMismatchError(
             f"Run {folder.name} was made by version {identity.get('recipe')} of the training recipe, and "
-            f"this checkout's is {settings.RECIPE_VERSION}: its saved models do not fit this code. Run notebook 02 "
+            f"this checkout's is {settings.RECIPE_VERSION}: its saved models do not fit this code. "
+            "Run notebook 02 "
             "(and 03) to make the run again with this version, or set RUN_NAME to a run made by it.")
     if dataset and identity["dataset"] != dataset:
         raise RunMismatchError(
@@ -192,7 +197,8 @@ def _code_version() -> dict:
     (a checkout) or of pip's record (installed from GitHub, as in Colab) once per kernel."""
     if not environment.IN_CHECKOUT:
         try:
-            origin = json.loads(importlib.metadata.distribution("how-attractive").read_text("direct_url.json"))
+            installed = importlib.metadata.distribution("how-attractive")
+            origin = json.loads(installed.read_text("direct_url.json"))
             return {"commit": origin["vcs_info"]["commit_id"], "changed": False}
         except (importlib.metadata.PackageNotFoundError, TypeError, KeyError, ValueError):
             return {"commit": None, "changed": None}
@@ -237,14 +243,16 @@ def _save_reference(folder: Path, stage: str, model: keras.Model, frame: pd.Data
     """Keep the stage's test predictions, true scores, mean features and map colour scale for 05 (None
     for a model without a contribution map: has_contribution_map)."""
     if features is None:
-        features = network.feature_extractor(model).predict(dataset.make_dataset(frame, image_size, 64), verbose=0)
+        images = dataset.make_dataset(frame, image_size, 64)
+        features = network.feature_extractor(model).predict(images, verbose=0)
     features = np.asarray(features, dtype=float)
     kernel, bias = (keras.ops.convert_to_numpy(w).astype(float) for w in model.get_layer("score").weights)
     predicted = features @ kernel[:, 0] + bias[0]
     mean_features = features.mean(axis=0)
     maps = None
     if network.has_contribution_map(model):
-        sample = np.concatenate([x for x, _ in dataset.make_dataset(frame.head(_MAP_SAMPLE), image_size, _MAP_SAMPLE)])
+        batches = dataset.make_dataset(frame.head(_MAP_SAMPLE), image_size, _MAP_SAMPLE)
+        sample = np.concatenate([x for x, _ in batches])
         maps = network.contribution_maps(model, sample, mean_features)[1]
     return environment.save_json(Path(folder) / f"reference-{stage}.json", {
         "stage": stage, "set": f"the {len(frame):,} test faces of {Path(folder).name}",
@@ -337,7 +345,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.folder, self.monitor, self.best = Path(folder), monitor, None
 
     def on_train_begin(self, logs=None):
-        self.best = environment.read_json(self.folder / "best.json")  # what is on disk now, whatever ran before
+        self.best = environment.read_json(self.folder / "best.json")  # what is on disk now
 
     def improves(self, logs: dict) -> bool:
         """True when this epoch's validation loss beats the best so far."""
@@ -466,7 +474,8 @@ def record_finetune(folder: Path, model: keras.Model, parts: dict, image_size: i
             "epochs": len(history), "best_epoch": best["epoch"], "chosen_on": best["monitor"],
             "best_value": best["value"],
             "val": evaluation.regression_metrics(parts["val"]["score"], val_pred), "precision": precision,
-            "code": _code_version(), "runtime": environment.accelerator(), "peak_gpu_gb": environment.peak_gpu_gb(),
+            "code": _code_version(), "runtime": environment.accelerator(),
+            "peak_gpu_gb": environment.peak_gpu_gb(),
             "seconds_per_epoch": float(history["seconds"].median())})
     leftovers = [*folder.glob("backup/*"), *folder.glob("best-*.npz"), *folder.glob("*.tmp.*")]
     for leftover in leftovers:  # finetuned.keras holds it all now
@@ -495,7 +504,8 @@ STAGE_NAMES = {"frozen": "frozen-head", "finetuned": "fine-tuned"}
 
 def final_stage(folder: Path) -> str:
     """The stage a run ends at: "finetuned", or "frozen" for a frozen-only backbone (fine_tunes)."""
-    return "finetuned" if settings.fine_tunes(environment.read_json(Path(folder) / "run.json")["config"]["backbone"]) else "frozen"
+    backbone = environment.read_json(Path(folder) / "run.json")["config"]["backbone"]
+    return "finetuned" if settings.fine_tunes(backbone) else "frozen"
 
 
 STAGE_ONE_ONLY = "(stage 1 only)"  # how the ablation and results tables name a run kept at stage 1

@@ -37,11 +37,11 @@ def _folds_accuracy_note(reports: list[dict]) -> str:
     table = evaluation.aggregate_folds(reports)
     mean, sd = table.loc["mean"], table.loc["SD"]
     return (f"The {len(reports)} fold models that score here, each on its own fold's "
-            f"{_count_span([r['n'] for r in reports])} test faces (from their evaluation.json; mean ± SD "
-            f"across the folds): MAE {mean['MAE']:.2f} ± {sd['MAE']:.2f} and RMSE {mean['RMSE']:.2f} ± "
-            f"{sd['RMSE']:.2f} score points, PC {mean['PC']:.3f} ± {sd['PC']:.3f}. Their mean, which 05 "
-            "prints, has no held-out faces left to be measured on: every dataset face helped train some "
-            "of them.")
+            f"{_count_span([r['n'] for r in reports])} test faces: MAE {mean['MAE']:.2f} ± {sd['MAE']:.2f} "
+            f"and RMSE {mean['RMSE']:.2f} ± {sd['RMSE']:.2f} score points, PC {mean['PC']:.3f} ± "
+            f"{sd['PC']:.3f}. Each figure is the mean ± SD across the folds, from their evaluation.json. "
+            "Their mean, which 05 prints, has no held-out faces left to be measured on: every dataset "
+            "face helped train some of them.")
 
 
 @dataclass
@@ -123,9 +123,9 @@ def describe_references(scorers: list[_Scorer]) -> str:
         place = (f"Percentiles are the mean of {len(scorers)} places: each fold model's score placed among "
                  f"its own fold's {_count_span(sizes)} test faces, which it never trained on. The range "
                  f"beside one is the mean of their {len(scorers)} ranges; each holds")
-    return (f"{place}, 8 times in 10, where the raters would place a face given that score among those "
-            "faces: the raters' score that a straight line fitted to those faces foretells from the "
-            "model's, plus the 10th to 90th percentile of the line's misses on the "
+    return (f"{place}, 8 times in 10, the raters' place for such a face. A straight line fitted to those "
+            "faces foretells the raters' score from the model's. The range is the foretold score plus the 10th "
+            "to 90th percentile of the line's misses on the "
             f"{_count_span([_neighbour_count(n) for n in sizes])} of them with the nearest predictions.")
 
 
@@ -206,7 +206,8 @@ def describe_shares(shares: np.ndarray) -> str:
              if percent > 0]
     named[0] = named[0].replace(" a ", " would give a ", 1)
     listed = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} and {named[-1]}"
-    return f"of {dataset.RATERS} raters like the dataset's, about {listed} (their mean {_shares_mean(shares):.2f})"
+    return (f"of {dataset.RATERS} raters like the dataset's, about {listed} "
+            f"(their mean {_shares_mean(shares):.2f})")
 
 
 def _percentages_in_steps(shares: np.ndarray, step: int = 5) -> np.ndarray:
