@@ -78,7 +78,8 @@ def main():
                 record = train(cfg, root, monkeypatch)["record"]
             folder = runs.run_dir(cfg, record["dataset"])
             rise = peak.peak - before_files - before_bin
-            print(f"one run, {epochs} fine-tune epochs: run folder {experiments._folder_bytes(folder) / mb:.0f} MB, "
+            held = experiments._folder_bytes(folder)
+            print(f"one run, {epochs} fine-tune epochs: run folder {held / mb:.0f} MB, "
                   f"peak while training {rise / mb:.0f} MB above the start, "
                   f"bin +{(stub.bin_bytes() - before_bin) / mb:.3f} MB")
         stub_start = (stub.drive_bytes(), stub.bin_bytes())

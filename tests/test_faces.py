@@ -257,7 +257,8 @@ def test_a_frozen_only_backbones_folds_join_and_use_their_stage_1_references(tmp
     for k in range(1, 6):
         folder = tmp_path / f"fold{k}"
         utils.save_json(folder / "run.json", {"config": {"protocol": f"fold{k}", "backbone": "dinov2_base"},
-                                              "dataset": "d", "recipe": settings.RECIPE_VERSION, "smoke": False})
+                                              "dataset": "d", "recipe": settings.RECIPE_VERSION,
+                                              "smoke": False})
         utils.save_json(folder / "reference-frozen.json", {
             "set": "x", "files": [f"AF{k}.jpg"], "true": [float(k)], "predicted": [k + 0.5],
             "mean_features": [0.0], "map_scale": None})
@@ -402,7 +403,8 @@ def test_the_references_are_described_as_the_scoring_uses_them():
     assert one.startswith("Percentiles are a score's place among the 1,100 test faces of a run, which the "
                           "model never trained on; the range beside one holds, 8 times in 10,")
     assert one.endswith("misses on the 110 of them with the nearest predictions.")
-    five = utils.describe_references([scoring._Scorer(f"fold{k}", None, reference_of(1100)) for k in range(5)])
+    five = utils.describe_references([scoring._Scorer(f"fold{k}", None, reference_of(1100))
+                                      for k in range(5)])
     assert five.startswith("Percentiles are the mean of 5 places: each fold model's score placed among its "
                            "own fold's 1,100 test faces, which it never trained on. The range beside one "
                            "is the mean of their 5 ranges; each holds, 8 times in 10,")

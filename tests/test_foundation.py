@@ -115,7 +115,7 @@ def test_smoke_dinov2_trains_stage_one_stays_there_and_04_and_05_use_it(smoke_ru
         run_cells("03_finetune")
     assert sorted(p.name for p in run.iterdir()) == before  # nothing written
     assert runs.current_model_path(run).name == "frozen.keras"
-    experiments._run_notebook("03_finetune", stage_one["cfg"], synthetic_root, run, "dinov2")  # as a runner does
+    experiments._run_notebook("03_finetune", stage_one["cfg"], synthetic_root, run, "dinov2")  # as runners do
     assert f"dinov2: notebook 03_finetune: {DINO} is a frozen-only backbone" in capsys.readouterr().out
 
     evaluated = run_cells("04_evaluation")  # stage 1 is the run's model, evaluated and bundled
