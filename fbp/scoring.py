@@ -105,11 +105,12 @@ def scorers(folder: Path) -> list[_Scorer]:
     its own fold's test predictions as reference; else the run's current model and its reference."""
     folds = scoring_folds(folder)
     if not folds:
-        return [_Scorer(Path(folder).name, network.load_model(runs.current_model_path(folder)), load_reference(folder))]
+        model = network.load_model(runs.current_model_path(folder))
+        return [_Scorer(Path(folder).name, model, load_reference(folder))]
     print(f"The 5-fold protocol of these settings is done: scoring with the "
           f"{runs.STAGE_NAMES[runs.final_stage(folder)]} models of its {len(folds)} folds.")
-    return [_Scorer(fold.name, network.load_model(runs.current_model_path(fold)), load_reference(fold, out_of_fold=False))
-            for fold in folds]
+    return [_Scorer(fold.name, network.load_model(runs.current_model_path(fold)),
+                    load_reference(fold, out_of_fold=False)) for fold in folds]
 
 
 def describe_references(scorers: list[_Scorer]) -> str:
@@ -124,8 +125,8 @@ def describe_references(scorers: list[_Scorer]) -> str:
                  f"its own fold's {_count_span(sizes)} test faces, which it never trained on. The range "
                  f"beside one is the mean of their {len(scorers)} ranges; each holds")
     return (f"{place}, 8 times in 10, the raters' place for such a face. A straight line fitted to those "
-            "faces foretells the raters' score from the model's. The range is the foretold score plus the 10th "
-            "to 90th percentile of the line's misses on the "
+            "faces foretells the raters' score from the model's. The range is the foretold score plus the "
+            "10th to 90th percentile of the line's misses on the "
             f"{_count_span([_neighbour_count(n) for n in sizes])} of them with the nearest predictions.")
 
 
@@ -155,7 +156,8 @@ class FaceScore:
     map_scale: float | None    # the maps' colour scale, mean over the models
 
 
-def score_face(face: faces.PhotoFace, crops: np.ndarray, outputs: list[dict], scorers: list[_Scorer]) -> FaceScore:
+def score_face(face: faces.PhotoFace, crops: np.ndarray, outputs: list[dict],
+               scorers: list[_Scorer]) -> FaceScore:
     """A face's result from every model's outputs for its crops (predict_on_batch's, in the order of
     scorers): its score, its ± and the models' disagreement; each model's mean score placed among that
     model's own reference (its held-out faces), the places averaged; the shares; the first crop's map,
