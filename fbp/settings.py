@@ -179,7 +179,7 @@ class Config:
         """The settings a protocol runner passed in FBP_CONFIG, else these (shrunk when FBP_SMOKE=1);
         says so when they replace these."""
         if environment.one_fold_of_a_protocol():
-            print("Notebook 04's runner is running this notebook for one fold: its settings "
+            print("Notebook 06's runner is running this notebook for one fold: its settings "
                   "(FBP_CONFIG) replace this notebook's.")
             return Config(**json.loads(os.environ["FBP_CONFIG"]))
         if not environment.smoke_mode():
