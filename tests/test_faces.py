@@ -35,12 +35,12 @@ def jpeg(image: Image.Image, **options) -> bytes:
 
 
 def test_one_face_in_the_astronaut_photo(astronaut):
-    faces = utils.detect_faces(astronaut)
-    assert len(faces) == 1
-    x, y, w, h = faces[0].box
-    left, right = faces._eyes_of(faces[0])
+    found = utils.detect_faces(astronaut)
+    assert len(found) == 1
+    x, y, w, h = found[0].box
+    left, right = faces._eyes_of(found[0])
     assert x < left[0] < right[0] < x + w and y < left[1] < y + h
-    assert faces[0].confidence > 0.95
+    assert found[0].confidence > 0.95
 
 
 def test_no_face_in_coffee():
@@ -345,7 +345,7 @@ def test_a_tiny_face_is_found_but_named_as_too_small_to_score(astronaut):
 def test_loading_the_detector_prints_no_red_text():
     # joblib leaves lz4's reader of MTCNN's weights to be cleaned up after closing the file, and
     # Python 3.13 reports that as "Exception ignored ... I/O operation on closed file" (gh-62948)
-    script = ("import sys, utils; hook = sys.unraisablehook; faces._face_detector(); "
+    script = ("import sys; from fbp import faces; hook = sys.unraisablehook; faces._face_detector(); "
               "assert sys.unraisablehook is hook, 'the hook is restored'")
     loaded = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
                             timeout=600)

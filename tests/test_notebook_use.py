@@ -1,11 +1,13 @@
 """Notebooks as people use them: every cell run twice builds what one run builds, a setting changed
 once in 02 carries through 03 to 05 (two checks that each environment's smoke series runs), the
 switches of 04 are safe to save, a re-run after the last cell unmounted Drive stops plainly, and the
-set-up cell outside a checkout says what to do."""
+set-up cell without the project installed says what to do."""
 
 import collections
+import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 import keras
@@ -17,7 +19,7 @@ import tensorflow as tf
 from conftest import ROOT, run_cells
 
 import utils
-from fbp import environment, errors, runs
+from fbp import environment, errors, experiments, runs
 
 
 def pipeline_ops(dataset: tf.data.Dataset) -> collections.Counter:
@@ -155,9 +157,15 @@ def test_work_on_an_unmounted_drive_stops_with_what_to_do(tmp_path, monkeypatch)
     assert utils.read_json(run / "run.json") == {}
 
 
-def test_the_set_up_cell_outside_a_checkout_says_what_to_do(tmp_path, monkeypatch):
+def test_the_set_up_cell_without_the_project_installed_says_what_to_do(tmp_path, monkeypatch):
+    from IPython.core.inputtransformer2 import TransformerManager
+
     setup = nbformat.read(ROOT / "notebooks" / "05_score_your_face.ipynb", as_version=4).cells[1].source
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "fbp" else
+                        find_spec(name, *args))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="not in a checkout: run it from one \\(git clone https://github.com/"):
-        exec(compile(setup, "set-up cell", "exec"), {})
+    home = re.escape(experiments._project_home())
+    with pytest.raises(SystemExit, match=rf"Outside Colab, run pip install -e \. in a clone of github.com/{home}"):
+        exec(compile(TransformerManager().transform_cell(setup), "set-up cell", "exec"), {})
     assert Path.cwd() == tmp_path

@@ -257,7 +257,7 @@ def test_a_protocol_run_echoes_each_line_its_notebooks_print(tmp_path, monkeypat
         'import sys; sys.stdout.write("half "); sys.stdout.flush(); print("a line")')])
     (tmp_path / "notebooks").mkdir()
     nbformat.write(notebook, tmp_path / "notebooks" / "tiny.ipynb")
-    monkeypatch.setattr(environment, "CHECKOUT", tmp_path)
+    monkeypatch.setattr(environment, "NOTEBOOKS", tmp_path / "notebooks")
     monkeypatch.setenv("FBP_WORK_DIR", str(tmp_path / "work"))
     experiments._run_notebook("tiny", SMOKE, tmp_path, tmp_path / "fold")
     echoed = [line for line in capsys.readouterr().out.splitlines() if "|" in line]
