@@ -166,6 +166,7 @@ def test_the_set_up_cell_without_the_project_installed_says_what_to_do(tmp_path,
                         find_spec(name, *args))
     monkeypatch.chdir(tmp_path)
     home = re.escape(experiments._project_home())
-    with pytest.raises(SystemExit, match=rf"Outside Colab, run pip install -e \. in a clone of github.com/{home}"):
+    said = rf"Outside Colab, run pip install -e \. in a clone of github.com/{home}"
+    with pytest.raises(SystemExit, match=said):
         exec(compile(TransformerManager().transform_cell(setup), "set-up cell", "exec"), {})
     assert Path.cwd() == tmp_path
