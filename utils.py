@@ -44,17 +44,16 @@ from fbp.faces import (
     min_eye_distance, read_photo, shifted_eyes, take_webcam_photo
 )
 
-# runs: a run: its folder, records, each stage's saves, resuming after a lost VM
+# runs: a run (its folder, settings, stage, models, evaluation, reference), resuming after a lost VM
 from fbp.runs import (
-    BestCheckpoint, EpochBackup, EpochLog, current_model, current_run, describe_run, history_frame,
-    open_run, plain_out_of_memory, read_history, record_finetune, record_stage_one, restore_training,
-    stage_one_record
+    BestCheckpoint, EpochBackup, EpochLog, Run, current_run, history_frame, open_run,
+    plain_out_of_memory, read_history, restore_training
 )
 
 # scoring: a face's score, its percentile among the dataset's faces, the raters' shares
 from fbp.scoring import (
     FaceScore, NO_MAP, accuracy_note, calibrated_percentile, describe_references, describe_shares,
-    load_reference, score_face, scorers, shares_against_score
+    score_face, scorers, shares_against_score
 )
 
 # bundles: a trained run in one file: made, fetched, opened, published

@@ -9,7 +9,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from fbp import dataset, environment, evaluation, network, runs, scoring, settings
+from fbp import dataset, environment, evaluation, network, runs, settings
 from fbp.errors import BundleError, NoSpaceError, RunNotFoundError
 
 _BUNDLE_FORMAT = 1              # bump when what a bundle holds changes
@@ -29,39 +29,38 @@ _PROJECT_MODEL = "scut-fbp5500/how-attractive"
 _DATASET_HOME = "https://github.com/HCIILAB/SCUT-FBP5500-Database-Release"
 
 
-def _bundle_folders(folder: Path) -> list[Path]:
+def _bundle_runs(run: runs.Run) -> list[runs.Run]:
     """The runs a run's bundle holds: the run, and its 5-fold protocol's folds if 05 scores with them."""
-    return [Path(folder), *[fold for fold in scoring.scoring_folds(folder) if fold != Path(folder)]]
+    return [run, *[fold for fold in run.scoring_folds() if fold.folder != run.folder]]
 
 
-def _bundle_members(folders: list[Path]) -> dict[str, Path]:
-    """What a run's bundle holds (folders: bundle_folders), by name in the zip, laid out as in the work
+def _bundle_members(bundled: list[runs.Run]) -> dict[str, Path]:
+    """What a run's bundle holds (bundled: _bundle_runs), by name in the zip, laid out as in the work
     folder (runs/<run>/...): per run its record (settings, framing, versions), evaluation, current model
     and that model's reference, and the 5-fold reference when there is one. Refuses a run 04 has not
     evaluated."""
     members = {}
-    for run in folders:
-        report, why_not = runs.current_evaluation(run)
-        if report is None:
-            raise BundleError(f"Run {run.name} cannot be bundled: {why_not}. A bundle carries its model's "
-                              "test figures, so run notebook 04 on it first.")
-        model = runs.current_model_path(run)
-        for path in (run / "run.json", run / "evaluation.json", model, run / f"reference-{model.stem}.json"):
+    for run in bundled:
+        if run.evaluation() is None:
+            raise BundleError(f"Run {run.name} cannot be bundled: {run.why_not_evaluated()}. A bundle "
+                              "carries its model's test figures, so run notebook 04 on it first.")
+        model, folder = run.model_path(), run.folder
+        for path in (folder / "run.json", folder / "evaluation.json", model,
+                     folder / f"reference-{model.stem}.json"):
             members[f"runs/{run.name}/{path.name}"] = path
-    joined = runs.out_of_fold_path(folders[0])
+    joined = bundled[0].out_of_fold_path()
     if joined and joined.is_file():
         members[f"runs/{joined.name}"] = joined
     return members
 
 
-def _model_card(folders: list[Path], home: str) -> str:
-    """A run's model card (the bundle's README.md, and its Hub repo's; folders: bundle_folders): what it
+def _model_card(bundled: list[runs.Run], home: str) -> str:
+    """A run's model card (the bundle's README.md, and its Hub repo's; bundled: _bundle_runs): what it
     predicts, whose taste, the licence, intended use and misuse, its test figures with their intervals,
     how its epochs were chosen, and how to score with it."""
-    folder, folds = Path(folders[0]), folders[1:]
-    record = environment.read_json(Path(folder) / "run.json")
-    report = environment.read_json(Path(folder) / "evaluation.json")
-    cfg, stage = record["config"], runs.STAGE_NAMES[report["model"]]
+    run, folds = bundled[0], bundled[1:]
+    record, report = run.record, run.evaluation()
+    cfg, stage = record["config"], runs.MODEL_STAGES[report["model"]]
     figures = "\n".join(f"- {name}: {evaluation.with_interval(report[name], *report['ci95'][name])}"
                         for name in ("PC", "MAE", "RMSE"))
     tuned = record.get("finetune")
@@ -81,7 +80,7 @@ license_link: {_DATASET_HOME}
 library_name: keras
 tags: [keras, image-regression, facial-beauty-prediction, scut-fbp5500]
 ---
-# {Path(folder).name}: facial beauty prediction on SCUT-FBP5500
+# {run.name}: facial beauty prediction on SCUT-FBP5500
 {smoke}
 **What it predicts.** The mean 1-5 rating that the 60 raters of SCUT-FBP5500 (aged 18-27, at one
 Chinese university) would give a face, in a photo framed like the dataset's: frontal, neutral, evenly lit.
@@ -115,12 +114,12 @@ framing (in run.json), run.json and evaluation.json.
 """
 
 
-def make_bundle(folder: Path, home: str) -> Path:
+def make_bundle(run: runs.Run, home: str) -> Path:
     """Notebook 04's bundle of an evaluated run, bundles/<run>.zip in the work folder: its members
-    (bundle_members), a manifest and the model card as README.md; written anew only when a member changed."""
-    folder, folders = Path(folder), _bundle_folders(folder)
-    path, members = environment.work_dir() / "bundles" / f"{folder.name}.zip", _bundle_members(folders)
-    manifest = {"bundle": _BUNDLE_FORMAT, "recipe": settings.RECIPE_VERSION, "run": folder.name,
+    (_bundle_members), a manifest and the model card as README.md; written anew only when a member changed."""
+    bundled = _bundle_runs(run)
+    path, members = environment.work_dir() / "bundles" / f"{run.name}.zip", _bundle_members(bundled)
+    manifest = {"bundle": _BUNDLE_FORMAT, "recipe": settings.RECIPE_VERSION, "run": run.name,
                 "files": {name: environment.file_hash(source) for name, source in members.items()}}
     if path.is_file() and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
@@ -137,13 +136,13 @@ def make_bundle(folder: Path, home: str) -> Path:
     def write(file: Path) -> None:
         with zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(_MANIFEST, json.dumps(manifest, indent=1))
-            archive.writestr("README.md", _model_card(folders, home))
+            archive.writestr("README.md", _model_card(bundled, home))
             for name, source in members.items():  # a .keras file is a zip already
                 archive.write(source, name, zipfile.ZIP_STORED if source.suffix == ".keras" else None)
 
     environment.write_atomically(path, write, empty_old=True)
     print(f"Bundle {path} written ({path.stat().st_size / 1e6:,.1f} MB): {len(members)} files of "
-          f"{len(folders)} run(s), with its model card.")
+          f"{len(bundled)} run(s), with its model card.")
     return path
 
 
@@ -152,16 +151,15 @@ def _is_bundle_source(name: str) -> bool:
     return name.startswith(("https://", "http://", "hf://")) or name.endswith(".zip") or Path(name).is_file()
 
 
-def run_to_score(name: str | None = None) -> tuple[Path, dict]:
-    """Notebook 05's run and its record: FBP_RUN if set (headless), else name: a saved run's folder name
+def run_to_score(name: str | None = None) -> runs.Run:
+    """Notebook 05's run: FBP_RUN if set (headless), else name: a saved run's folder name
     (None: the run notebook 02 set up), or a bundle's path, http(s) URL or hf://owner/name, opened in
     the work folder."""
     name = os.environ.get("FBP_RUN") or name
     if name and _is_bundle_source(name):
-        folder = _open_bundle(name)
-        record = environment.read_json(folder / "run.json")
-        print(f"Run {folder.name} (from the bundle {name}): {runs.describe_settings(record['config'])}.")
-        return folder, record
+        run = runs.Run.at(_open_bundle(name))
+        print(f"Run {run.name} (from the bundle {name}): {runs.describe_settings(run.identity['config'])}.")
+        return run
     try:
         return runs.current_run(name)
     except RunNotFoundError as error:

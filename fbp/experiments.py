@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fbp import bundles, dataset, environment, evaluation, runs, scoring, settings
+from fbp import bundles, dataset, environment, evaluation, runs, settings
 from fbp.errors import (
     USER_ERRORS,
     DatasetLayoutError,
@@ -106,17 +106,17 @@ def run_series(log: str | None = None) -> int:
             return 1
     if log:
         shutil.copyfile(log, executed / "series.log")
-    folder, _ = runs.current_run()
-    report, why_not = runs.current_evaluation(folder)
+    run = runs.current_run()
+    report = run.evaluation()
     print(f"\nThe series ran in {(time.perf_counter() - start) / 60:.1f} min. Executed notebooks, with "
           f"every output: {executed}" + (" (TensorFlow's start-up log: series.log there)." if log else "."))
-    print(runs.describe_run(folder))
+    print(run.describe())
     if report:
         print("Test figures with 95 % intervals:", ", ".join(
             f"{name} {evaluation.with_interval(report[name], *report['ci95'][name])}"
             for name in ("PC", "MAE", "RMSE")))
     else:
-        print(f"No test figures: {why_not}.")
+        print(f"No test figures: {run.why_not_evaluated()}.")
     print("\nThe results table (notebook 06):\n" + as_markdown(results_table()))
     return 0
 
@@ -146,46 +146,46 @@ def run_protocol(protocol: str, cfg: settings.Config, data_root: Path) -> pd.Dat
             f"The {protocol} protocol cannot run on {data_root}, and nothing was trained: "
             + "; ".join(f"{name} needs {why}" for name, why in lacking.items())
             + ". Complete the dataset from the release's zip, then run this cell again.")
-    folders, reports = _train_and_evaluate(folds, data_root, f"the {protocol} protocol")
+    trained, reports = _train_and_evaluate(folds, data_root, f"the {protocol} protocol")
     if protocol == "5-fold":
-        _save_out_of_fold_reference(folders)
+        _save_out_of_fold_reference(trained)
     return evaluation.aggregate_folds(reports)
 
 
-def _save_out_of_fold_reference(folders: list[Path]) -> None:
-    """Join the folds' test predictions, each by its current model (fine-tuned, or stage 1 for a
+def _save_out_of_fold_reference(folds: list[runs.Run]) -> None:
+    """Join the folds' test predictions, each by its final model (fine-tuned, or stage 1 for a
     frozen-only backbone), into the 5-fold protocol's reference."""
-    stage = runs.final_stage(folders[0])  # the folds share their settings, so their stage
-    parts = [json.loads((Path(f) / f"reference-{stage}.json").read_text()) for f in folders]
+    stage = folds[0].final  # the folds share their settings, so their stage
+    parts = [json.loads((fold.folder / f"reference-{stage}.json").read_text()) for fold in folds]
     joined = {key: [v for part in parts for v in part[key]] for key in ("files", "true", "predicted")}
-    environment.save_json(runs.out_of_fold_path(folders[0]), {
+    environment.save_json(folds[0].out_of_fold_path(), {
         "set": f"the {len(joined['files']):,} faces of the 5-fold protocol, each predicted by "
-               f"the {runs.STAGE_NAMES[stage]} model of the fold that held it out", **joined})
+               f"the {runs.MODEL_STAGES[stage]} model of the fold that held it out", **joined})
 
 
 def _train_and_evaluate(configs: dict[str, settings.Config], data_root: Path, what: str,
-                       stage_one_only: Collection[str] = ()) -> tuple[list[Path], list[dict]]:
+                       stage_one_only: Collection[str] = ()) -> tuple[list[runs.Run], list[dict]]:
     """Train each run (named by its label) with notebooks 02 and 03 (02 alone for the labels in
     stage_one_only and for frozen-only backbones), every one before any is evaluated, then evaluate
     each with notebook 04, one run at a time, each notebook in a kernel of its own (which frees the
-    GPU); a step done is not run again, a run cut short resumes. Returns the runs' folders and
+    GPU); a step done is not run again, a run cut short resumes. Returns the runs and their
     evaluations."""
     fingerprint = dataset.dataset_fingerprint(dataset.all_labels(data_root))
-    folders = [runs.run_dir(cfg, fingerprint) for cfg in configs.values()]
-    check_space(folders, what)
-    for (label, cfg), folder in zip(configs.items(), folders, strict=True):
+    trained = [runs.Run.of(cfg, fingerprint) for cfg in configs.values()]
+    check_space([run.folder for run in trained], what)
+    for (label, cfg), run in zip(configs.items(), trained, strict=True):
         steps = [("02_frozen_head", "frozen")]
         if label not in stage_one_only and settings.fine_tunes(cfg.backbone):
             steps.append(("03_finetune", "finished"))
         for notebook, done in steps:
-            if not environment.read_json(folder / "run.json").get(done):
-                _run_notebook(notebook, cfg, data_root, folder, label)
-    reports = [runs.current_evaluation(folder)[0] for folder in folders]  # None if made from another model
-    for k, ((label, cfg), folder) in enumerate(zip(configs.items(), folders, strict=True)):
+            if not run.record.get(done):
+                _run_notebook(notebook, cfg, data_root, run.folder, label)
+    reports = [run.evaluation() for run in trained]  # None if made from another model
+    for k, ((label, cfg), run) in enumerate(zip(configs.items(), trained, strict=True)):
         if reports[k] is None:
-            _run_notebook("04_evaluation", cfg, data_root, folder, label)
-            reports[k] = runs.current_evaluation(folder)[0]
-    return folders, reports
+            _run_notebook("04_evaluation", cfg, data_root, run.folder, label)
+            reports[k] = run.evaluation()
+    return trained, reports
 
 
 def check_space(folders: list[Path], what: str) -> None:
@@ -292,8 +292,8 @@ def run_ablation(cfg: settings.Config, data_root: Path, across_folds: bool = Fal
                for name, recipe in recipes.items() for fold in folds}
     frozen = [label for label, recipe in configs.items()  # stage 1 only
               if recipe.backbone in settings.FOUNDATIONS]
-    folders, _ = _train_and_evaluate(configs, data_root, "the ablation", stage_one_only=frozen)
-    return _ablation_table({name: folders[k * len(folds):(k + 1) * len(folds)]
+    trained, _ = _train_and_evaluate(configs, data_root, "the ablation", stage_one_only=frozen)
+    return _ablation_table({name: trained[k * len(folds):(k + 1) * len(folds)]
                            for k, name in enumerate(recipes)})
 
 
@@ -330,21 +330,21 @@ def _direction(difference: float, p: float, level: float = 0.05) -> str:
     return f"{_PRIMARY} {'higher' if difference > 0 else 'lower'} (p {p:.2g})"
 
 
-def _recipe_figures(name: str, folders: list[Path], baseline: list[pd.DataFrame] | None) -> dict:
+def _recipe_figures(name: str, folds: list[runs.Run], baseline: list[pd.DataFrame] | None) -> dict:
     """A recipe's evaluations across its folds (one or five): its reports, predictions per fold and
     run records; refused when a fold is not evaluated or was tested on other faces than the baseline's."""
     reports, faces, records = [], [], []
-    for k, folder in enumerate(folders):
-        report, why_not = runs.current_evaluation(folder)
+    for k, run in enumerate(folds):
+        report = run.evaluation()
         if report is None:
-            raise RunNotFoundError(f"Recipe {name} ({Path(folder).name}) is {why_not}.")
-        predictions = pd.read_csv(Path(folder) / "predictions.csv")
+            raise RunNotFoundError(f"Recipe {name} ({run.name}) is {run.why_not_evaluated()}.")
+        predictions = pd.read_csv(run.folder / "predictions.csv")
         if baseline is not None and not predictions["file"].equals(baseline[k]["file"]):
             raise RunMismatchError(f"Recipe {name} was tested on other faces than the baseline on "
                                    f"{report['protocol']}: recipes are compared on the same test faces only.")
         reports.append(report)
         faces.append(predictions.assign(predicted=predictions[report["model"]]))
-        records.append(environment.read_json(Path(folder) / "run.json"))
+        records.append(run.record)
     return {"reports": reports, "faces": faces, "records": records}
 
 
@@ -379,15 +379,15 @@ def _fold_figures(reports: list[dict]) -> dict[str, str]:
             for m in ("PC", "MAE", "RMSE")}
 
 
-def _ablation_table(folders: dict[str, list[Path]], samples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """One row per recipe (its run folders, one per fold; the first recipe is the baseline), ranked by
+def _ablation_table(recipes: dict[str, list[runs.Run]], samples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per recipe (its runs, one per fold; the first recipe is the baseline), ranked by
     PC on its validation faces: test PC, MAE and RMSE; the difference in PC (the one metric claims rest
     on) from the baseline on the same test faces; whether it is higher or lower with Holm's correction
     across the recipes, which with one fold covers only the sampling of test faces (paired bootstrap)
     and across five folds also training noise (Nadeau-Bengio); time per epoch, peak GPU memory, runtime."""
-    names = list(folders)
-    baseline = _recipe_figures(names[0], folders[names[0]], None)
-    figures = {names[0]: baseline} | {name: _recipe_figures(name, folders[name], baseline["faces"])
+    names = list(recipes)
+    baseline = _recipe_figures(names[0], recipes[names[0]], None)
+    figures = {names[0]: baseline} | {name: _recipe_figures(name, recipes[name], baseline["faces"])
                                       for name in names[1:]}
     compared = {name: _difference_from_baseline(figures[name], baseline, samples, seed) for name in names[1:]}
     adjusted = dict(zip(compared, _holm([p for _, p, _ in compared.values()]), strict=True))
@@ -399,7 +399,7 @@ def _ablation_table(folders: dict[str, list[Path]], samples: int = 1000, seed: i
         stage = recipe["reports"][0]["model"]
         tuned = [record["finetune" if stage == "finetuned" else "frozen"] for record in recipe["records"]]
         seconds = (tuned[0].get("seconds_per_epoch") if stage == "finetuned"  # stage 1: the head's epochs
-                   else recipe["records"][0].get("head_seconds_per_epoch"))
+                   else recipe["records"][0]["frozen"].get("seconds_per_epoch"))
         difference, _, words = compared.get(name, (0.0, 1.0, "baseline"))
         rows[name] = {f"validation {_PRIMARY}": float(np.mean([t["val"][_PRIMARY] for t in tuned])),
                       "stage": runs.stage_words(stage, seconds),
@@ -451,19 +451,21 @@ def results_table(root: Path | None = None) -> pd.DataFrame:
     with its recipe, how its epoch was chosen, and the runtime that fine-tuned it."""
     rows = []
     for folder, record in runs.saved_runs(root):
-        protocol, (report, _) = record["config"]["protocol"], runs.current_evaluation(folder)
+        run = runs.Run.at(folder)
+        protocol, report = record["config"]["protocol"], run.evaluation()
         if report is None or protocol not in ("fold1", "60/40"):
             continue
         figures = [{m: f"{report[m]:.4f}" for m in ("PC", "MAE", "RMSE")} | {"protocol": protocol}]
-        reports = [runs.current_evaluation(fold)[0] for fold in scoring.fold_runs(folder)]
+        reports = [fold.evaluation() for fold in run.folds()]
         if reports and all(reports) and len({r["model"] for r in reports}) == 1:
             summary = evaluation.aggregate_folds(reports)
             figures.append({m: evaluation.with_spread(summary.loc["mean", m], summary.loc["SD", m])
                             for m in ("PC", "MAE", "RMSE")} | {"protocol": "5-fold CV, mean ± SD"})
-        runtime = runs.trained_on(record)
+        head_seconds = record.get("frozen", {}).get("seconds_per_epoch")
+        runtime, stage = runs.trained_on(record), runs.stage_words(report["model"], head_seconds)
         for row in figures:
             rows.append({"protocol": row.pop("protocol"), "recipe": runs.describe_settings(record["config"]),
-                         "stage": runs.stage_words(report["model"], record.get("head_seconds_per_epoch")),
+                         "stage": stage,
                          **row, "epoch chosen": evaluation.ON_VALIDATION,
                          "runtime": runtime,
                          "run": folder.name + (" (SMOKE: meaningless)" if record.get("smoke") else "")})
@@ -498,9 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     print(environment.describe_runtime())
     data = dataset.find_or_fetch_dataset()
     labels = dataset.validate_dataset(data)
-    folder, identity = runs.current_run(dataset=dataset.dataset_fingerprint(labels))
-    cfg = settings.Config(**identity["config"])
-    print(runs.describe_run(folder))
+    run = runs.current_run(dataset=dataset.dataset_fingerprint(labels))
+    cfg = run.config
+    print(run.describe())
     try:
         for protocol in args.protocol:
             print(run_protocol(protocol, cfg, data).to_string())
@@ -511,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{type(error).__name__}: {error}")
         return 1
     print("\nThe results table:\n" + as_markdown(results_table()))
-    print(f"Bundle: {bundles.make_bundle(folder, _project_home())}")
+    print(f"Bundle: {bundles.make_bundle(run, _project_home())}")
     return 0
 
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import keras
@@ -62,31 +62,25 @@ def _current_run_file() -> Path:
     return environment.work_dir() / "runs" / "current.json"
 
 
-def open_run(cfg: settings.Config, labels: pd.DataFrame) -> tuple[Path, dict]:
-    """This run's folder and identity; says which stages it has done, names the saved runs made with
-    other settings or data (kept, never reused), and makes it the run that 03, 04 and 05 continue
-    (not when a protocol runner runs this fold: the user's own run stays theirs)."""
-    identity = _run_identity(cfg, dataset.dataset_fingerprint(labels))
-    folder = run_dir(cfg, identity["dataset"])
-    record = environment.read_json(folder / "run.json")
-    stage = ("fine-tuned" if record.get("finished") else "stage 1 done" if record.get("frozen")
-             else "new")
-    print(f"Run {folder.name} ({stage}): {describe_settings(identity['config'])}.")
+def open_run(cfg: settings.Config, labels: pd.DataFrame) -> Run:
+    """This run; says its stage, names the saved runs made with other settings or data (kept, never
+    reused), and makes it the run that 03 to 06 continue (not when a protocol runner runs this fold:
+    the user's own run stays theirs)."""
+    run = Run.of(cfg, dataset.dataset_fingerprint(labels))
+    print(f"Run {run.name} ({run.stage}): {describe_settings(run.identity['config'])}.")
     if not environment.one_fold_of_a_protocol():
-        environment.save_json(_current_run_file(), {"run": folder.name, **identity})
-        print("Notebooks 03, 04 and 05 continue this run.")
-    print(_other_runs_note(identity), end="")
-    return folder, identity
+        environment.save_json(_current_run_file(), {"run": run.name, **run.identity})
+        print("Notebooks 03 to 06 continue this run.")
+    print(_other_runs_note(run.identity), end="")
+    return run
 
 
-def current_run(name: str | None = None, dataset: str | None = None) -> tuple[Path, dict]:
-    """The run to continue and its identity: the fold a protocol runner passed (FBP_CONFIG), else
-    the saved run called name, else the one notebook 02 set up last (never a guess such as the
-    newest folder). Checks it was made on this dataset, when given, and says which run it is."""
+def current_run(name: str | None = None, dataset: str | None = None) -> Run:
+    """The run to continue: the fold a protocol runner passed (FBP_CONFIG), else the saved run called
+    name, else the one notebook 02 set up last (never a guess such as the newest folder). Checks it
+    was made by this recipe version and on this dataset, when given, and says which run it is."""
     if environment.one_fold_of_a_protocol():
-        cfg = settings.Config().for_environment()
-        identity, folder = _run_identity(cfg, dataset), run_dir(cfg, dataset)
-        how = "this fold of the protocol"
+        run, how = Run.of(settings.Config().for_environment(), dataset), "this fold of the protocol"
     else:  # a named run's record, or the identity notebook 02 wrote with the run's name
         chosen = environment.work_dir() / "runs" / name / "run.json" if name else _current_run_file()
         identity = environment.read_json(chosen)
@@ -98,22 +92,23 @@ def current_run(name: str | None = None, dataset: str | None = None) -> tuple[Pa
                                        f"runs: {saved}. Set RUN_NAME to one of them, or to None.")
             raise RunNotFoundError(
                 "No run chosen yet: run notebook 02 first (its parameters cell sets up the run that "
-                f"notebooks 03, 04 and 05 continue), or set RUN_NAME to a saved run ({saved}).")
-        folder = environment.work_dir() / "runs" / (name or identity.pop("run"))
+                f"notebooks 03 to 06 continue), or set RUN_NAME to a saved run ({saved}).")
+        run = Run(environment.work_dir() / "runs" / (name or identity["run"]),
+                  {key: identity.get(key) for key in _IDENTITY})
         how = "named in RUN_NAME" if name else "set up by notebook 02"
-    if identity.get("recipe") != settings.RECIPE_VERSION:
+    if run.identity["recipe"] != settings.RECIPE_VERSION:
         raise RunMismatchError(
-            f"Run {folder.name} was made by version {identity.get('recipe')} of the training recipe, and "
+            f"Run {run.name} was made by version {run.identity['recipe']} of the training recipe, and "
             f"this checkout's is {settings.RECIPE_VERSION}: its saved models do not fit this code. "
             "Run notebook 02 "
             "(and 03) to make the run again with this version, or set RUN_NAME to a run made by it.")
-    if dataset and identity["dataset"] != dataset:
+    if dataset and run.identity["dataset"] != dataset:
         raise RunMismatchError(
-            f"Run {folder.name} was trained on dataset {identity['dataset']}, and this one is {dataset}: "
+            f"Run {run.name} was trained on dataset {run.identity['dataset']}, and this one is {dataset}: "
             "its test faces would not be this dataset's. Point FBP_DATA_DIR at the dataset it was "
             "trained on, or run notebook 02 on this one.")
-    print(f"Run {folder.name} ({how}): {describe_settings(identity['config'])}.")
-    return folder, identity
+    print(f"Run {run.name} ({how}): {describe_settings(run.identity['config'])}.")
+    return run
 
 
 def describe_settings(config: dict) -> str:
@@ -133,23 +128,6 @@ def describe_code(code: dict | None) -> str:
     if not code or not code.get("commit"):
         return "code of unknown version (not a git checkout)"
     return f"commit {code['commit'][:7]}" + (" (with local changes)" if code.get("changed") else "")
-
-
-def describe_run(folder: Path) -> str:
-    """A run in a line: its settings and dataset, the stage it reached and the code that trained it,
-    its test PC if notebook 04 evaluated its current model (else why not), and SMOKE RUN for one."""
-    record, tuned = environment.read_json(Path(folder) / "run.json"), {}
-    stage = "stage 1 only (frozen head)"
-    if record.get("finished"):
-        tuned = record["finetune"]
-        stage = f"fine-tuned (best epoch {tuned['best_epoch']} of {record['config']['finetune_epochs']})"
-    report, why_not = current_evaluation(folder)
-    tested = (f"test PC {report['PC']:.3f} ({STAGE_NAMES[report['model']]} model, notebook 04)" if report
-              else why_not)
-    smoke = (" SMOKE RUN (synthetic data, untrained weights): its figures mean nothing."
-             if record.get("smoke") else "")
-    return (f"Run {Path(folder).name}: {describe_settings(record['config'])}, dataset {record['dataset']}; "
-            f"{stage}, trained by {describe_code(tuned.get('code', record.get('code')))}; {tested}.{smoke}")
 
 
 def trained_on(record: dict) -> str:
@@ -212,29 +190,6 @@ def _code_version() -> dict:
         return {"commit": None, "changed": None}
 
 
-def record_stage_one(folder: Path, identity: dict, labels: pd.DataFrame, model: keras.Model,
-                     parts: dict, test_features: np.ndarray, history: dict, frozen: dict,
-                     head_seconds: float | None = None) -> dict:
-    """Keep stage 1 as the cells above made and showed it: frozen.keras, history_head.csv, the
-    percentile's reference, and run.json with the identity, sizes, framing, the stage's figures and
-    its head's seconds per epoch on cached features (the tables' time for a run kept at stage 1).
-    A stage 1 saved before with the same settings is replaced (a fine-tune made from it is kept)."""
-    before = environment.read_json(folder / "run.json")
-    folder.mkdir(parents=True, exist_ok=True)
-    history_frame(history).to_csv(folder / "history_head.csv", index=False)
-    environment.write_atomically(folder / "frozen.keras", model.save, empty_old=True)
-    _save_reference(folder, "frozen", model, parts["test"], identity["config"]["image_size"], test_features)
-    record = _update_run(folder, **identity, versions=_versions(), code=_code_version(),
-                        framing=faces.framing_for(labels), frozen=frozen, head_seconds_per_epoch=head_seconds,
-                        sizes={name: len(part) for name, part in parts.items()})
-    if before.get("frozen"):
-        tuned = before.get("finished") or (folder / "best.json").is_file()
-        print(f"Stage 1 of run {folder.name} saved again: the figures above replace those saved before "
-              "with the same settings." + (" The fine-tune of notebook 03 began from the stage 1 saved "
-                                           "before (the same recipe): it is kept." if tuned else ""))
-    return record
-
-
 _MAP_SAMPLE = 32                # faces whose maps set the colour scale
 
 
@@ -259,17 +214,6 @@ def _save_reference(folder: Path, stage: str, model: keras.Model, frame: pd.Data
         "files": frame["file"].tolist(), "true": frame["score"].round(4).tolist(),
         "predicted": predicted.round(4).tolist(), "mean_features": mean_features.tolist(),
         "map_scale": None if maps is None else float(np.percentile(np.abs(maps), 98))})  # of |cell|
-
-
-def stage_one_record(folder: Path, identity: dict) -> dict:
-    """The run's record once notebook 02 has done its stage 1 with these settings and data."""
-    record = environment.read_json(folder / "run.json")
-    if record.get("fingerprint") != identity["fingerprint"] or not record.get("frozen"):
-        raise RunNotFoundError(
-            f"Stage 1 of run {folder.name} is not done: run notebook 02 with the same settings "
-            "(and data) first: its parameters cell is the one place to change them."
-            f"\n{_other_runs_note(identity)}".rstrip())
-    return record
 
 
 def _save_in_turn(folder: Path, record: str, variables: list, **info) -> dict:
@@ -449,93 +393,251 @@ def read_history(path: Path, best: dict | None = None) -> pd.DataFrame:
     return frame[keep].reset_index(drop=True)
 
 
-def record_finetune(folder: Path, model: keras.Model, parts: dict, image_size: int,
-                    precision: str) -> dict:
-    """Finish the fine-tune once: the best epoch's weights in a copy of the (float32) model, saved
-    as finetuned.keras with its reference and figures in run.json (with the runtime, the median
-    seconds per epoch and the peak GPU memory of the kernel that finished it); then backups and
-    checkpoints go (emptied first, so that Drive's bin keeps none of them)."""
-    folder = Path(folder)
-    record = environment.read_json(folder / "run.json")
-    if not record.get("finished"):
-        found = _newest_whole(folder, environment.read_json(folder / "best.json"))
-        if found is None:
-            raise RunNotFoundError(
-                f"No whole copy of the best weights of run {folder.name} is left. Delete best.json "
-                "and the backup folder in it, then run this notebook again: the fine-tune trains anew.")
-        best, weights = found
-        final = type(model).from_config(model.get_config())  # uncompiled: no optimizer state to save
-        final.set_weights(weights)
-        environment.write_atomically(folder / "finetuned.keras", final.save, empty_old=True)
-        _save_reference(folder, "finetuned", final, parts["test"], image_size)
-        val_pred = network.predict_scores(final, parts["val"], image_size)
-        history = read_history(folder / "history_finetune.csv", best)
-        record = _update_run(folder, finished=True, finetune={
-            "epochs": len(history), "best_epoch": best["epoch"], "chosen_on": best["monitor"],
-            "best_value": best["value"],
-            "val": evaluation.regression_metrics(parts["val"]["score"], val_pred), "precision": precision,
-            "code": _code_version(), "runtime": environment.accelerator(),
-            "peak_gpu_gb": environment.peak_gpu_gb(),
-            "seconds_per_epoch": float(history["seconds"].median())})
-    leftovers = [*folder.glob("backup/*"), *folder.glob("best-*.npz"), *folder.glob("*.tmp.*")]
-    for leftover in leftovers:  # finetuned.keras holds it all now
-        environment.discard(leftover)
-    if (folder / "backup").is_dir():
-        (folder / "backup").rmdir()
-    return record
 
-
-def current_model_path(folder: Path) -> Path:
-    """The file of a run's best model: fine-tuned if that stage is done, else the frozen-head one."""
-    for name in ("finetuned.keras", "frozen.keras"):
-        if (Path(folder) / name).is_file():
-            return Path(folder) / name
-    raise RunNotFoundError(f"No trained model in {folder}: run notebooks 02 and 03 first.")
-
-
-def current_model(folder: Path) -> dict:
-    """Which model a run has now (what 04 evaluates and 05 scores with): its stage and a hash of its file."""
-    path = current_model_path(folder)
-    return {"stage": path.stem, "file": path.name, "sha1": environment.file_hash(path, "sha1")[:12]}
-
-
-STAGE_NAMES = {"frozen": "frozen-head", "finetuned": "fine-tuned"}
-
-
-def final_stage(folder: Path) -> str:
-    """The stage a run ends at: "finetuned", or "frozen" for a frozen-only backbone (fine_tunes)."""
-    backbone = environment.read_json(Path(folder) / "run.json")["config"]["backbone"]
-    return "finetuned" if settings.fine_tunes(backbone) else "frozen"
-
-
+MODEL_STAGES = {"frozen": "frozen head", "finetuned": "fine-tuned"}  # a model file's stem: its stage
+STAGES = ("set up", *MODEL_STAGES.values(), "evaluated")  # a run's stages in order, in every message's words
 STAGE_ONE_ONLY = "(stage 1 only)"  # how the ablation and results tables name a run kept at stage 1
+_IDENTITY = ("fingerprint", "config", "dataset", "recipe", "smoke")  # what of run.json makes a run's identity
 
 
 def stage_words(stage: str, seconds: float | None = None) -> str:
-    """The stage a table's row was evaluated at: fine-tuned, or stage 1 only with its head's seconds
-    per epoch on cached features (when notebook 02 recorded them)."""
+    """The model stage a table's row was evaluated at: fine-tuned, or the frozen head, stage 1 only, with
+    its head's seconds per epoch on cached features (when notebook 02 recorded them)."""
     if stage == "finetuned":
-        return STAGE_NAMES[stage]
+        return MODEL_STAGES[stage]
     timing = "" if seconds is None else f", {seconds:.2g} s per epoch on cached features"
-    return f"{STAGE_NAMES[stage]} {STAGE_ONE_ONLY}{timing}"
+    return f"{MODEL_STAGES[stage]} {STAGE_ONE_ONLY}{timing}"
 
 
-def current_evaluation(folder: Path) -> tuple[dict | None, str]:
-    """Notebook 04's evaluation.json if it measured the run's current model, else None and why: none
-    yet, or one made from an earlier model (a frozen head since fine-tuned: 04 must run again)."""
-    report = environment.read_json(Path(folder) / "evaluation.json")
-    if report and report.get("evaluated") == current_model(folder):
-        return report, ""
-    return None, ("notebook 04 evaluated an earlier model of this run, not its current one: run 04 again"
-                  if report else "not evaluated yet (notebook 04 does it)")
+@dataclass
+class Reference:
+    """Out-of-sample predictions for dataset faces beside their raters' scores, and the average face."""
+
+    true: np.ndarray
+    predicted: np.ndarray
+    mean_features: np.ndarray
+    map_scale: float | None    # colour scale of the contribution maps, in score points (None: no map)
+    source: str                # which faces, which predictions, in words
 
 
-def out_of_fold_path(folder: Path) -> Path | None:
-    """Where the 5-fold protocol keeps, once for its five folds, the out-of-fold reference of a fold's
-    run (beside the runs, named by the settings the folds share); None for a run of another protocol."""
-    record = environment.read_json(Path(folder) / "run.json")
-    if not record["config"]["protocol"].startswith("fold"):
-        return None
-    shared = {**{k: record[k] for k in ("dataset", "recipe", "smoke")},
-              "config": {**record["config"], "protocol": "5-fold"}}
-    return Path(folder).parent / f"reference-5fold-{_fingerprint_of(shared)}.json"
+@dataclass(frozen=True)
+class Run:
+    """A run of the recipe: its folder (runs/<protocol>-<fingerprint>) and its identity (settings,
+    dataset, recipe version, smoke or not, and their fingerprint). What it has done is read from its
+    files whenever asked, so a Run is never out of date after a cell or a runner trained it."""
+
+    folder: Path
+    identity: dict
+
+    @classmethod
+    def of(cls, cfg: settings.Config, dataset: str, root: Path | None = None) -> Run:
+        """The run these settings make on this dataset (its folder may not exist yet)."""
+        return cls(run_dir(cfg, dataset, root), _run_identity(cfg, dataset))
+
+    @classmethod
+    def at(cls, folder: Path) -> Run:
+        """The run saved in a folder, its identity read from its run.json."""
+        record = environment.read_json(Path(folder) / "run.json")
+        if not record:
+            raise RunNotFoundError(f"No run is saved in {folder}: it has no run.json.")
+        return cls(Path(folder), {key: record.get(key) for key in _IDENTITY})
+
+    @property
+    def name(self) -> str:
+        """Its folder's name, e.g. fold1-3fa2c1d0e4."""
+        return self.folder.name
+
+    @property
+    def config(self) -> settings.Config:
+        """Its settings."""
+        return settings.Config(**self.identity["config"])
+
+    @property
+    def record(self) -> dict:
+        """Its run.json: the identity, versions, framing, sizes and each stage's figures."""
+        return environment.read_json(self.folder / "run.json")
+
+    def models(self) -> dict[str, Path]:
+        """Its trained models' files by stage ('frozen', then 'finetuned')."""
+        return {stage: path for stage in MODEL_STAGES if (path := self.folder / f"{stage}.keras").is_file()}
+
+    def model_path(self) -> Path:
+        """The file of its latest model: fine-tuned once stage 2 is done, else the frozen-head one."""
+        models = self.models()
+        if not models:
+            raise RunNotFoundError(f"Run {self.name} has no trained model yet: run notebook 02 first.")
+        return list(models.values())[-1]
+
+    @property
+    def final(self) -> str:
+        """The model stage the run ends at: 'finetuned', or 'frozen' for a frozen-only backbone."""
+        return "finetuned" if settings.fine_tunes(self.identity["config"]["backbone"]) else "frozen"
+
+    def current_model(self) -> dict:
+        """Its latest model (what 04 evaluates and 05 scores with): its stage, file and a hash of it."""
+        path = self.model_path()
+        return {"stage": path.stem, "file": path.name, "sha1": environment.file_hash(path, "sha1")[:12]}
+
+    def evaluation(self) -> dict | None:
+        """Notebook 04's evaluation.json if it measured the run's latest model, else None (see
+        why_not_evaluated): a frozen head since fine-tuned must be evaluated again."""
+        report = environment.read_json(self.folder / "evaluation.json")
+        measured = report and self.models() and report.get("evaluated") == self.current_model()
+        return report if measured else None
+
+    def why_not_evaluated(self) -> str:
+        """Why evaluation() is None: never evaluated, or evaluated for an earlier model."""
+        if (self.folder / "evaluation.json").is_file():
+            return "notebook 04 evaluated an earlier model of this run, not its current one: run 04 again"
+        return "not evaluated yet (notebook 04 does it)"
+
+    @property
+    def stage(self) -> str:
+        """How far the run has come, in STAGES' words."""
+        if self.evaluation():
+            return STAGES[-1]
+        models = self.models()
+        return MODEL_STAGES[list(models)[-1]] if models else STAGES[0]
+
+    def describe(self) -> str:
+        """The run in a line: its settings and dataset, its latest model and the code that trained it,
+        its test PC if notebook 04 evaluated that model (else why not), and SMOKE RUN for one."""
+        record, tuned = self.record, {}
+        trained = MODEL_STAGES[self.model_path().stem] if self.models() else "no model trained yet"
+        if record.get("finished"):
+            tuned = record["finetune"]
+            trained += f" (best epoch {tuned['best_epoch']} of {record['config']['finetune_epochs']})"
+        report = self.evaluation()
+        tested = (f"test PC {report['PC']:.3f} ({MODEL_STAGES[report['model']]} model, notebook 04)" if report
+                  else self.why_not_evaluated())
+        smoke = (" SMOKE RUN (synthetic data, untrained weights): its figures mean nothing."
+                 if self.identity["smoke"] else "")
+        return (f"Run {self.name}: {describe_settings(self.identity['config'])}, dataset "
+                f"{self.identity['dataset']}; {trained}, trained by "
+                f"{describe_code(tuned.get('code', record.get('code')))}; {tested}.{smoke}")
+
+    def stage_one(self) -> dict:
+        """Its record, once notebook 02 has done its stage 1 with these settings and data."""
+        record = self.record
+        if record.get("fingerprint") != self.identity["fingerprint"] or not record.get("frozen"):
+            raise RunNotFoundError(
+                f"Stage 1 of run {self.name} is not done: run notebook 02 with the same settings "
+                "(and data) first: its parameters cell is the one place to change them."
+                f"\n{_other_runs_note(self.identity)}".rstrip())
+        return record
+
+    def save_stage_one(self, model: keras.Model, history: dict, frozen: dict, parts: dict,
+                       labels: pd.DataFrame, test_features: np.ndarray) -> dict:
+        """Keep stage 1 as notebook 02's cells made and showed it: frozen.keras, history_head.csv, the
+        percentile's reference, and run.json with the identity, versions, sizes, the dataset's framing
+        and the stage's figures (frozen). A stage 1 saved before with the same settings is replaced (a
+        fine-tune made from it is kept)."""
+        before, folder = self.record, self.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        history_frame(history).to_csv(folder / "history_head.csv", index=False)
+        environment.write_atomically(folder / "frozen.keras", model.save, empty_old=True)
+        _save_reference(folder, "frozen", model, parts["test"], self.config.image_size, test_features)
+        record = _update_run(folder, **self.identity, versions=_versions(), code=_code_version(),
+                             framing=faces.framing_for(labels), frozen=frozen,
+                             sizes={name: len(part) for name, part in parts.items()})
+        if before.get("frozen"):
+            tuned = before.get("finished") or (folder / "best.json").is_file()
+            print(f"Stage 1 of run {self.name} saved again: the figures above replace those saved before "
+                  "with the same settings." + (" The fine-tune of notebook 03 began from the stage 1 saved "
+                                               "before (the same recipe): it is kept." if tuned else ""))
+        return record
+
+    def save_finetune(self, model: keras.Model, parts: dict, precision: str) -> dict:
+        """Finish the fine-tune once: the best epoch's weights in a copy of the (float32) model, saved
+        as finetuned.keras with its reference and figures in run.json (with the runtime, the median
+        seconds per epoch and the peak GPU memory of the kernel that finished it); then backups and
+        checkpoints go (emptied first, so that Drive's bin keeps none of them)."""
+        folder, record = self.folder, self.record
+        if not record.get("finished"):
+            found = _newest_whole(folder, environment.read_json(folder / "best.json"))
+            if found is None:
+                raise RunNotFoundError(
+                    f"No whole copy of the best weights of run {self.name} is left. Delete best.json and "
+                    "the backup folder in it, then run this notebook again: the fine-tune trains anew.")
+            best, weights = found
+            final = type(model).from_config(model.get_config())  # uncompiled: no optimizer state to save
+            final.set_weights(weights)
+            environment.write_atomically(folder / "finetuned.keras", final.save, empty_old=True)
+            _save_reference(folder, "finetuned", final, parts["test"], self.config.image_size)
+            val_pred = network.predict_scores(final, parts["val"], self.config.image_size)
+            history = read_history(folder / "history_finetune.csv", best)
+            record = _update_run(folder, finished=True, finetune={
+                "epochs": len(history), "best_epoch": best["epoch"], "chosen_on": best["monitor"],
+                "best_value": best["value"],
+                "val": evaluation.regression_metrics(parts["val"]["score"], val_pred), "precision": precision,
+                "code": _code_version(), "runtime": environment.accelerator(),
+                "peak_gpu_gb": environment.peak_gpu_gb(),
+                "seconds_per_epoch": float(history["seconds"].median())})
+        leftovers = [*folder.glob("backup/*"), *folder.glob("best-*.npz"), *folder.glob("*.tmp.*")]
+        for leftover in leftovers:  # finetuned.keras holds it all now
+            environment.discard(leftover)
+        if (folder / "backup").is_dir():
+            (folder / "backup").rmdir()
+        return record
+
+    def save_evaluation(self, predictions: pd.DataFrame, model: str, intervals: dict, groups: pd.DataFrame,
+                        gaps: pd.DataFrame, human: dict | None) -> dict:
+        """Keep notebook 04's evaluation of the model stage `model` ('frozen' or 'finetuned'):
+        evaluation.json, the one layout every reader of it expects (its figures with their 95 %
+        intervals, each stage's, the groups and their gaps, the raters' agreement, and which model file
+        it measured), and predictions.csv."""
+        figures = intervals[model]  # {metric: (value, low, high)}, from bootstrap_metrics
+        identity = self.identity
+        report = {"run": self.name, "fingerprint": identity["fingerprint"], "smoke": identity["smoke"],
+                  "protocol": identity["config"]["protocol"], "model": model, "n": len(predictions),
+                  "evaluated": self.current_model(),  # its file: a later model is evaluated anew
+                  **{name: value for name, (value, low, high) in figures.items()},
+                  "ci95": {name: [low, high] for name, (value, low, high) in figures.items()},
+                  "stages": {stage: {name: values[0] for name, values in metrics.items()}
+                             for stage, metrics in intervals.items()},
+                  "groups": groups.drop(columns="who").to_dict(orient="index"),
+                  "group_gaps": gaps.drop(columns="who").to_dict(orient="index"), "human": human}
+        environment.save_json(self.folder / "evaluation.json", report)
+        predictions.drop(columns="path").to_csv(self.folder / "predictions.csv", index=False)
+        return report
+
+    def reference(self, out_of_fold: bool = True) -> Reference:
+        """What places its scores (notebook 05's percentile): the 5-fold protocol's out-of-fold
+        predictions if done (and wanted), else its latest model's own test predictions."""
+        stage = self.model_path().stem
+        path = self.folder / f"reference-{stage}.json"
+        if not path.is_file():
+            raise RunNotFoundError(f"{path.name} is missing in {self.folder}: the run was trained by an "
+                                   "older version of this project. Train it again with notebooks 02 and 03.")
+        own = json.loads(path.read_text())
+        joined = self.out_of_fold_path() if stage == self.final and out_of_fold else None
+        scores = (joined and environment.read_json(joined)) or own
+        source = (scores["set"] if scores is not own
+                  else f"the {MODEL_STAGES[stage]} model's predictions for {own['set']}")
+        return Reference(np.asarray(scores["true"], float), np.asarray(scores["predicted"], float),
+                         np.asarray(own["mean_features"], float), own["map_scale"], source)
+
+    def out_of_fold_path(self) -> Path | None:
+        """Where the 5-fold protocol keeps, once for its five folds, the out-of-fold reference of a
+        fold's run (beside the runs, named by the settings the folds share); None for a 60/40 run."""
+        if not self.identity["config"]["protocol"].startswith("fold"):
+            return None
+        shared = {**{k: self.identity[k] for k in ("dataset", "recipe", "smoke")},
+                  "config": {**self.identity["config"], "protocol": "5-fold"}}
+        return self.folder.parent / f"reference-5fold-{_fingerprint_of(shared)}.json"
+
+    def folds(self) -> list[Run]:
+        """The runs of the 5-fold protocol made with this run's settings, once that protocol is done
+        (its out-of-fold reference written); else []."""
+        joined = self.out_of_fold_path()
+        if joined is None or not joined.is_file():
+            return []
+        work = self.folder.parents[1]  # the work folder that holds runs/
+        return [Run.of(replace(self.config, protocol=fold), self.identity["dataset"], work)
+                for fold in dataset.FOLDS]
+
+    def scoring_folds(self) -> list[Run]:
+        """The fold runs whose models notebook 05 scores with: folds() once every one has reached its
+        final stage (fine-tuned, or stage 1 for a frozen-only backbone), else []."""
+        folds = self.folds()
+        return folds if all(self.final in fold.models() for fold in folds) else []

@@ -2,32 +2,28 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 
-from fbp import dataset, environment, evaluation, faces, network, runs, settings
-from fbp.errors import RunNotFoundError
+from fbp import dataset, evaluation, faces, network, runs
 
 
-def accuracy_note(folder: Path) -> str:
+def accuracy_note(run: runs.Run) -> str:
     """How far off the models that score in notebook 05 are: once the 5-fold protocol's models score
     and each is evaluated, their mean test figures across folds; else this run's test figures if
     evaluated, else the paper's, so labelled."""
-    folds = scoring_folds(folder)
-    reports = [runs.current_evaluation(fold)[0] for fold in folds]
-    if folds and all(reports):
+    reports = [fold.evaluation() for fold in run.scoring_folds()]
+    if reports and all(reports):
         return _folds_accuracy_note(reports)
-    report, why_not = runs.current_evaluation(folder)
+    report = run.evaluation()
     if report:
-        return (f"This run's {runs.STAGE_NAMES[report['model']]} model on its {report['n']:,} test faces "
+        return (f"This run's {runs.MODEL_STAGES[report['model']]} model on its {report['n']:,} test faces "
                 f"({report['protocol']}, from its evaluation.json): MAE {report['MAE']:.2f} and RMSE "
                 f"{report['RMSE']:.2f} score points, PC {report['PC']:.3f}.")
     paper = evaluation.PUBLISHED.set_index(["protocol", "model"]).loc[("5-fold CV, mean", "ResNeXt-50")]
-    return (f"This run's model: {why_not}. For scale only, the paper's "
+    return (f"This run's model: {run.why_not_evaluated()}. For scale only, the paper's "
             f"ResNeXt-50 errs by MAE {paper['MAE']:.2f} and RMSE {paper['RMSE']:.2f} score points "
             "(the paper's figures, 5-fold mean, not this model's).")
 
@@ -44,73 +40,25 @@ def _folds_accuracy_note(reports: list[dict]) -> str:
             "face helped train some of them.")
 
 
-@dataclass
-class _Reference:
-    """Out-of-sample predictions for dataset faces beside their raters' scores, and the average face."""
-
-    true: np.ndarray
-    predicted: np.ndarray
-    mean_features: np.ndarray
-    map_scale: float | None    # colour scale of the contribution maps, in score points (None: no map)
-    source: str                # which faces, which predictions, in words
-
-
-def load_reference(folder: Path, out_of_fold: bool = True) -> _Reference:
-    """The run's reference: the 5-fold out-of-fold predictions if there (and wanted), else its best
-    stage's own test predictions."""
-    stage = "finetuned" if (Path(folder) / "finetuned.keras").is_file() else "frozen"
-    path = Path(folder) / f"reference-{stage}.json"
-    if not path.is_file():
-        raise RunNotFoundError(f"{path.name} is missing in {folder}: the run was trained by an older "
-                               "version of this project. Train it again with notebooks 02 and 03.")
-    own = json.loads(path.read_text())
-    joined = runs.out_of_fold_path(folder) if stage == runs.final_stage(folder) and out_of_fold else None
-    scores = (joined and environment.read_json(joined)) or own
-    source = (scores["set"] if scores is not own
-              else f"the {runs.STAGE_NAMES[stage]} model's predictions for {own['set']}")
-    return _Reference(np.asarray(scores["true"], float), np.asarray(scores["predicted"], float),
-                     np.asarray(own["mean_features"], float), own["map_scale"], source)
-
-
 @dataclass(frozen=True)
 class _Scorer:
     """A model that scores faces, and the reference that places its scores: the faces its run held out."""
 
     name: str
     model: keras.Model
-    reference: _Reference
+    reference: runs.Reference
 
 
-def fold_runs(folder: Path) -> list[Path]:
-    """The fold runs of the 5-fold protocol made with this run's settings, once the protocol is
-    done (its out-of-fold reference written); else []."""
-    joined = runs.out_of_fold_path(folder)
-    if joined is None or not joined.is_file():
-        return []
-    record = environment.read_json(Path(folder) / "run.json")
-    cfg = settings.Config(**record["config"])
-    work = Path(folder).parents[1]  # the work folder that holds runs/
-    return [runs.run_dir(replace(cfg, protocol=fold), record["dataset"], work) for fold in dataset.FOLDS]
-
-
-def scoring_folds(folder: Path) -> list[Path]:
-    """The fold runs whose models notebook 05 scores with: fold_runs once every one has reached its
-    final stage (fine-tuned, or stage 1 for a frozen-only backbone), else []."""
-    folds, final = fold_runs(folder), runs.final_stage(folder)
-    return folds if all((fold / f"{final}.keras").is_file() for fold in folds) else []
-
-
-def scorers(folder: Path) -> list[_Scorer]:
+def scorers(run: runs.Run) -> list[_Scorer]:
     """The models notebook 05 scores with: after the 5-fold protocol the five fold models, each with
     its own fold's test predictions as reference; else the run's current model and its reference."""
-    folds = scoring_folds(folder)
+    folds = run.scoring_folds()
     if not folds:
-        model = network.load_model(runs.current_model_path(folder))
-        return [_Scorer(Path(folder).name, model, load_reference(folder))]
+        return [_Scorer(run.name, network.load_model(run.model_path()), run.reference())]
     print(f"The 5-fold protocol of these settings is done: scoring with the "
-          f"{runs.STAGE_NAMES[runs.final_stage(folder)]} models of its {len(folds)} folds.")
-    return [_Scorer(fold.name, network.load_model(runs.current_model_path(fold)),
-                    load_reference(fold, out_of_fold=False)) for fold in folds]
+          f"{runs.MODEL_STAGES[run.final]} models of its {len(folds)} folds.")
+    return [_Scorer(fold.name, network.load_model(fold.model_path()), fold.reference(out_of_fold=False))
+            for fold in folds]
 
 
 def describe_references(scorers: list[_Scorer]) -> str:
@@ -242,7 +190,7 @@ def _neighbour_count(n: int) -> int:
     return min(n, max(20, n // 10))
 
 
-def calibrated_percentile(score: float, reference: _Reference) -> tuple[float, float, float]:
+def calibrated_percentile(score: float, reference: runs.Reference) -> tuple[float, float, float]:
     """'More attractive than X %' among the model's own out-of-sample predictions, and a likely range."""
     # Against true scores a prediction (pulled toward the mean) would put everyone in the middle.
     # The range: the raters' score the line fitted to the reference foretells, plus the 10th and

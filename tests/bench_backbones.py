@@ -1,6 +1,6 @@
 """Benchmark (run by hand): what fine-tuning the whole backbone at 350x350 px on a Colab free T4 would
 cost, for ResNet50, ConvNeXtTiny and EfficientNetV2S built with weights=None; and for the keras-hub
-presets (utils.FOUNDATIONS), built at full size with random weights from their published
+presets (settings.FOUNDATIONS), built at full size with random weights from their published
 configurations, at their converters' sizes, whether a fine-tune fits a T4 at all.
 
     python tests/bench_backbones.py               # both
@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import utils  # noqa: E402
+from fbp import settings  # noqa: E402
 
 BACKBONES = tuple(utils.BACKBONES)  # the backbones the recipe offers
 SIZE = 350
@@ -255,8 +256,8 @@ USABLE_BATCH = 16  # the paper's batch: a smaller one would make a fine-tune a d
 def build_foundation(name: str, size: int | None = None) -> keras.Model:
     """The preset's image encoder at full size with random weights, at its converter's size or this one."""
     keras.backend.clear_session()
-    size = size or utils.FOUNDATIONS[name].image_size
-    encoder = getattr(keras_hub.models, utils.FOUNDATIONS[name].encoder)
+    size = size or settings.FOUNDATIONS[name].image_size
+    encoder = getattr(keras_hub.models, settings.FOUNDATIONS[name].encoder)
     return encoder(**FOUNDATION_CONFIGS[name], image_shape=(size, size, 3))
 
 
@@ -308,7 +309,7 @@ def cpu_ms_per_foundation_image(model: keras.Model, size: int, batch: int = 2) -
 
 def measure_foundation(name: str) -> dict:
     """A preset's figures at its converter's size: size, memory and time, the batch a T4 allows."""
-    size = utils.FOUNDATIONS[name].image_size
+    size = settings.FOUNDATIONS[name].image_size
     model = build_foundation(name)
     tokens = vit_tokens(name, size)
     activations, state = vit_activations(model, tokens), state_bytes(model)
@@ -349,7 +350,7 @@ def main() -> None:
     tf.get_logger().setLevel("ERROR")
     if sys.argv[1:] != ["foundations"]:
         report([measure(name) for name in BACKBONES])
-    report_foundations([measure_foundation(name) for name in utils.FOUNDATIONS])
+    report_foundations([measure_foundation(name) for name in settings.FOUNDATIONS])
 
 
 if __name__ == "__main__":

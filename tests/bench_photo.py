@@ -21,7 +21,7 @@ from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
 import utils  # noqa: E402
-from fbp import scoring  # noqa: E402
+from fbp import runs  # noqa: E402
 
 FRAMING = {"eye_center_x": 0.5, "eye_center_y": 0.42, "eye_distance": 0.27}
 
@@ -39,7 +39,7 @@ def twelve_megapixel_photo(folder: Path) -> Path:
     return path
 
 
-def score(model: keras.Model, path: Path, reference: scoring._Reference) -> tuple[float, float, float, float]:
+def score(model: keras.Model, path: Path, reference: runs.Reference) -> tuple[float, float, float, float]:
     """Notebook 05's steps for the first face: read, detect, six crops, predict, map; seconds to read,
     to detect, to align and in all."""
     t0 = time.perf_counter()
@@ -61,7 +61,7 @@ def main(runs: int = 5) -> None:
     keras.utils.set_random_seed(0)
     model = model_from_notebook(350)
     predicted = np.linspace(1, 5, 1100)
-    reference = scoring._Reference(predicted, predicted, np.zeros(2048), 1.0, "bench")
+    reference = runs.Reference(predicted, predicted, np.zeros(2048), 1.0, "bench")
     with tempfile.TemporaryDirectory() as folder:
         path = twelve_megapixel_photo(Path(folder))
         print(f"photo: {path.stat().st_size / 1e6:.1f} MB, 4000x3000, EXIF-rotated")

@@ -37,7 +37,7 @@ def evaluated_run() -> Path:
 def evaluate(folder: Path, pc: float = 0.9) -> None:
     """The evaluation.json notebook 04 writes, with made-up figures."""
     utils.save_json(folder / "evaluation.json", {
-        "model": "frozen", "n": 1100, "protocol": "fold1", "evaluated": utils.current_model(folder),
+        "model": "frozen", "n": 1100, "protocol": "fold1", "evaluated": runs.Run.at(folder).current_model(),
         "PC": pc, "MAE": 0.21, "RMSE": 0.28,
         "ci95": {"PC": [pc - 0.01, pc + 0.01], "MAE": [0.2, 0.22], "RMSE": [0.27, 0.29]}})
 
@@ -46,7 +46,7 @@ def evaluate(folder: Path, pc: float = 0.9) -> None:
 def bundle(work, tmp_path) -> SimpleNamespace:
     """A run's bundle, copied out of its work folder, which is then left for a new, empty one."""
     folder = evaluated_run()
-    path = shutil.copy(utils.make_bundle(folder, "owner/project"), tmp_path / "shared.zip")
+    path = shutil.copy(utils.make_bundle(runs.Run.at(folder), "owner/project"), tmp_path / "shared.zip")
     work.rename(tmp_path / "old-work")
     return SimpleNamespace(path=Path(path), run=folder.name)
 
@@ -80,7 +80,7 @@ def opened_entries() -> list[str]:
 
 def test_a_bundle_holds_the_run_and_a_model_card_and_is_written_again_only_when_it_changed(work, capsys):
     folder = evaluated_run()
-    path = utils.make_bundle(folder, "owner/project")
+    path = utils.make_bundle(runs.Run.at(folder), "owner/project")
     assert path == work / "bundles" / f"{folder.name}.zip"
     with zipfile.ZipFile(path) as archive:
         names, card = set(archive.namelist()), archive.read("README.md").decode()
@@ -92,10 +92,10 @@ def test_a_bundle_holds_the_run_and_a_model_card_and_is_written_again_only_when_
                   "never on the test", "https://github.com/owner/project", "hf://owner/name"):
         assert words in card, words
     written = path.stat().st_mtime_ns
-    utils.make_bundle(folder, "owner/project")
+    utils.make_bundle(runs.Run.at(folder), "owner/project")
     assert path.stat().st_mtime_ns == written and "is up to date" in capsys.readouterr().out
     evaluate(folder, pc=0.8)  # 04 ran again: the bundle follows
-    utils.make_bundle(folder, "owner/project")
+    utils.make_bundle(runs.Run.at(folder), "owner/project")
     with zipfile.ZipFile(path) as archive:
         assert "PC: 0.8000" in archive.read("README.md").decode()
 
@@ -104,19 +104,20 @@ def test_a_run_not_evaluated_for_its_current_model_is_not_bundled(work):
     folder = evaluated_run()
     (folder / "evaluation.json").unlink()
     with pytest.raises(errors.BundleError, match="cannot be bundled: not evaluated yet.*run notebook 04"):
-        utils.make_bundle(folder, "owner/project")
+        utils.make_bundle(runs.Run.at(folder), "owner/project")
     assert not (work / "bundles").exists()
 
 
 def test_05_opens_a_bundle_once_in_a_work_folder_with_nothing_else(bundle, monkeypatch):
-    folder, record = utils.run_to_score(str(bundle.path))
-    assert folder.name == bundle.run and folder.is_relative_to(utils.work_dir() / "bundles" / "opened")
-    assert record["framing"] == {"eye_distance": 0.21}
-    [scorer] = utils.scorers(folder)
+    run = utils.run_to_score(str(bundle.path))
+    folder = run.folder
+    assert run.name == bundle.run and folder.is_relative_to(utils.work_dir() / "bundles" / "opened")
+    assert run.record["framing"] == {"eye_distance": 0.21} and run.stage == "evaluated"
+    [scorer] = utils.scorers(run)
     assert scorer.reference.predicted.tolist() == [2.8, 3.2]
     opened = (folder / "frozen.keras").stat().st_mtime_ns
     monkeypatch.setenv("FBP_RUN", str(bundle.path))  # headless, FBP_RUN names it
-    assert utils.run_to_score(None)[0] == folder and (folder / "frozen.keras").stat().st_mtime_ns == opened
+    assert utils.run_to_score(None) == run and (folder / "frozen.keras").stat().st_mtime_ns == opened
     assert opened_entries() == [folder.parents[1].name]
 
 
@@ -143,7 +144,7 @@ BAD = {  # what a bad bundle is made of, and what its message says
 
 @pytest.mark.parametrize("kind", BAD)
 def test_a_bad_bundle_is_named_plainly_and_leaves_the_work_folder_as_it_was(bundle, tmp_path, kind):
-    good = utils.run_to_score(str(bundle.path))[0]
+    good = utils.run_to_score(str(bundle.path))
     before = sorted(str(p) for p in utils.work_dir().rglob("*"))
     make, message = BAD[kind]
     with pytest.raises(errors.BundleError, match=message):
@@ -155,16 +156,16 @@ def test_a_bad_bundle_is_named_plainly_and_leaves_the_work_folder_as_it_was(bund
 def test_a_bundle_whose_model_does_not_load_says_so(bundle, tmp_path):
     broken = rewritten(bundle.path, tmp_path / "broken.zip", drop="frozen.keras",
                        extra={f"runs/{bundle.run}/frozen.keras": b"PK\x03\x04 not a model"})
-    folder, _ = utils.run_to_score(str(broken))
+    run = utils.run_to_score(str(broken))
     with pytest.raises(errors.RunMismatchError, match="frozen.keras of run .* does not load with Keras"):
-        utils.scorers(folder)
+        utils.scorers(run)
 
 
 def test_a_bundle_is_downloaded_once_and_a_refused_or_cut_download_keeps_nothing(bundle, web_server):
     shutil.copy(bundle.path, web_server.folder / "run.zip")
     url = f"{web_server.url}/run.zip"
-    folder = utils.run_to_score(url)[0]
-    assert utils.run_to_score(url)[0] == folder and web_server.requests == ["/run.zip"]
+    run = utils.run_to_score(url)
+    assert utils.run_to_score(url) == run and web_server.requests == ["/run.zip"]
     downloads = utils.work_dir() / "bundles" / "downloads"
     kept = sorted(downloads.iterdir())
     with pytest.raises(errors.BundleError, match=r"refused the download \(HTTP 403: Forbidden\)"):
@@ -191,9 +192,9 @@ def test_hf_names_a_bundle_on_the_hub_and_its_problems(bundle, monkeypatch):
         return shutil.copy(bundle.path, Path(local_dir) / filename)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
-    folder = utils.run_to_score("hf://someone/their-run")[0]
-    assert asked == [("someone/their-run", "bundle.zip")] and folder.name == bundle.run
-    assert utils.scorers(folder)
+    run = utils.run_to_score("hf://someone/their-run")
+    assert asked == [("someone/their-run", "bundle.zip")] and run.name == bundle.run
+    assert utils.scorers(run)
     problems = {errors.RepositoryNotFoundError: "is not on the Hugging Face Hub, or is private",
                 errors.RemoteEntryNotFoundError: "holds no bundle.zip",
                 errors.LocalEntryNotFoundError: "could not be downloaded: the Hugging Face Hub is not"}

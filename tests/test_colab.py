@@ -145,8 +145,8 @@ def test_our_errors_show_plainly_and_colabs_import_hint_stays(colab, capsys):
     shell = InteractiveShell.instance()
     try:
         install_import_hint()
-        utils.show_errors_plainly()
-        utils.show_errors_plainly()  # a re-run set-up cell changes nothing
+        environment.show_errors_plainly()
+        environment.show_errors_plainly()  # a re-run set-up cell changes nothing
         shell.run_cell("import no_such_package_here")
         shell.run_cell("import utils\nraise utils.PhotoError('me.jpg: no face found.')")
         shown = capsys.readouterr().out

@@ -10,7 +10,7 @@ from conftest import run_cells
 from scipy import stats
 
 import utils
-from fbp import errors, evaluation, experiments, scoring, settings
+from fbp import errors, evaluation, experiments, runs, settings
 
 
 def test_metrics_against_values_worked_out_by_hand():
@@ -164,10 +164,10 @@ def simulated_faces(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
     return true, 2.99 + 0.81 * (true - 2.99) + rng.normal(0, 0.27, n)
 
 
-def simulated_reference(rng, n: int) -> scoring._Reference:
+def simulated_reference(rng, n: int) -> runs.Reference:
     """A reference of n simulated faces."""
     true, predicted = simulated_faces(rng, n)
-    return scoring._Reference(true, predicted, np.zeros(1), 1.0, "simulated")
+    return runs.Reference(true, predicted, np.zeros(1), 1.0, "simulated")
 
 
 def test_the_percentile_is_calibrated_where_ranking_among_true_scores_is_not():
@@ -375,7 +375,8 @@ def evaluated_run(root, name: str, true, predicted, files, protocol: str = "fold
                      "val": {"PC": validation_pc}}})
     figures = utils.bootstrap_metrics(true, predicted, samples=100)
     utils.save_json(folder / "evaluation.json", {
-        "evaluated": utils.current_model(folder), "model": "finetuned", "protocol": protocol, "n": len(true),
+        "evaluated": runs.Run.at(folder).current_model(), "model": "finetuned", "protocol": protocol,
+        "n": len(true),
         **{m: v for m, (v, low, high) in figures.items()},
         "ci95": {m: [low, high] for m, (v, low, high) in figures.items()}})
     pd.DataFrame({"file": files, "score": true, "finetuned": predicted}).to_csv(folder / "predictions.csv")
@@ -402,7 +403,8 @@ FIVE_FOLDS = "across the 5 folds (Nadeau-Bengio corrected t-test), Holm"
 def test_the_ablation_ranks_on_validation_and_names_a_difference_with_its_direction(recipes):
     names = {"ResNet50": "fold1-blog", "ConvNeXtTiny + distribution": "fold1-convnext",
              "again": "fold1-again"}
-    table = experiments._ablation_table({k: [recipes / "runs" / v] for k, v in names.items()}, samples=200)
+    compared = {k: [runs.Run.at(recipes / "runs" / v)] for k, v in names.items()}
+    table = experiments._ablation_table(compared, samples=200)
     assert list(table.index) == ["ConvNeXtTiny + distribution", "ResNet50", "again"]  # by validation PC
     assert list(table["rank on validation"]) == [1, 2, 3]
     assert table.index.name.startswith("recipe (Δ: minus ResNet50")
@@ -421,7 +423,7 @@ def test_the_ablation_ranks_on_validation_and_names_a_difference_with_its_direct
     predictions = pd.read_csv(recipes / "runs" / "fold1-again" / "predictions.csv")
     predictions.iloc[::-1].to_csv(recipes / "runs" / "fold1-again" / "predictions.csv")
     with pytest.raises(errors.RunMismatchError, match="other faces"):
-        experiments._ablation_table({k: [recipes / "runs" / v] for k, v in names.items()}, samples=20)
+        experiments._ablation_table(compared, samples=20)
 
 
 def test_a_worse_recipe_is_named_lower_in_words():
@@ -456,7 +458,7 @@ def test_holms_correction_keeps_equally_good_recipes_from_being_named():
     assert corrected <= 6 < named  # about 3 in 60 expected with the correction (5 %); without, 12
 
 
-def five_folds(root, name: str, quality: list[float], rng, **config) -> list:
+def five_folds(root, name: str, quality: list[float], rng, **config) -> list[runs.Run]:
     """A recipe evaluated on five folds of 300 test faces each (the same faces for every recipe: the
     true scores are drawn from a generator seeded by the fold), its error's SD per fold given."""
     folders = []
@@ -464,29 +466,29 @@ def five_folds(root, name: str, quality: list[float], rng, **config) -> list:
         true = np.random.default_rng(k).uniform(1, 5, 300)
         evaluated_run(root, f"fold{k}-{name}", true, true + rng.normal(0, noise, 300),
                       [f"AF{i}.jpg" for i in range(300)], protocol=f"fold{k}", **config)
-        folders.append(root / "runs" / f"fold{k}-{name}")
+        folders.append(runs.Run.at(root / "runs" / f"fold{k}-{name}"))
     return folders
 
 
 def test_two_seeds_of_one_recipe_are_not_called_different_across_folds(tmp_path):
     rng = np.random.default_rng(5)
     # The second seed's network is worse on fold 1 and better on others: the recipe is the same.
-    runs = {"ResNet50": five_folds(tmp_path, "seed0", [0.30, 0.40, 0.40, 0.40, 0.40], rng),
-            "ResNet50, seed 1": five_folds(tmp_path, "seed1", [0.45, 0.36, 0.40, 0.38, 0.42], rng, seed=1),
-            "better": five_folds(tmp_path, "better", [0.25, 0.30, 0.31, 0.30, 0.29], rng,
-                                 backbone="ConvNeXtTiny")}
-    one_fold = experiments._ablation_table({name: folders[:1] for name, folders in runs.items()}, samples=400)
+    recipes = {"ResNet50": five_folds(tmp_path, "seed0", [0.30, 0.40, 0.40, 0.40, 0.40], rng),
+               "ResNet50, seed 1": five_folds(tmp_path, "seed1", [0.45, 0.36, 0.40, 0.38, 0.42], rng, seed=1),
+               "better": five_folds(tmp_path, "better", [0.25, 0.30, 0.31, 0.30, 0.29], rng,
+                                    backbone="ConvNeXtTiny")}
+    one_fold = experiments._ablation_table({name: folds[:1] for name, folds in recipes.items()}, samples=400)
     assert one_fold.loc["ResNet50, seed 1", ONE_FOLD].startswith("PC lower")  # networks differ on fold 1
     said = utils.ablation_verdict(one_fold)
     assert "ResNet50, seed 1 differs from ResNet50 by ΔPC" in said and "not recipes" in said
-    table = experiments._ablation_table(runs, samples=50)
+    table = experiments._ablation_table(recipes, samples=50)
     assert table.loc["ResNet50, seed 1", FIVE_FOLDS].startswith("none shown")  # the recipes do not
     assert table.loc["better", FIVE_FOLDS].startswith("PC higher")
-    def pc(folder) -> float:
-        faces = pd.read_csv(folder / "predictions.csv")
+    def pc(run) -> float:
+        faces = pd.read_csv(run.folder / "predictions.csv")
         return utils.regression_metrics(faces["score"], faces["finetuned"])["PC"]
 
-    per_fold = [pc(b) - pc(a) for a, b in zip(runs["ResNet50"], runs["better"], strict=True)]
+    per_fold = [pc(b) - pc(a) for a, b in zip(recipes["ResNet50"], recipes["better"], strict=True)]
     assert table.loc["better", "ΔPC"] == f"{np.mean(per_fold):+.4f} ± {np.std(per_fold, ddof=1):.4f}"
     said = utils.ablation_verdict(table)
     assert "Across the folds, PC differs from ResNet50's for better (PC higher" in said

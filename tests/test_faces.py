@@ -131,11 +131,11 @@ def model():
     return model_from_notebook(64)
 
 
-def reference_for(model) -> scoring._Reference:
+def reference_for(model) -> runs.Reference:
     """A reference whose average face is random features of the model's width; predictions over 1-5."""
     predicted = np.linspace(1, 5, 201)
     width = model.get_layer("score").input.shape[-1]
-    return scoring._Reference(predicted + 0.1, predicted, np.random.default_rng(1).uniform(0, 1, width),
+    return runs.Reference(predicted + 0.1, predicted, np.random.default_rng(1).uniform(0, 1, width),
                            0.5, "a test reference")
 
 
@@ -235,21 +235,22 @@ def test_the_out_of_fold_reference_is_taken_once_5_fold_has_run(tmp_path):
             "set": "x", "files": [f"AF{k}.jpg"], "true": [float(k)], "predicted": [k + 0.5],
             "mean_features": [0.0], "map_scale": 1.0})
         folders.append(folder)
+    (folders[0] / "frozen.keras").touch()
     with pytest.raises(errors.RunNotFoundError, match="reference-frozen.json is missing"):
-        utils.load_reference(folders[0])                # no finetuned.keras: the stage-1 reference
+        runs.Run.at(folders[0]).reference()                # no finetuned.keras: the stage-1 reference
     (folders[0] / "finetuned.keras").touch()
-    assert utils.load_reference(folders[0]).predicted.tolist() == [1.5]
-    experiments._save_out_of_fold_reference(folders)
-    reference = utils.load_reference(folders[0])
+    assert runs.Run.at(folders[0]).reference().predicted.tolist() == [1.5]
+    experiments._save_out_of_fold_reference([runs.Run.at(folder) for folder in folders])
+    reference = runs.Run.at(folders[0]).reference()
     assert reference.predicted.tolist() == [1.5, 2.5, 3.5, 4.5, 5.5] and "5-fold" in reference.source
     [joined] = tmp_path.glob("reference-5fold-*.json")
-    assert joined == runs.out_of_fold_path(folders[0])
+    assert joined == runs.Run.at(folders[0]).out_of_fold_path()
     for folder in folders[1:]:  # one file serves every fold
         (folder / "finetuned.keras").touch()
-        assert utils.load_reference(folder).predicted.tolist() == [1.5, 2.5, 3.5, 4.5, 5.5]
+        assert runs.Run.at(folder).reference().predicted.tolist() == [1.5, 2.5, 3.5, 4.5, 5.5]
     other_seed = folders[0].parent / "other"
     utils.save_json(other_seed / "run.json", {**record, "config": {**config, "protocol": "fold1", "seed": 1}})
-    assert runs.out_of_fold_path(other_seed) != runs.out_of_fold_path(folders[0])
+    assert runs.Run.at(other_seed).out_of_fold_path() != runs.Run.at(folders[0]).out_of_fold_path()
 
 
 def test_a_frozen_only_backbones_folds_join_and_use_their_stage_1_references(tmp_path):
@@ -264,11 +265,11 @@ def test_a_frozen_only_backbones_folds_join_and_use_their_stage_1_references(tmp
             "mean_features": [0.0], "map_scale": None})
         (folder / "frozen.keras").touch()
         folders.append(folder)
-    assert runs.final_stage(folders[0]) == "frozen"
-    experiments._save_out_of_fold_reference(folders)
-    reference = utils.load_reference(folders[2])
+    assert runs.Run.at(folders[0]).final == "frozen"
+    experiments._save_out_of_fold_reference([runs.Run.at(folder) for folder in folders])
+    reference = runs.Run.at(folders[2]).reference()
     assert reference.predicted.tolist() == [1.5, 2.5, 3.5, 4.5, 5.5] and reference.map_scale is None
-    assert "frozen-head model of the fold that held it out" in reference.source
+    assert "frozen head model of the fold that held it out" in reference.source
 
 
 def test_shifted_eyes_move_in_the_detectors_pixels_in_image_order():
@@ -392,10 +393,10 @@ def test_a_faces_result_carries_the_plus_minus_and_the_disagreement(model, refer
     assert result.disagreement == scoring._models_disagreement(scores) > 0
 
 
-def reference_of(size: int) -> scoring._Reference:
+def reference_of(size: int) -> runs.Reference:
     """A reference of size faces, for describe_references."""
     predicted = np.linspace(1, 5, size)
-    return scoring._Reference(predicted, predicted, np.zeros(1), 0.5, f"the {size:,} test faces of a run")
+    return runs.Reference(predicted, predicted, np.zeros(1), 0.5, f"the {size:,} test faces of a run")
 
 
 def test_the_references_are_described_as_the_scoring_uses_them():

@@ -1,4 +1,4 @@
-"""The keras-hub presets as backbones (utils.FOUNDATIONS): the settings, the real path by name stopping
+"""The keras-hub presets as backbones (settings.FOUNDATIONS): the settings, the real path by name stopping
 short of the network, smoke runs through 02, 03 and 05, a saved model in safe mode, the runners."""
 
 import json
@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, model_from_notebook, run_cells, train
 
 import utils
-from fbp import dataset, errors, experiments, network, runs
+from fbp import dataset, errors, experiments, network, runs, settings
 
 DINO, SIGLIP = "dinov2_base", "siglip2_base_patch16_224"
 SMALL_TEXT = {"vocabulary_size": 16, "embedding_dim": 8, "hidden_dim": 8, "num_layers": 1, "num_heads": 1,
@@ -21,7 +21,7 @@ SMALL_TEXT = {"vocabulary_size": 16, "embedding_dim": 8, "hidden_dim": 8, "num_l
 
 
 def test_the_presets_are_named_in_this_keras_hub():
-    for name in utils.FOUNDATIONS:
+    for name in settings.FOUNDATIONS:
         assert name in keras_hub.models.Backbone.presets, name
 
 
@@ -74,7 +74,7 @@ def test_a_saved_foundation_model_loads_in_safe_mode_in_a_fresh_process(tmp_path
     faces = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype="uint8")
     np.save(tmp_path / "faces.npy", faces)
     expected = {}
-    for name in utils.FOUNDATIONS:
+    for name in settings.FOUNDATIONS:
         model = model_from_notebook(64, backbone=name, label_distribution=True)
         model.save(tmp_path / f"{name}.keras")
         expected[name] = model.predict_on_batch(faces)["score"].ravel().tolist()
@@ -82,10 +82,10 @@ def test_a_saved_foundation_model_loads_in_safe_mode_in_a_fresh_process(tmp_path
               f"faces = np.load({str(tmp_path / 'faces.npy')!r})\n"
               f"print(json.dumps({{name: keras.models.load_model({str(tmp_path)!r} + f'/{{name}}.keras', "
               "safe_mode=True).predict_on_batch(faces)['score'].ravel().tolist() "
-              f"for name in {list(utils.FOUNDATIONS)!r}}}))")
+              f"for name in {list(settings.FOUNDATIONS)!r}}}))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
-    for name in utils.FOUNDATIONS:
+    for name in settings.FOUNDATIONS:
         np.testing.assert_allclose(loaded[name], expected[name], rtol=1e-5)
 
 
@@ -105,21 +105,22 @@ def test_smoke_dinov2_trains_stage_one_stays_there_and_04_and_05_use_it(smoke_ru
 
     stage_one = run_cells("02_frozen_head", edits={'utils.Config(protocol="fold1")':
                                                    f'utils.Config(protocol="fold1", backbone="{DINO}")'})
-    run, record = stage_one["RUN"], utils.read_json(stage_one["RUN"] / "run.json")
+    run, record = stage_one["RUN"].folder, stage_one["RUN"].record
     assert stage_one["cfg"].backbone == DINO and type(utils.backbone_of(stage_one["model"])).__name__ == \
         "DINOV2Backbone"
-    assert record["head_seconds_per_epoch"] > 0 and record["frozen"]["ridge_val"]
+    assert record["frozen"]["seconds_per_epoch"] > 0 and record["frozen"]["ridge_val"]
     assert utils.read_json(run / "reference-frozen.json")["map_scale"] is None
     before = sorted(p.name for p in run.iterdir())
     with pytest.raises(errors.FrozenOnlyError, match=f"{DINO} is a frozen-only backbone: at 518 px"):
         run_cells("03_finetune")
     assert sorted(p.name for p in run.iterdir()) == before  # nothing written
-    assert runs.current_model_path(run).name == "frozen.keras"
+    assert runs.Run.at(run).model_path().name == "frozen.keras"
     experiments._run_notebook("03_finetune", stage_one["cfg"], synthetic_root, run, "dinov2")  # as runners do
     assert f"dinov2: notebook 03_finetune: {DINO} is a frozen-only backbone" in capsys.readouterr().out
 
     evaluated = run_cells("04_evaluation")  # stage 1 is the run's model, evaluated and bundled
-    assert runs.current_evaluation(run)[0]["model"] == "frozen" and evaluated["BUNDLE"].is_file()
+    assert runs.Run.at(run).evaluation()["model"] == "frozen" and evaluated["BUNDLE"].is_file()
+    assert runs.Run.at(run).stage == "evaluated" and runs.Run.at(run).final == "frozen"
     Image.fromarray(data.astronaut()).save(tmp_path / "me.jpg")
     monkeypatch.setenv("FBP_PHOTO", str(tmp_path / "me.jpg"))
     monkeypatch.setenv("FBP_RUN", str(evaluated["BUNDLE"]))
@@ -137,8 +138,7 @@ def test_smoke_dinov2_trains_stage_one_stays_there_and_04_and_05_use_it(smoke_ru
 def test_smoke_siglip2_fine_tunes_in_03_sparing_its_embeddings_from_decay(synthetic_root, work, monkeypatch):
     cfg = utils.Config(backbone=SIGLIP).smoke()
     tuned = train(cfg, synthetic_root, monkeypatch)
-    assert utils.read_json(tuned["RUN"] / "run.json")["finished"]
-    assert runs.current_model_path(tuned["RUN"]).name == "finetuned.keras"
+    assert tuned["RUN"].record["finished"] and tuned["RUN"].model_path().name == "finetuned.keras"
     weights = utils.backbone_of(tuned["model"]).trainable_weights
 
     def decayed(path: str) -> bool:
@@ -151,8 +151,8 @@ def test_smoke_siglip2_fine_tunes_in_03_sparing_its_embeddings_from_decay(synthe
 
 def test_the_ablation_trains_the_presets_to_stage_1_only(synthetic_root, work, monkeypatch):
     recipes = experiments._ablation_recipes(utils.Config(backbone=DINO))
-    frozen = {name: recipe for name, recipe in recipes.items() if recipe.backbone in utils.FOUNDATIONS}
-    assert list(frozen) == [f"{name} (stage 1 only)" for name in utils.FOUNDATIONS]
+    frozen = {name: recipe for name, recipe in recipes.items() if recipe.backbone in settings.FOUNDATIONS}
+    assert list(frozen) == [f"{name} (stage 1 only)" for name in settings.FOUNDATIONS]
     assert [r.image_size for r in frozen.values()] == [518, 224]
     assert {r.image_size for name, r in recipes.items() if name not in frozen} == {350}
     assert not any(r.label_distribution for r in frozen.values())
@@ -166,7 +166,7 @@ def test_the_ablation_trains_the_presets_to_stage_1_only(synthetic_root, work, m
 
     monkeypatch.setattr(experiments, "_run_notebook", run_notebook)
     monkeypatch.setattr(experiments, "check_space", lambda folders, what: None)
-    monkeypatch.setattr(runs, "current_evaluation", lambda folder: ({}, ""))
+    monkeypatch.setattr(runs.Run, "evaluation", lambda run: {})
     configs = {"ResNet50": utils.Config(), "SigLIP, stage 1": utils.Config(backbone=SIGLIP),
             "DINOv2": utils.Config(backbone=DINO)}
     for folder in [runs.run_dir(cfg, utils.dataset_fingerprint(dataset.all_labels(synthetic_root)))
@@ -180,5 +180,5 @@ def test_the_ablation_trains_the_presets_to_stage_1_only(synthetic_root, work, m
 def test_a_table_row_kept_at_stage_1_says_so_with_its_head_time():
     assert runs.stage_words("finetuned", 12.0) == "fine-tuned"
     assert runs.stage_words("frozen", 0.0123) == \
-        "frozen-head (stage 1 only), 0.012 s per epoch on cached features"
-    assert runs.stage_words("frozen") == "frozen-head (stage 1 only)"
+        "frozen head (stage 1 only), 0.012 s per epoch on cached features"
+    assert runs.stage_words("frozen") == "frozen head (stage 1 only)"

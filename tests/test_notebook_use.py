@@ -42,7 +42,7 @@ def check_every_cell_run_twice(capsys) -> None:
     """Every code cell of 02 to 05 run twice, in this process, builds what the series built once:
     the same stage 1 (figures and head, saved again), pipeline, evaluation and scores; the finished
     fine-tune is kept, not trained again."""
-    run = utils.current_run()[0]
+    run = utils.current_run().folder
     record = utils.read_json(run / "run.json")
     head = keras.models.load_model(run / "frozen.keras").get_layer("score").get_weights()
     report = json.loads((run / "evaluation.json").read_text())
@@ -52,7 +52,7 @@ def check_every_cell_run_twice(capsys) -> None:
     assert (run / "finetuned.keras").stat().st_size < 1.05 * (run / "frozen.keras").stat().st_size
 
     twice = run_cells("02_frozen_head", twice=True)
-    assert twice["RUN"] == run and plain(twice["frozen"]) == record["frozen"]
+    assert twice["RUN"].folder == run and plain(twice["frozen"]) == record["frozen"]
     for a, b in zip(head, twice["model"].get_layer("score").get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     saved = utils.read_json(run / "run.json")
@@ -85,23 +85,24 @@ def check_every_cell_run_twice(capsys) -> None:
 def check_a_setting_changed_in_02_alone(capsys) -> None:
     """A setting changed in 02's parameters cell makes a new run that 05 scores at once with its
     stage 1, and that 03 fine-tunes and 05 then scores, though the series' run is newer."""
-    default = utils.current_run()[0]
+    default = utils.current_run().folder
     changed = run_cells("02_frozen_head", edits={'utils.Config(protocol="fold1")':
                                                  'utils.Config(protocol="fold1", head_lr=3e-3)'})
-    run = changed["RUN"]
+    run = changed["RUN"].folder
     assert run != default and changed["cfg"].head_lr == 3e-3
     os.utime(default / "run.json")  # the other run is the newest folder: never a reason to take it
     early = run_cells("05_score_your_face")
     said = capsys.readouterr().out
-    assert early["RUN"] == run and "stage 1 only (frozen head)" in said
+    assert early["RUN"].folder == run and early["RUN"].stage == "frozen head"
+    assert f"Run {run.name}: ResNet50 (head_lr 0.003" in said and "; frozen head, trained by" in said
     assert "scoring with the frozen-head model" in said and "me.jpg, face 1: score" in said
     tuned = run_cells("03_finetune")
-    assert tuned["RUN"] == run and tuned["cfg"] == changed["cfg"]
+    assert tuned["RUN"].folder == run and tuned["cfg"] == changed["cfg"]
     assert utils.read_json(run / "run.json")["finished"]
     said = capsys.readouterr().out
     assert f"Run {run.name} (set up by notebook 02): ResNet50 (" in said and "head_lr 0.003" in said
     scoring = run_cells("05_score_your_face")
-    assert scoring["RUN"] == run and scoring["rows"]
+    assert scoring["RUN"].folder == run and scoring["rows"]
     assert "fine-tuned (best epoch" in capsys.readouterr().out
 
 

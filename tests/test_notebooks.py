@@ -163,7 +163,7 @@ def test_02_trains_stage_one(series):
     record = utils.read_json(default_run(series) / "run.json")
     assert (default_run(series) / "frozen.keras").is_file() and record["smoke"] is True
     assert record["frozen"]["val"]["PC"] > 0.8
-    assert len(utils.load_reference(default_run(series)).true) == 60  # fold1's test part
+    assert len(runs.Run.at(default_run(series)).reference().true) == 60  # fold1's test part
     assert record["framing"] == synthetic.SYNTHETIC_FRAMING
 
 
@@ -244,7 +244,7 @@ def test_the_5_fold_runner_trains_evaluates_and_joins_its_folds(series, monkeypa
     printed = capsys.readouterr().out
     assert "  fold2 | Epoch 2/2" in printed and "  fold1 |" not in printed  # fold 1 is the series' run
     assert list(table.index) == ["fold1", "fold2", "mean", "SD"] and table.loc["fold2", "PC"] > 0.5
-    joined = json.loads(runs.out_of_fold_path(default_run(series)).read_text())
+    joined = json.loads(runs.Run.at(default_run(series)).out_of_fold_path().read_text())
     assert len(joined["files"]) == len(set(joined["files"])) == 120  # each fold's 60 test faces
     assert (series.work / "runs" / "current.json").read_text() == current  # the folds are not current
     monkeypatch.setattr(experiments, "_run_notebook", lambda *a, **k: pytest.fail("trained again"))
@@ -253,7 +253,8 @@ def test_the_5_fold_runner_trains_evaluates_and_joins_its_folds(series, monkeypa
     monkeypatch.setenv("FBP_PHOTO", str(series.photo))
     scored = run_cells("05_score_your_face")
     text = capsys.readouterr().out
-    assert [s.name for s in scored["scorers"]] == [p.name for p in scoring.fold_runs(default_run(series))]
+    folds = runs.Run.at(default_run(series)).folds()
+    assert [s.name for s in scored["scorers"]] == [fold.name for fold in folds]
     assert "scoring with the fine-tuned models of its 2 folds" in text
     assert re.search(r"^me\.jpg, face 1: score \d\.\d\d \(±\d\.\d\d across its mirror and 1\.5 px shifts "
                      r"of the eyes\)", text, re.MULTILINE)  # the ± of the two models' mean: alignment alone
@@ -264,10 +265,10 @@ def test_the_5_fold_runner_trains_evaluates_and_joins_its_folds(series, monkeypa
     assert "The 2 fold models that score here, each on its own fold's 60 test faces" in text
     assert scored["results"][0].scores.shape == (2, 6)  # per model, the six crops
     # the run's bundle now holds both fold models; from it, in a fresh work folder, 05 scores alike
-    bundle = utils.make_bundle(default_run(series), "owner/project")
+    bundle = utils.make_bundle(runs.Run.at(default_run(series)), "owner/project")
     with zipfile.ZipFile(bundle) as archive:
         models = sorted(name for name in archive.namelist() if name.endswith(".keras"))
-    assert models == sorted(f"runs/{p.name}/finetuned.keras" for p in scoring.fold_runs(default_run(series)))
+    assert models == sorted(f"runs/{fold.name}/finetuned.keras" for fold in folds)
     monkeypatch.setenv("FBP_WORK_DIR", str(tmp_path / "fresh"))
     monkeypatch.setenv("FBP_RUN", str(bundle))
     shared = run_cells("05_score_your_face")["results"][0]

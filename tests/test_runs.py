@@ -20,7 +20,7 @@ import pytest
 from conftest import ROOT, train
 
 import utils
-from fbp import dataset, environment, errors, experiments, runs, scoring, synthetic
+from fbp import dataset, environment, errors, experiments, runs, synthetic
 
 SMOKE = replace(utils.Config().smoke(), finetune_epochs=3)
 
@@ -35,16 +35,16 @@ def test_a_smoke_run_and_a_real_run_share_nothing(small_root, work, monkeypatch)
     assert utils.work_dir() == work / "smoke"
     smoke_run = stage_one(SMOKE, small_root, monkeypatch)
     fingerprint = utils.dataset_fingerprint(dataset.all_labels(small_root))
-    assert utils.current_run(dataset=fingerprint)[0] == smoke_run  # as 03 finds it for the runner
+    assert utils.current_run(dataset=fingerprint).folder == smoke_run  # as 03 finds it for the runner
     assert smoke_run.parent == work / "smoke" / "runs"
     assert utils.read_json(smoke_run / "run.json")["smoke"] is True
-    assert "SMOKE RUN" in utils.describe_run(smoke_run)
+    assert "SMOKE RUN" in runs.Run.at(smoke_run).describe()
     monkeypatch.delenv("FBP_SMOKE")
-    real_run = utils.current_run(dataset=fingerprint)[0]  # the same settings outside smoke mode
+    real_run = utils.current_run(dataset=fingerprint).folder  # the same settings outside smoke mode
     assert real_run != smoke_run and not (real_run / "run.json").exists()  # the smoke run is not offered
     assert stage_one(SMOKE, small_root, monkeypatch) == real_run  # trains anew, in the real work folder
     assert real_run.parent == work / "runs" and utils.read_json(real_run / "run.json")["smoke"] is False
-    assert "SMOKE" not in utils.describe_run(real_run)
+    assert "SMOKE" not in runs.Run.at(real_run).describe()
 
 
 def test_a_changed_setting_trains_a_new_run_and_keeps_the_old(small_root, work, monkeypatch, capsys):
@@ -78,20 +78,22 @@ def test_fine_tune_with_other_settings_than_stage_one_says_what_differs(small_ro
 def test_03_to_05_continue_the_run_02_set_up_never_the_newest(work, small_root, monkeypatch, capsys):
     with pytest.raises(errors.RunNotFoundError, match="No run chosen yet: run notebook 02 first"):
         utils.current_run()
-    folder, identity = utils.open_run(SMOKE, dataset.all_labels(small_root))  # what 02's cells do
-    assert "Notebooks 03, 04 and 05 continue this run" in capsys.readouterr().out
-    runs._update_run(folder, **identity, frozen={"epochs": 3})
-    fingerprint = identity["dataset"]
+    run = utils.open_run(SMOKE, dataset.all_labels(small_root))  # what 02's cells do
+    said = capsys.readouterr().out
+    assert f"Run {run.name} (set up): ResNet50" in said and "Notebooks 03 to 06 continue this run" in said
+    assert run.stage == "set up" and run.stage in runs.STAGES
+    runs._update_run(run.folder, **run.identity, frozen={"epochs": 3})
+    fingerprint, folder = run.identity["dataset"], run.folder
     for cfg in (replace(SMOKE, protocol="60/40"), replace(SMOKE, head_lr=2e-3)):  # newer, finished runs
         time.sleep(0.01)
         runs._update_run(runs.run_dir(cfg, fingerprint), **runs._run_identity(cfg, fingerprint),
                          frozen={"epochs": 3}, finished=True, finetune={"best_epoch": 2})
-    assert utils.current_run() == (folder, identity)
-    assert utils.current_run(dataset=fingerprint) == (folder, identity)
+    assert utils.current_run() == run
+    assert utils.current_run(dataset=fingerprint) == run
     said = capsys.readouterr().out
     assert f"Run {folder.name} (set up by notebook 02): ResNet50 (image_size 64" in said
     named = runs.run_dir(replace(SMOKE, protocol="60/40"), fingerprint)
-    assert utils.current_run(named.name)[0] == named  # RUN_NAME
+    assert utils.current_run(named.name) == runs.Run.at(named)  # RUN_NAME
     with pytest.raises(errors.RunNotFoundError, match=f"There is no run called 'nope'(.|\n)*{named.name}"):
         utils.current_run("nope")
     with pytest.raises(errors.RunMismatchError, match=f"trained on dataset {fingerprint}, and this one is"):
@@ -100,9 +102,9 @@ def test_03_to_05_continue_the_run_02_set_up_never_the_newest(work, small_root, 
     fold2 = replace(SMOKE, protocol="fold2")
     monkeypatch.setenv("FBP_CONFIG", json.dumps(asdict(fold2)))
     labels = dataset.all_labels(small_root)
-    assert utils.open_run(fold2, labels)[0] == utils.current_run(dataset=fingerprint)[0] != folder
+    assert utils.open_run(fold2, labels) == utils.current_run(dataset=fingerprint) != run
     monkeypatch.delenv("FBP_CONFIG")
-    assert utils.current_run() == (folder, identity)
+    assert utils.current_run() == run
 
 
 def test_every_error_utils_raises_for_the_user_is_shown_plainly():
@@ -280,7 +282,7 @@ def fake_fold_notebooks(fingerprint: str, calls: list):
                             {"files": [cfg.protocol], "true": [3.0], "predicted": [3.1]})
             runs._update_run(folder, finished=True, finetune={"best_epoch": 1})
         else:
-            model = utils.current_model(folder)
+            model = runs.Run.at(folder).current_model()
             utils.save_json(folder / "evaluation.json", {
                 "protocol": cfg.protocol, "model": model["stage"], "evaluated": model, "n": 10,
                 "PC": 0.9 if model["stage"] == "finetuned" else 0.8, "MAE": 0.2, "RMSE": 0.3})
@@ -301,13 +303,14 @@ def test_a_protocol_reevaluates_a_fold_evaluated_before_its_fine_tune(small_root
     fold1 = runs.run_dir(SMOKE, fingerprint)
     experiments._run_notebook("02_frozen_head", SMOKE, small_root, fold1)
     experiments._run_notebook("04_evaluation", SMOKE, small_root, fold1)
-    assert "test PC 0.800 (frozen-head model" in utils.describe_run(fold1)
+    assert "test PC 0.800 (frozen head model" in runs.Run.at(fold1).describe()
+    assert runs.Run.at(fold1).stage == "evaluated"
     table = utils.run_protocol("5-fold", SMOKE, small_root)
     assert calls.count(("04_evaluation", "fold1")) == 2  # evaluated again after its fine-tune
     assert table["stage"].tolist() == ["finetuned"] * 7 and table.loc["fold1", "PC"] == 0.9
     assert table.loc["mean", "PC"] == pytest.approx(0.9)
-    assert "test PC 0.900 (fine-tuned model" in utils.describe_run(fold1)
-    assert "MAE 0.20" in utils.accuracy_note(fold1)
+    assert "test PC 0.900 (fine-tuned model" in runs.Run.at(fold1).describe()
+    assert "MAE 0.20" in utils.accuracy_note(runs.Run.at(fold1))
     calls.clear()
     utils.run_protocol("5-fold", SMOKE, small_root)
     assert calls == []  # every fold trained and evaluated from its current model: nothing to redo
@@ -319,12 +322,13 @@ def test_no_note_or_description_quotes_an_earlier_models_evaluation(work, small_
     folder = runs.run_dir(SMOKE, fingerprint)
     for name in ("02_frozen_head", "04_evaluation", "03_finetune"):  # fine-tuned after 04 ran
         run(name, SMOKE, small_root, folder)
-    report, why_not = runs.current_evaluation(folder)
+    report, why_not = runs.Run.at(folder).evaluation(), runs.Run.at(folder).why_not_evaluated()
     assert report is None and why_not.startswith("notebook 04 evaluated an earlier model of this run")
-    note = utils.accuracy_note(folder)
+    assert runs.Run.at(folder).stage == "fine-tuned"
+    note = utils.accuracy_note(runs.Run.at(folder))
     assert note.startswith(f"This run's model: {why_not}.")
     assert "0.80" not in note and "paper's" in note
-    assert why_not in utils.describe_run(folder) and "0.80" not in utils.describe_run(folder)
+    assert why_not in runs.Run.at(folder).describe() and "0.80" not in runs.Run.at(folder).describe()
 
 
 def test_05s_five_fold_models_are_found_once_the_5_fold_protocol_is_done(small_root, fake_notebooks):
@@ -332,13 +336,13 @@ def test_05s_five_fold_models_are_found_once_the_5_fold_protocol_is_done(small_r
     fold1 = runs.run_dir(SMOKE, fingerprint)
     experiments._run_notebook("02_frozen_head", SMOKE, small_root, fold1)
     experiments._run_notebook("03_finetune", SMOKE, small_root, fold1)
-    assert scoring.fold_runs(fold1) == []  # one fold trained: 05 scores with its model alone
+    assert runs.Run.at(fold1).folds() == []  # one fold trained: 05 scores with its model alone
     utils.run_protocol("5-fold", SMOKE, small_root)
-    folds = scoring.fold_runs(fold1)
+    folds = [fold.folder for fold in runs.Run.at(fold1).folds()]
     assert folds == [runs.run_dir(replace(SMOKE, protocol=f"fold{k}"), fingerprint) for k in range(1, 6)]
     other = replace(SMOKE, seed=1)  # fold 1 with other settings: the protocol done is not its own
     experiments._run_notebook("02_frozen_head", other, small_root, runs.run_dir(other, fingerprint))
-    assert scoring.fold_runs(runs.run_dir(other, fingerprint)) == []
+    assert runs.Run.at(runs.run_dir(other, fingerprint)).folds() == []
 
 
 def test_once_the_fold_models_score_the_accuracy_note_quotes_their_mean_and_sd(small_root, fake_notebooks):
@@ -346,18 +350,19 @@ def test_once_the_fold_models_score_the_accuracy_note_quotes_their_mean_and_sd(s
     fold1 = runs.run_dir(SMOKE, fingerprint)
     experiments._run_notebook("02_frozen_head", SMOKE, small_root, fold1)
     utils.run_protocol("5-fold", SMOKE, small_root)
-    folds = scoring.fold_runs(fold1)
+    folds = [fold.folder for fold in runs.Run.at(fold1).folds()]
     pc, mae, rmse = 0.88 + 0.01 * np.arange(5), 0.20 + 0.01 * np.arange(5), 0.30 - 0.01 * np.arange(5)
     for k, fold in enumerate(folds):  # each fold's own figures
         report = utils.read_json(fold / "evaluation.json")
         utils.save_json(fold / "evaluation.json", {**report, "PC": pc[k], "MAE": mae[k], "RMSE": rmse[k]})
-    note = utils.accuracy_note(fold1)
+    note = utils.accuracy_note(runs.Run.at(fold1))
     assert note.startswith("The 5 fold models that score here, each on its own fold's 10 test faces")
     assert (f"MAE {mae.mean():.2f} ± {mae.std(ddof=1):.2f} and RMSE {rmse.mean():.2f} ± "
             f"{rmse.std(ddof=1):.2f} score points, PC {pc.mean():.3f} ± {pc.std(ddof=1):.3f}.") in note
     assert "PC 0.900 ± 0.016" in note and "0.880" not in note  # not fold 1's own
     (folds[2] / "evaluation.json").unlink()  # a fold not evaluated: the run's own figures, so labelled
-    assert utils.accuracy_note(fold1).startswith("This run's fine-tuned model on its 10 test faces (fold1")
+    said = utils.accuracy_note(runs.Run.at(fold1))
+    assert said.startswith("This run's fine-tuned model on its 10 test faces (fold1")
 
 
 def test_every_recipe_chooses_its_epoch_by_the_scores_own_validation_loss(tmp_path):

@@ -21,7 +21,7 @@ def held_out_pc(root, monkeypatch, cfg=SMOKE) -> float:
     """Both stages in smoke mode, then PC on the protocol's test part."""
     train(cfg, root, monkeypatch)
     folder = runs.run_dir(cfg, utils.dataset_fingerprint(dataset.all_labels(root)))
-    model = keras.models.load_model(runs.current_model_path(folder))
+    model = keras.models.load_model(runs.Run.at(folder).model_path())
     test = utils.load_protocol(root, cfg.protocol)["test"]
     return utils.regression_metrics(test["score"], utils.predict_scores(model, test, cfg.image_size))["PC"]
 
@@ -51,14 +51,14 @@ def test_the_run_record_holds_what_05_needs(small_root, work, monkeypatch):
     assert record["recipe"] == settings.RECIPE_VERSION
     assert record["framing"] == synthetic.SYNTHETIC_FRAMING and record["smoke"] is False
     folder = runs.run_dir(cfg, record["dataset"])
-    reference = utils.load_reference(folder)  # the percentile's reference: stage 1's test predictions
+    reference = runs.Run.at(folder).reference()  # the percentile's reference: stage 1's test predictions
     test = utils.load_protocol(small_root, "60/40")["test"]
-    model = keras.models.load_model(runs.current_model_path(folder))
+    model = keras.models.load_model(runs.Run.at(folder).model_path())
     predicted = utils.predict_scores(model, test, cfg.image_size)
     np.testing.assert_allclose(reference.predicted, predicted, atol=1e-3)
     np.testing.assert_allclose(reference.true, test["score"], atol=1e-4)
     assert reference.map_scale > 0
-    assert "frozen-head model's predictions for the 24 test faces" in reference.source
+    assert "frozen head model's predictions for the 24 test faces" in reference.source
     assert set(record["versions"]) >= {"tensorflow", "keras", "python"}
     assert record["sizes"] == {"train": 33, "val": 3, "test": 24}  # 10 % of each group, rounded
 
@@ -77,7 +77,7 @@ def test_a_modern_backbone_trains_both_stages_and_records_its_cost(backbone, sma
     assert record["finished"] and record["config"]["backbone"] == backbone
     tuned = record["finetune"]
     assert tuned["runtime"] == "CPU" and tuned["peak_gpu_gb"] is None and tuned["seconds_per_epoch"] > 0
-    model = keras.models.load_model(runs.current_model_path(folder))
+    model = keras.models.load_model(runs.Run.at(folder).model_path())
     names = {"ConvNeXtTiny": "convnext_tiny", "EfficientNetV2S": "efficientnetv2-s"}
     assert utils.backbone_of(model).name == names[backbone]
     test = utils.load_protocol(small_root, "fold1")["test"]
@@ -109,5 +109,5 @@ def test_the_distribution_head_learns_how_much_the_raters_disagree(tmp_path, wor
     assert stats.pearsonr(predicted["score"].ravel(), test["score"])[0] > 0.8
     # and the saved model carries both heads
     folder = runs.run_dir(cfg, utils.dataset_fingerprint(dataset.all_labels(root)))
-    model = keras.models.load_model(runs.current_model_path(folder))
+    model = keras.models.load_model(runs.Run.at(folder).model_path())
     assert set(model.output) == {"score", "distribution"}
