@@ -4,10 +4,10 @@ errors (what a user can fix) < environment (Colab, Drive, the work folder, files
 dataset (the release, labels, protocols, ratings, tf.data) < evaluation (metrics, intervals, groups,
 the published table) < settings (a run's settings and the backbones) < network (layers, presets,
 precision, the feature cache, contribution maps) < faces (a photo to a framed face; uploads, webcam)
-< runs (a run's folder, records and saves) < scoring (a face's score, percentile and shares) <
-bundles (a run in one file: made, fetched, opened, published) < experiments (the series, protocol
-and ablation runners and their statistics; `python -m fbp.experiments`). Each module imports only
-those before it.
+< runs (a Run: its folder, stage, models, evaluation; saves and resuming) < scoring (a face's
+score, percentile and shares) < bundles (a run in one file: made, fetched, opened, published) <
+experiments (the series, protocol and ablation runners and their statistics; `python -m
+fbp.experiments`). Each module imports only those before it.
 """
 
 import os

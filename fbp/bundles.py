@@ -1,4 +1,5 @@
-"""bundles"""
+"""A trained run in one file: its bundle made with a model card, fetched (a path, https:// or
+hf://), checked and opened, and published on the Hugging Face Hub."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""dataset"""
+"""The SCUT-FBP5500 release: finding or downloading it, checking its labels, the paper's protocols
+(five 80/20 folds and 60/40), the raters' ratings and shares, and the tf.data pipelines."""
 
 from __future__ import annotations
 

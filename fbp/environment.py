@@ -1,4 +1,5 @@
-"""environment"""
+"""Where the series runs: Colab or a local checkout, Google Drive and its pitfalls, the work folder,
+files written whole, the smoke mode, and the set-up cell's start()."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""errors"""
+"""The problems a user can fix (a missing dataset, a run made by other settings, a photo with no
+face...), each an exception whose message says what is wrong and what to do; shown without a traceback."""
 
 from __future__ import annotations
 

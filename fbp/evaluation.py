@@ -1,4 +1,5 @@
-"""evaluation"""
+"""Measuring a model on test faces: PC, MAE and RMSE with bootstrap intervals, the groups and their
+gaps, the folds' mean and SD, and the published results to compare with."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""experiments"""
+"""The runners: the whole series headless, the paper's protocols, the ablation and its statistics
+(Holm, the Nadeau-Bengio test), the results table, and the command line for GPU machines."""
 
 from __future__ import annotations
 

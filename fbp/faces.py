@@ -1,4 +1,5 @@
-"""faces"""
+"""From a photo to faces framed like the dataset's: reading any photo (EXIF turned upright), finding
+faces and eyes (MTCNN), aligning and cropping, and the upload and webcam widgets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""network"""
+"""The model's own Keras layers (registered, so saved models load), keras-hub presets, precision,
+the feature cache of a frozen backbone, predicting scores and contribution maps."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""runs"""
+"""A run (Run): its folder, named by its settings' fingerprint, its identity, stage, models,
+evaluation and reference; each stage's saves, and resuming training after a lost VM."""
 
 from __future__ import annotations
 

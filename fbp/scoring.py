@@ -1,4 +1,5 @@
-"""scoring"""
+"""Scoring a face with a run's model or its five fold models: the score and its spread, its
+percentile among the dataset's faces with a range, and the raters' shares in words."""
 
 from __future__ import annotations
 

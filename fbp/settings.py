@@ -1,4 +1,5 @@
-"""settings"""
+"""A run's settings (Config, checked as they are made), the backbones the recipe offers (the
+ImageNet CNNs and the keras-hub presets), and the recipe's version."""
 
 from __future__ import annotations
 

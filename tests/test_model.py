@@ -2,6 +2,7 @@
 ImageNet weights by default, saving, mixed precision, the feature cache."""
 
 from dataclasses import asdict
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -230,3 +231,15 @@ def test_running_out_of_gpu_memory_names_a_batch_size_to_try():
     with pytest.raises(tf.errors.InternalError):  # other errors pass unchanged
         with utils.plain_out_of_memory(cfg):
             raise tf.errors.InternalError(None, None, "a bug")
+
+
+def test_a_model_saved_before_the_package_split_loads_and_predicts_alike():
+    """tests/fixtures/model_7088e35.keras was saved by the single-file utils.py of commit 7088e35, in
+    Colab's Keras, with every layer of ours (its make_model_7088e35.py): users' Drives hold such files."""
+    fixtures = Path(__file__).parent / "fixtures"
+    model = network.load_model(fixtures / "model_7088e35.keras")
+    assert {type(layer).__module__ for layer in model.layers} >= {"fbp.network"}
+    with np.load(fixtures / "model_7088e35.npz") as saved:
+        predicted = model.predict(saved["images"], verbose=0)
+        for name in ("score", "distribution"):
+            np.testing.assert_allclose(predicted[name], saved[name], rtol=1e-5, atol=1e-6)

@@ -52,7 +52,9 @@ def check_every_cell_run_twice(capsys) -> None:
     assert (run / "finetuned.keras").stat().st_size < 1.05 * (run / "frozen.keras").stat().st_size
 
     twice = run_cells("02_frozen_head", twice=True)
-    assert twice["RUN"].folder == run and plain(twice["frozen"]) == record["frozen"]
+    timing = "seconds_per_epoch"  # the one figure a second run of the head measures anew
+    assert twice["RUN"].folder == run and twice["frozen"][timing] > 0
+    assert {**plain(twice["frozen"]), timing: None} == {**record["frozen"], timing: None}
     for a, b in zip(head, twice["model"].get_layer("score").get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     saved = utils.read_json(run / "run.json")
@@ -94,7 +96,7 @@ def check_a_setting_changed_in_02_alone(capsys) -> None:
     early = run_cells("05_score_your_face")
     said = capsys.readouterr().out
     assert early["RUN"].folder == run and early["RUN"].stage == "frozen head"
-    assert f"Run {run.name}: ResNet50 (head_lr 0.003" in said and "; frozen head, trained by" in said
+    assert f"Run {run.name}: ResNet50 (" in said and "; frozen head, trained by" in said
     assert "scoring with the frozen-head model" in said and "me.jpg, face 1: score" in said
     tuned = run_cells("03_finetune")
     assert tuned["RUN"].folder == run and tuned["cfg"] == changed["cfg"]
