@@ -18,8 +18,8 @@ from fbp.errors import USER_ERRORS, DriveNotMountedError
 CHECKOUT = Path(__file__).resolve().parents[1]  # the project's folder, when installed with pip install -e
 IN_CHECKOUT = (CHECKOUT / "pyproject.toml").is_file()  # else installed from GitHub, as the Colab set-up does
 NOTEBOOKS = CHECKOUT / "notebooks" if IN_CHECKOUT else Path(__file__).resolve().parent / "notebooks"
-HOME = CHECKOUT if IN_CHECKOUT else Path.cwd()  # holds data/ (the release) and, outside Colab, work/
-LOCAL_DATA_DIR = HOME / "data"
+_HOME = CHECKOUT if IN_CHECKOUT else Path.cwd()  # holds data/ (the release) and, outside Colab, work/
+LOCAL_DATA_DIR = _HOME / "data"
 COLAB_CONTENT = Path(os.environ.get("FBP_CONTENT_DIR", "/content"))  # Colab's working folder (tests move it)
 
 
@@ -77,7 +77,7 @@ def work_home() -> Path:
         print(f"Drive is not mounted: work goes to {COLAB_CONTENT / 'scut-fbp5500-work'} and is lost "
               "with the VM. Run the 'mount Drive' cell to keep it.")
         return COLAB_CONTENT / "scut-fbp5500-work"
-    return HOME / "work"
+    return _HOME / "work"
 
 
 def work_dir() -> Path:

@@ -38,7 +38,7 @@ def _fingerprint_of(identity: dict) -> str:
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def run_dir(cfg: settings.Config, dataset: str, root: Path | None = None) -> Path:
+def _run_dir(cfg: settings.Config, dataset: str, root: Path | None = None) -> Path:
     """The run's own folder, named by its protocol and fingerprint, e.g. runs/fold1-3fa2c1d0e4."""
     fingerprint = _run_identity(cfg, dataset)["fingerprint"]
     return Path(root or environment.work_dir()) / "runs" / f"{cfg.protocol.replace('/', '-')}-{fingerprint}"
@@ -396,7 +396,7 @@ def read_history(path: Path, best: dict | None = None) -> pd.DataFrame:
 
 
 MODEL_STAGES = {"frozen": "frozen head", "finetuned": "fine-tuned"}  # a model file's stem: its stage
-STAGES = ("set up", *MODEL_STAGES.values(), "evaluated")  # a run's stages in order, in every message's words
+_STAGES = ("set up", *MODEL_STAGES.values(), "evaluated")  # a run's stages in order, in every message's words
 STAGE_ONE_ONLY = "(stage 1 only)"  # how the ablation and results tables name a run kept at stage 1
 _IDENTITY = ("fingerprint", "config", "dataset", "recipe", "smoke")  # what of run.json makes a run's identity
 
@@ -433,7 +433,7 @@ class Run:
     @classmethod
     def of(cls, cfg: settings.Config, dataset: str, root: Path | None = None) -> Run:
         """The run these settings make on this dataset (its folder may not exist yet)."""
-        return cls(run_dir(cfg, dataset, root), _run_identity(cfg, dataset))
+        return cls(_run_dir(cfg, dataset, root), _run_identity(cfg, dataset))
 
     @classmethod
     def at(cls, folder: Path) -> Run:
@@ -494,11 +494,11 @@ class Run:
 
     @property
     def stage(self) -> str:
-        """How far the run has come, in STAGES' words."""
+        """How far the run has come, in _STAGES' words."""
         if self.evaluation():
-            return STAGES[-1]
+            return _STAGES[-1]
         models = self.models()
-        return MODEL_STAGES[list(models)[-1]] if models else STAGES[0]
+        return MODEL_STAGES[list(models)[-1]] if models else _STAGES[0]
 
     def describe(self) -> str:
         """The run in a line: its settings and dataset, its latest model and the code that trained it,

@@ -76,7 +76,7 @@ def main():
             before_files, before_bin = stub.drive_bytes(), stub.bin_bytes()
             with Peak(stub) as peak:
                 record = train(cfg, root, monkeypatch)["record"]
-            folder = runs.run_dir(cfg, record["dataset"])
+            folder = runs._run_dir(cfg, record["dataset"])
             rise = peak.peak - before_files - before_bin
             held = experiments._folder_bytes(folder)
             print(f"one run, {epochs} fine-tune epochs: run folder {held / mb:.0f} MB, "

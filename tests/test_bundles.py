@@ -21,7 +21,7 @@ def evaluated_run() -> Path:
     """A run folder in the work folder as notebooks 02 and 04 leave it, with a tiny model."""
     cfg = utils.Config(weights=None)
     identity = runs._run_identity(cfg, "0123456789ab")
-    folder = runs.run_dir(cfg, identity["dataset"])
+    folder = runs._run_dir(cfg, identity["dataset"])
     folder.mkdir(parents=True)
     images = keras.Input((8, 8, 3), dtype="uint8", name="image")
     pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(images))

@@ -60,7 +60,7 @@ def test_the_stand_in_drive_bins_deleted_and_replaced_files_but_not_overwrites(d
 def test_a_fine_tune_leaves_almost_nothing_in_drives_bin(drive, small_root, monkeypatch):
     cfg = replace(SMOKE, finetune_epochs=4)  # ResNet50's real file sizes: 94 MB of weights
     record = train(cfg, small_root, monkeypatch)["record"]
-    folder = runs.run_dir(cfg, record["dataset"])
+    folder = runs._run_dir(cfg, record["dataset"])
     assert record["finished"] and record["finetune"]["epochs"] == 4
     assert drive.bin_bytes() < 1e6, drive.binned()  # the goal: under 200 MB per run (was ~1.3 GB)
     assert not list(folder.rglob("*.npz")) and not (folder / "backup").exists()
@@ -71,7 +71,7 @@ def test_a_fine_tune_leaves_almost_nothing_in_drives_bin(drive, small_root, monk
 def test_a_drive_without_room_says_so_before_training(drive, small_root, monkeypatch):
     monkeypatch.setattr(environment, "in_colab", lambda: True)
     record = train(SMOKE, small_root, monkeypatch, ["02_frozen_head"])["record"]
-    folder = runs.run_dir(SMOKE, record["dataset"])
+    folder = runs._run_dir(SMOKE, record["dataset"])
     monkeypatch.setenv("COLAB_STUB_DRIVE_QUOTA", str(drive.drive_bytes() + drive.bin_bytes() + 300e6))
     with pytest.raises(errors.NoSpaceError) as caught:
         train(SMOKE, small_root, monkeypatch, ["03_finetune"])

@@ -169,7 +169,7 @@ def test_the_ablation_trains_the_presets_to_stage_1_only(synthetic_root, work, m
     monkeypatch.setattr(runs.Run, "evaluation", lambda run: {})
     configs = {"ResNet50": utils.Config(), "SigLIP, stage 1": utils.Config(backbone=SIGLIP),
             "DINOv2": utils.Config(backbone=DINO)}
-    for folder in [runs.run_dir(cfg, utils.dataset_fingerprint(dataset.all_labels(synthetic_root)))
+    for folder in [runs._run_dir(cfg, utils.dataset_fingerprint(dataset.all_labels(synthetic_root)))
                    for cfg in configs.values()]:
         folder.mkdir(parents=True)
     experiments._train_and_evaluate(configs, synthetic_root, "a test", stage_one_only=["SigLIP, stage 1"])

@@ -203,7 +203,7 @@ def test_the_backbone_names_its_feature_cache_and_its_runs(synthetic_root, tmp_p
         utils.cached_features(model_from_notebook(32, backbone=backbone), frame, 32, tmp_path)
     names = sorted(p.name for p in tmp_path.glob("features-*.npy"))
     assert len(names) == 3 and any("-convnext_tiny-" in n for n in names)
-    names = {runs.run_dir(utils.Config(backbone=backbone), "data").name for backbone in utils.BACKBONES}
+    names = {runs._run_dir(utils.Config(backbone=backbone), "data").name for backbone in utils.BACKBONES}
     assert len(names) == 3
 
 

@@ -27,7 +27,7 @@ SMOKE = replace(utils.Config().smoke(), finetune_epochs=3)
 
 def stage_one(cfg, root, monkeypatch) -> Path:
     """Run notebook 02 with these settings and data; returns the run's folder."""
-    return runs.run_dir(cfg, train(cfg, root, monkeypatch, ["02_frozen_head"])["record"]["dataset"])
+    return runs._run_dir(cfg, train(cfg, root, monkeypatch, ["02_frozen_head"])["record"]["dataset"])
 
 
 def test_a_smoke_run_and_a_real_run_share_nothing(small_root, work, monkeypatch):
@@ -64,7 +64,7 @@ def test_other_data_is_another_run(small_root, work, monkeypatch, tmp_path):
     datasets = [utils.dataset_fingerprint(dataset.all_labels(root)) for root in (other, small_root)]
     assert datasets[0] != datasets[1]
     stage_one(SMOKE, other, monkeypatch)
-    folders = {runs.run_dir(SMOKE, fingerprint) for fingerprint in datasets}
+    folders = {runs._run_dir(SMOKE, fingerprint) for fingerprint in datasets}
     assert len(folders) == 2 and all((run / "frozen.keras").is_file() for run in folders)
 
 
@@ -81,18 +81,18 @@ def test_03_to_05_continue_the_run_02_set_up_never_the_newest(work, small_root, 
     run = utils.open_run(SMOKE, dataset.all_labels(small_root))  # what 02's cells do
     said = capsys.readouterr().out
     assert f"Run {run.name} (set up): ResNet50" in said and "Notebooks 03 to 06 continue this run" in said
-    assert run.stage == "set up" and run.stage in runs.STAGES
+    assert run.stage == "set up" and run.stage in runs._STAGES
     runs._update_run(run.folder, **run.identity, frozen={"epochs": 3})
     fingerprint, folder = run.identity["dataset"], run.folder
     for cfg in (replace(SMOKE, protocol="60/40"), replace(SMOKE, head_lr=2e-3)):  # newer, finished runs
         time.sleep(0.01)
-        runs._update_run(runs.run_dir(cfg, fingerprint), **runs._run_identity(cfg, fingerprint),
+        runs._update_run(runs._run_dir(cfg, fingerprint), **runs._run_identity(cfg, fingerprint),
                          frozen={"epochs": 3}, finished=True, finetune={"best_epoch": 2})
     assert utils.current_run() == run
     assert utils.current_run(dataset=fingerprint) == run
     said = capsys.readouterr().out
     assert f"Run {folder.name} (set up by notebook 02): ResNet50 (image_size 64" in said
-    named = runs.run_dir(replace(SMOKE, protocol="60/40"), fingerprint)
+    named = runs._run_dir(replace(SMOKE, protocol="60/40"), fingerprint)
     assert utils.current_run(named.name) == runs.Run.at(named)  # RUN_NAME
     with pytest.raises(errors.RunNotFoundError, match=f"There is no run called 'nope'(.|\n)*{named.name}"):
         utils.current_run("nope")
@@ -147,7 +147,7 @@ RESUMABLE = textwrap.dedent("""
 def test_a_killed_fine_tune_resumes_from_its_last_epoch(small_root, work, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(RESUMABLE.format(tests=str(ROOT / "tests"), data=str(small_root)))
-    folder = runs.run_dir(SMOKE, utils.dataset_fingerprint(dataset.all_labels(small_root)))
+    folder = runs._run_dir(SMOKE, utils.dataset_fingerprint(dataset.all_labels(small_root)))
     backup = folder / "backup"
     env = {**os.environ, "FBP_WORK_DIR": str(work)}
     first = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
@@ -300,7 +300,7 @@ def fake_notebooks(small_root, work, monkeypatch) -> tuple[str, list]:
 def test_a_protocol_reevaluates_a_fold_evaluated_before_its_fine_tune(small_root, fake_notebooks):
     # the user ran 02 and 04 for fold 1, then the 5-fold protocol (which runs 03 for fold 1)
     fingerprint, calls = fake_notebooks
-    fold1 = runs.run_dir(SMOKE, fingerprint)
+    fold1 = runs._run_dir(SMOKE, fingerprint)
     experiments._run_notebook("02_frozen_head", SMOKE, small_root, fold1)
     experiments._run_notebook("04_evaluation", SMOKE, small_root, fold1)
     assert "test PC 0.800 (frozen head model" in runs.Run.at(fold1).describe()
@@ -319,7 +319,7 @@ def test_a_protocol_reevaluates_a_fold_evaluated_before_its_fine_tune(small_root
 def test_no_note_or_description_quotes_an_earlier_models_evaluation(work, small_root, monkeypatch):
     fingerprint, calls = utils.dataset_fingerprint(dataset.all_labels(small_root)), []
     run = fake_fold_notebooks(fingerprint, calls)
-    folder = runs.run_dir(SMOKE, fingerprint)
+    folder = runs._run_dir(SMOKE, fingerprint)
     for name in ("02_frozen_head", "04_evaluation", "03_finetune"):  # fine-tuned after 04 ran
         run(name, SMOKE, small_root, folder)
     report, why_not = runs.Run.at(folder).evaluation(), runs.Run.at(folder).why_not_evaluated()
@@ -333,21 +333,21 @@ def test_no_note_or_description_quotes_an_earlier_models_evaluation(work, small_
 
 def test_05s_five_fold_models_are_found_once_the_5_fold_protocol_is_done(small_root, fake_notebooks):
     fingerprint, _ = fake_notebooks
-    fold1 = runs.run_dir(SMOKE, fingerprint)
+    fold1 = runs._run_dir(SMOKE, fingerprint)
     experiments._run_notebook("02_frozen_head", SMOKE, small_root, fold1)
     experiments._run_notebook("03_finetune", SMOKE, small_root, fold1)
     assert runs.Run.at(fold1).folds() == []  # one fold trained: 05 scores with its model alone
     utils.run_protocol("5-fold", SMOKE, small_root)
     folds = [fold.folder for fold in runs.Run.at(fold1).folds()]
-    assert folds == [runs.run_dir(replace(SMOKE, protocol=f"fold{k}"), fingerprint) for k in range(1, 6)]
+    assert folds == [runs._run_dir(replace(SMOKE, protocol=f"fold{k}"), fingerprint) for k in range(1, 6)]
     other = replace(SMOKE, seed=1)  # fold 1 with other settings: the protocol done is not its own
-    experiments._run_notebook("02_frozen_head", other, small_root, runs.run_dir(other, fingerprint))
-    assert runs.Run.at(runs.run_dir(other, fingerprint)).folds() == []
+    experiments._run_notebook("02_frozen_head", other, small_root, runs._run_dir(other, fingerprint))
+    assert runs.Run.at(runs._run_dir(other, fingerprint)).folds() == []
 
 
 def test_once_the_fold_models_score_the_accuracy_note_quotes_their_mean_and_sd(small_root, fake_notebooks):
     fingerprint, _ = fake_notebooks
-    fold1 = runs.run_dir(SMOKE, fingerprint)
+    fold1 = runs._run_dir(SMOKE, fingerprint)
     experiments._run_notebook("02_frozen_head", SMOKE, small_root, fold1)
     utils.run_protocol("5-fold", SMOKE, small_root)
     folds = [fold.folder for fold in runs.Run.at(fold1).folds()]

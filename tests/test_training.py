@@ -20,7 +20,7 @@ SMOKE = utils.Config().smoke()
 def held_out_pc(root, monkeypatch, cfg=SMOKE) -> float:
     """Both stages in smoke mode, then PC on the protocol's test part."""
     train(cfg, root, monkeypatch)
-    folder = runs.run_dir(cfg, utils.dataset_fingerprint(dataset.all_labels(root)))
+    folder = runs._run_dir(cfg, utils.dataset_fingerprint(dataset.all_labels(root)))
     model = keras.models.load_model(runs.Run.at(folder).model_path())
     test = utils.load_protocol(root, cfg.protocol)["test"]
     return utils.regression_metrics(test["score"], utils.predict_scores(model, test, cfg.image_size))["PC"]
@@ -45,12 +45,12 @@ def test_the_two_stages_do_not_learn_shuffled_labels(synthetic_root, work, tmp_p
 def test_the_run_record_holds_what_05_needs(small_root, work, monkeypatch):
     cfg = replace(SMOKE, protocol="60/40", finetune_epochs=1)
     record = train(cfg, small_root, monkeypatch, ["02_frozen_head"])["record"]
-    assert runs.run_dir(cfg, record["dataset"]).name == f"60-40-{record['fingerprint']}"
+    assert runs._run_dir(cfg, record["dataset"]).name == f"60-40-{record['fingerprint']}"
     assert record["config"]["protocol"] == "60/40" and record["config"]["image_size"] == 64
     assert record["dataset"] == utils.dataset_fingerprint(dataset.all_labels(small_root))
     assert record["recipe"] == settings.RECIPE_VERSION
     assert record["framing"] == synthetic.SYNTHETIC_FRAMING and record["smoke"] is False
-    folder = runs.run_dir(cfg, record["dataset"])
+    folder = runs._run_dir(cfg, record["dataset"])
     reference = runs.Run.at(folder).reference()  # the percentile's reference: stage 1's test predictions
     test = utils.load_protocol(small_root, "60/40")["test"]
     model = keras.models.load_model(runs.Run.at(folder).model_path())
@@ -72,7 +72,7 @@ def test_fine_tune_needs_stage_one(small_root, work, monkeypatch):
 def test_a_modern_backbone_trains_both_stages_and_records_its_cost(backbone, small_root, work, monkeypatch):
     cfg = replace(SMOKE, backbone=backbone, finetune_epochs=1)
     train(cfg, small_root, monkeypatch)
-    folder = runs.run_dir(cfg, utils.dataset_fingerprint(dataset.all_labels(small_root)))
+    folder = runs._run_dir(cfg, utils.dataset_fingerprint(dataset.all_labels(small_root)))
     record = utils.read_json(folder / "run.json")
     assert record["finished"] and record["config"]["backbone"] == backbone
     tuned = record["finetune"]
@@ -108,6 +108,6 @@ def test_the_distribution_head_learns_how_much_the_raters_disagree(tmp_path, wor
     assert stats.pearsonr(predicted["distribution"] @ np.array(utils.RATINGS), test["score"])[0] > 0.8
     assert stats.pearsonr(predicted["score"].ravel(), test["score"])[0] > 0.8
     # and the saved model carries both heads
-    folder = runs.run_dir(cfg, utils.dataset_fingerprint(dataset.all_labels(root)))
+    folder = runs._run_dir(cfg, utils.dataset_fingerprint(dataset.all_labels(root)))
     model = keras.models.load_model(runs.Run.at(folder).model_path())
     assert set(model.output) == {"score", "distribution"}
