@@ -4,9 +4,13 @@ hf://), checked and opened, and published on the Hugging Face Hub."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
+import re
 import shutil
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -19,12 +23,22 @@ _BUNDLE_FORMAT = 1              # bump when what a bundle holds changes
 _MANIFEST = "bundle.json"       # in a bundle: its format, recipe version, run and each member's hash
 
 
-_BUNDLE_FILE = "bundle.zip"     # a bundle's name on the Hugging Face Hub, beside its model card
+# What a bundle may be, sized from what a real one holds (data/README.md, "Bundle limits"): checked
+# before anything is unpacked or trusted.
+_MAX_MEMBERS = 64               # files: a 5-fold bundle holds 23
+_MAX_BYTES = 3 * 10**9          # unpacked, and downloaded: five fine-tuned SigLIP 2 models are about 1.9 GB
+_MAX_RATIO = 100                # unpacked / compressed, for a member over _RATIO_FROM bytes
+_RATIO_FROM = 10**6
+_SCHEMES = ("https://",)        # where a bundle may be downloaded from, redirects included
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a run's folder name, e.g. fold1-3fa2c1d0e4
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_HUB_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")  # an owner's or a repo's name
+_REVISION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._/-]*[A-Za-z0-9])?")  # a commit, branch or tag
 
 
-# The project's own published run: 05 scores with it as RUN_NAME = "hf://" + PROJECT_MODEL. Not
-# published yet; the README names the same.
-_PROJECT_MODEL = "scut-fbp5500/how-attractive"
+# The project's own run on the Hub ("owner/name") once it is published, named here only: None until
+# then (the name is not ours before we publish; the README and 05 say none is published yet).
+_PROJECT_RUN: str | None = None
 
 
 _DATASET_HOME = "https://github.com/HCIILAB/SCUT-FBP5500-Database-Release"
@@ -74,13 +88,16 @@ def _model_card(bundled: list[runs.Run], home: str) -> str:
                  "figures above are this fold's, each fold's own in its evaluation.json." if folds else "")
     smoke = ("\n**SMOKE RUN**: synthetic faces and untrained weights, made to test the code. Its figures "
              "and scores mean nothing.\n" if record.get("smoke") else "")
+    preset = cfg["backbone"] in settings.FOUNDATIONS and cfg["weights"]  # pretrained keras-hub preset
+    base = f"base_model: keras/{cfg['backbone']}\n" if preset else ""  # the Hub's copy of the preset
     return f"""---
 license: other
 license_name: scut-fbp5500-non-commercial
 license_link: {_DATASET_HOME}
 library_name: keras
 tags: [keras, image-regression, facial-beauty-prediction, scut-fbp5500]
----
+{base}---
+
 # {run.name}: facial beauty prediction on SCUT-FBP5500
 {smoke}
 **What it predicts.** The mean 1-5 rating that the 60 raters of SCUT-FBP5500 (aged 18-27, at one
@@ -93,6 +110,7 @@ trained on it, and those terms travel with it: no commercial use.
 
 **Intended use.** Curiosity and teaching: scoring your own photo, seeing what a network learned from
 these raters and how far to trust it; research on facial beauty prediction.
+
 **Misuse.** Judging, ranking or choosing people (hiring, dating, admissions, moderation), scoring anyone
 without their consent, or any commercial use.
 
@@ -109,9 +127,20 @@ version {record['recipe']}.
 faces: {epochs}.{committee}
 
 **Score a photo with it.** Open notebook 05 of https://github.com/{home} and set `RUN_NAME` to this
-bundle: its path, its https:// address, or `hf://owner/name` where it is published. The bundle holds
-the model, the out-of-sample reference that turns a score into "more attractive than X %", the face
-framing (in run.json), run.json and evaluation.json.
+run: `hf://owner/name` where it is published (add `@` and a commit to pin it), its bundle's https://
+address, or its path. Or with the package (`pip install git+https://github.com/{home}`):
+
+```python
+import utils
+
+run = utils.run_to_score("hf://owner/name")
+scorers = utils.scorers(run)  # its model(s), each with the reference that places a score
+```
+
+The run holds the model, the out-of-sample reference that turns a score into "more attractive than
+X %", the face framing (in run.json), run.json and evaluation.json. Its `.keras` files sit in `runs/`
+and use this project's layers, so `keras.saving.load_model` alone cannot open the repo: use 05 or the
+package.
 """
 
 
@@ -164,36 +193,49 @@ def run_to_score(name: str | None = None) -> runs.Run:
     try:
         return runs.current_run(name)
     except RunNotFoundError as error:
+        ours = (f"The project's own is hf://{_PROJECT_RUN}." if _PROJECT_RUN
+                else "No run of this project is published yet.")
         raise RunNotFoundError(f"{error} Or score with a trained run someone shared: set RUN_NAME to its "
-                               "bundle's path, https:// address or hf://owner/name.") from None
+                               f"bundle's path, https:// address or hf://owner/name. {ours}") from None
 
 
 def _open_bundle(source: str) -> Path:
-    """The run folder of a bundle (a path, an http(s) URL, hf://owner/name): fetched once into the work
-    folder's bundles/, checked whole, and opened there once, keyed by its content's hash (a bad
-    bundle leaves nothing behind)."""
+    """The run folder of a bundle (a path, an https:// address, hf://owner/name[@revision]), checked
+    before anything is trusted: its size, its manifest, every member's sha256. A zip is opened once
+    per runtime where opened_root says; a bad bundle leaves nothing behind, and only a copy this
+    project downloaded is ever removed."""
+    if source.startswith("hf://"):
+        return _hub_run(source)
     path = _fetch_bundle(source)
-    opened = environment.work_dir() / "bundles" / "opened" / environment.file_hash(path)[:16]
-    if not (opened / _MANIFEST).is_file():
-        try:
-            _check_bundle(path, source)
-        except BundleError:
-            if path.is_relative_to(environment.work_dir() / "bundles"):  # a download: fetched anew next time
-                path.unlink()
-            raise
-        staging = dataset.safe_extract(path, opened.with_name(f".partial-{opened.name}"))
-        staging.replace(opened)
-    manifest = environment.read_json(opened / _MANIFEST)
-    _check_version(manifest, source)  # again: this checkout may be newer than the one that opened it
+    downloaded = path.is_relative_to(environment.work_dir() / "bundles" / "downloads")
+    try:
+        manifest = _check_bundle(path, source)
+        opened = _opened_root() / f"checked-{environment.file_hash(path)[:16]}"  # checked member by member
+        if not (opened / _MANIFEST).is_file():
+            _extract_verified(path, manifest, opened, source)
+    except BundleError:
+        if downloaded:  # our copy of someone's file: fetched anew next time
+            path.unlink(missing_ok=True)
+        raise
     return opened / "runs" / manifest["run"]
 
 
+def _opened_root() -> Path:
+    """Where zips are opened: in Colab with Drive, on the VM's own disk (the zip is the one copy
+    on Drive, opened again in a new VM in seconds); elsewhere in the work folder's bundles/opened."""
+    work = environment.work_dir()
+    if work.is_relative_to(environment.DRIVE_HOME):
+        return environment.COLAB_CONTENT / "opened-bundles"
+    return work / "bundles" / "opened"
+
+
 def _fetch_bundle(source: str) -> Path:
-    """A bundle's local file: the path itself, else a download kept in the work folder's bundles/
-    (an http(s) URL downloaded once, named by the URL's hash; hf://owner/name through huggingface_hub)."""
-    if source.startswith("hf://"):
-        return _hub_bundle(source.removeprefix("hf://"))
+    """A bundle's local file: the path itself, else a download kept in the work folder's
+    bundles/downloads (an https:// address downloaded once, named by the address's hash)."""
     if source.startswith(("https://", "http://")):
+        if not source.startswith(_SCHEMES):
+            raise BundleError(f"{source} is not an https:// address: a bundle is downloaded over https only. "
+                              "Use its https:// address, or download it and set RUN_NAME to its path.")
         key = hashlib.sha256(source.encode()).hexdigest()[:16]
         path = environment.work_dir() / "bundles" / "downloads" / f"{key}.zip"
         if not path.is_file():
@@ -206,23 +248,44 @@ def _fetch_bundle(source: str) -> Path:
     return path
 
 
-def _download_bundle(url: str, file: Path) -> None:
-    """Download a bundle into file with a progress bar; a refusal, an unreachable address or a download
-    cut short says so and keeps nothing."""
-    import http.client
-    import urllib.error
-    import urllib.request
+class _HttpsRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to an address a bundle may come from (_SCHEMES)."""
 
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if not newurl.startswith(_SCHEMES):
+            raise BundleError(f"{req.full_url} sends the download on to {newurl}, which is not an https:// "
+                              "address: refused. Ask for the bundle's own https:// address.")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _download_bundle(url: str, file: Path) -> None:
+    """Download a bundle into file with a progress bar, at most _MAX_BYTES whatever the server says, and
+    stop at the first block when it is no zip; a refusal, an unreachable address or a download cut
+    short says so. Nothing is kept of a failed download."""
     from tqdm.auto import tqdm
 
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(file, "wb") as out:
+        with (urllib.request.build_opener(_HttpsRedirects).open(url, timeout=60) as response,
+              open(file, "wb") as out):
             total = int(response.headers.get("Content-Length") or 0) or None
+            if total and total > _MAX_BYTES:
+                raise BundleError(f"{url} is {total / 1e9:,.1f} GB, more than a bundle holds "
+                                  f"({_MAX_BYTES / 1e9:.0f} GB at most): not downloaded.")
             with tqdm(total=total, unit="B", unit_scale=True, desc="bundle") as bar:
                 for block in iter(lambda: response.read(1 << 20), b""):
+                    if not out.tell() and not block.startswith(b"PK\x03\x04"):
+                        kind = "a web page" if b"<html" in block[:2048].lower() else "not a zip"
+                        raise BundleError(f"{url} is not a bundle: it is {kind}. Check the address: it "
+                                          "must download the .zip itself, from a public link.")
+                    if out.tell() + len(block) > _MAX_BYTES:
+                        raise BundleError(f"{url} sent more than {_MAX_BYTES / 1e9:.0f} GB, more than a "
+                                          "bundle holds: the download was stopped.")
                     bar.update(out.write(block))
         if total and file.stat().st_size < total:
             raise http.client.IncompleteRead(b"", total - file.stat().st_size)
+    except BundleError:
+        file.unlink(missing_ok=True)
+        raise
     except urllib.error.HTTPError as error:
         file.unlink(missing_ok=True)
         raise BundleError(f"{url} refused the download (HTTP {error.code}: {error.reason}). Check the "
@@ -237,58 +300,95 @@ def _download_bundle(url: str, file: Path) -> None:
                           "run this cell again, or download the file and set RUN_NAME to its path.") from None
 
 
-def _hub_bundle(repo: str) -> Path:
-    """A bundle published on the Hugging Face Hub (notebook 04's publish cell), downloaded into the
-    work folder's bundles/hub/ (huggingface_hub fetches it again only when the Hub's copy changes)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
-
-    local = environment.work_dir() / "bundles" / "hub" / repo.replace("/", "--")
-    try:
-        return Path(hf_hub_download(repo, _BUNDLE_FILE, local_dir=local))
-    except RepositoryNotFoundError:
-        problem = ("is not on the Hugging Face Hub, or is private (then set HF_TOKEN to a token that may "
-                   "read it). Check the name: hf://owner/name")
-    except RemoteEntryNotFoundError:
-        problem = f"holds no {_BUNDLE_FILE}: it is not a run published by notebook 04"
-    except LocalEntryNotFoundError:
-        problem = ("could not be downloaded: the Hugging Face Hub is not reachable from this runtime, and no "
-                   "copy is in the work folder yet. Check the connection, then run this cell again")
-    except HfHubHTTPError as error:
-        problem = f"was refused by the Hugging Face Hub ({str(error).splitlines()[0]})"
-    raise BundleError(f"hf://{repo} {problem}.")
-
-
-def _check_bundle(path: Path, source: str) -> None:
-    """Raise a BundleError unless the file is a whole zip holding a manifest, every member it lists
-    and nothing else, each name inside its folder, made by this recipe version."""
+def _check_bundle(path: Path, source: str) -> dict:
+    """The bundle's manifest, once the zip is bounded (members, unpacked bytes, compression) and
+    holds exactly its manifest, card and listed members, each inside its folder; else a BundleError."""
     if dataset.is_html_file(path) or not zipfile.is_zipfile(path):
         kind = "a web page" if dataset.is_html_file(path) else "not a zip"
         raise BundleError(f"{source} is not a bundle: it is {kind}. A bundle is the .zip notebook 04 writes "
                           "in the work folder's bundles/: check the path or address.")
     with zipfile.ZipFile(path) as archive:
-        names = set(archive.namelist())
+        members = archive.infolist()
+        _check_bounds(members, source)
+        names = {member.filename for member in members}
         if _MANIFEST not in names:
             raise BundleError(f"{source} is a zip but not a bundle: it has no {_MANIFEST}. Use the .zip "
                               "notebook 04 writes in the work folder's bundles/.")
-        manifest = json.loads(archive.read(_MANIFEST))
+        manifest = _read_manifest(archive.read(_MANIFEST), source)
+    expected = {_MANIFEST, "README.md", *manifest["files"]}
+    if expected != names:
+        odd = sorted(expected ^ names)
+        raise BundleError(f"{source} is not a whole bundle: {', '.join(odd[:3])} "
+                          f"{'is' if len(odd) == 1 else 'are'} missing, extra or outside its folder. "
+                          "Ask for the bundle again, or make it again with notebook 04.")
+    return manifest
+
+
+def _check_bounds(members: list[zipfile.ZipInfo], source: str) -> None:
+    """Refuse a zip that unpacks beyond what a bundle holds (data/README.md, "Bundle limits")."""
+    unpacked = sum(member.file_size for member in members)
+    squeezed = [m.filename for m in members
+                if m.file_size > _RATIO_FROM and m.file_size > _MAX_RATIO * max(m.compress_size, 1)]
+    problem = (f"it holds {len(members):,} files, and a bundle at most {_MAX_MEMBERS}"
+               if len(members) > _MAX_MEMBERS else
+               f"it would unpack to {unpacked / 1e9:,.1f} GB, a bundle to {_MAX_BYTES / 1e9:.0f} GB at most"
+               if unpacked > _MAX_BYTES else
+               f"{squeezed[0]} is compressed more than {_MAX_RATIO} times, which no bundle's file is"
+               if squeezed else None)
+    if problem:
+        raise BundleError(f"{source} is not a bundle notebook 04 made: {problem}. Nothing was unpacked; "
+                          "ask for the bundle again.")
+
+
+def _read_manifest(data: bytes, source: str) -> dict:
+    """A bundle's manifest, once its shape is a bundle's: a plain run name, a sha256 per member, each
+    member a path inside the bundle, the run's run.json and a model among them; made by this version."""
+    try:
+        manifest = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        manifest = None
+    if isinstance(manifest, dict):
         _check_version(manifest, source)
-        expected = {_MANIFEST, "README.md", *manifest["files"]}
-        outside = [name for name in expected if Path(name).is_absolute() or ".." in Path(name).parts]
-        if expected != names or outside:
-            odd = sorted((expected ^ names) | set(outside))
-            raise BundleError(f"{source} is not a whole bundle: {', '.join(odd[:3])} "
-                              f"{'is' if len(odd) == 1 else 'are'} missing, extra or outside its folder. "
-                              "Ask for the bundle again, or make it again with notebook 04.")
-        broken = archive.testzip()
-    if broken:
-        raise BundleError(f"{source} is damaged: {broken} fails its checksum. Download it again, or make it "
-                          "again with notebook 04.")
+    run, files = (manifest.get("run"), manifest.get("files")) if isinstance(manifest, dict) else (None, None)
+    plain = isinstance(run, str) and _PLAIN_NAME.fullmatch(run) is not None
+    listed = isinstance(files, dict) and all(
+        isinstance(name, str) and isinstance(digest, str) and _SHA256.fullmatch(digest)
+        and not Path(name).is_absolute() and ".." not in Path(name).parts and "\\" not in name
+        for name, digest in files.items())
+    whole = plain and listed and f"runs/{run}/run.json" in files and any(
+        f"runs/{run}/{stage}.keras" in files for stage in runs.MODEL_STAGES)
+    if not whole:
+        raise BundleError(f"{source} is not a bundle notebook 04 made: its {_MANIFEST} does not name a run "
+                          "(a plain folder name), its run.json and a model, with a sha256 for each file "
+                          "inside the bundle. Ask for the bundle again, or make it again with notebook 04.")
+    return manifest
+
+
+def _extract_verified(path: Path, manifest: dict, opened: Path, source: str) -> None:
+    """Unpack a checked bundle into opened, all or nothing: into a staging folder, each member's
+    sha256 compared with the manifest's, then moved into place (a later call trusts only that)."""
+    staging = opened.with_name(f".partial-{opened.name}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in (*manifest["files"], "README.md", _MANIFEST):
+                target = staging / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                digest = hashlib.sha256()
+                with archive.open(name) as member, open(target, "wb") as out:
+                    for block in iter(lambda: member.read(1 << 20), b""):
+                        digest.update(block)
+                        out.write(block)
+                if name in manifest["files"] and digest.hexdigest() != manifest["files"][name]:
+                    raise BundleError(f"{source} was changed after it was made: {name} is not the file its "
+                                      f"{_MANIFEST} names (sha256). Ask for the bundle again from "
+                                      "someone you trust, or make it again with notebook 04.")
+        staging.replace(opened)
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise BundleError(f"{source} is damaged ({error}). Download it again, or make it again with "
+                          "notebook 04.") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _check_version(manifest: dict, source: str) -> None:
@@ -299,7 +399,62 @@ def _check_version(manifest: dict, source: str) -> None:
                           f"{made[1]}), and this checkout's is {settings.RECIPE_VERSION} "
                           f"(format {_BUNDLE_FORMAT}): "
                           "its model does not fit this code. Check out the commit its model card names, or "
-                          "ask for a bundle made by this version.")
+                          "ask for a bundle made by this version. The file is kept as it was.")
+
+
+def _hub_address(source: str) -> tuple[str, str | None]:
+    """hf://owner/name or hf://owner/name@revision as (repo id, revision or None): owner and name are
+    letters, digits and . _ - (not at either end), the revision a commit, branch or tag."""
+    address, at, revision = source.removeprefix("hf://").partition("@")
+    names = address.split("/")
+    if (len(names) != 2 or not all(_HUB_NAME.fullmatch(name) for name in names)
+            or (at and (not _REVISION.fullmatch(revision) or ".." in revision))):
+        raise BundleError(f"{source} is not a Hub address. Write hf://owner/name for the newest files of a "
+                          "published run, or hf://owner/name@revision to pin a commit, branch or tag (its "
+                          "model card names the commit to pin).")
+    return address, revision or None
+
+
+def _hub_run(source: str) -> Path:
+    """The run folder of a run published on the Hugging Face Hub: its repo's files at the revision
+    (the newest unless pinned), downloaded into the work folder's bundles/hub (huggingface_hub fetches
+    a file again only when it changed), every file checked against the manifest's sha256."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    repo, revision = _hub_address(source)
+    local = environment.work_dir() / "bundles" / "hub" / f"{repo}@{revision or 'newest'}".replace("/", "--")
+    try:
+        manifest = _read_manifest(Path(hf_hub_download(repo, _MANIFEST, revision=revision,
+                                                       local_dir=local)).read_bytes(), source)
+        snapshot_download(repo, revision=revision, local_dir=local, allow_patterns=list(manifest["files"]))
+    except RepositoryNotFoundError:
+        problem = ("is not on the Hugging Face Hub, or is private (then set HF_TOKEN to a token that may "
+                   "read it). Check the name: hf://owner/name")
+    except RevisionNotFoundError:
+        problem = f"has no revision {revision}: check the commit, branch or tag after the @"
+    except RemoteEntryNotFoundError:
+        problem = f"holds no {_MANIFEST}: it is not a run published by notebook 06"
+    except LocalEntryNotFoundError:
+        problem = ("could not be downloaded: the Hugging Face Hub is not reachable from this runtime, and no "
+                   "copy is in the work folder yet. Check the connection, then run this cell again")
+    except HfHubHTTPError as error:
+        problem = f"was refused by the Hugging Face Hub ({str(error).splitlines()[0]})"
+    else:
+        changed = [name for name, digest in manifest["files"].items()
+                   if not (local / name).is_file() or environment.file_hash(local / name) != digest]
+        if not changed:
+            return local / "runs" / manifest["run"]
+        shutil.rmtree(local)  # our download: nothing of it is trusted later
+        problem = (f"was changed after it was published: {changed[0]} is not the file its {_MANIFEST} "
+                   "names (sha256). Ask its owner, or pin a revision you trust")
+    raise BundleError(f"{source} {problem}.")
 
 
 def hub_login() -> None:
@@ -314,27 +469,76 @@ def hub_login() -> None:
 
 
 def publish_bundle(path: Path, repo: str | None = None) -> str | None:
-    """Publish a bundle to the Hugging Face Hub, its model card as the repo's README; repo None is
-    <your user>/<run>. Returns hf://repo; publishes nothing when the Hub has this bundle already, and
-    says what to do (returning None) when no log-in is found."""
-    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+    """Publish a bundle on the Hugging Face Hub as a model repo whose files are the run's (its members,
+    manifest, and model card as README.md), so that the Hub shows them; repo None is <your user>/<run>.
+    Returns hf://repo@commit, the revision to pin; publishes nothing new when the Hub has this run
+    already, and says what to do (returning None) when no log-in is found."""
+    import tempfile
 
-    token = get_token()
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    token, path = get_token(), Path(path)
     if token is None:
         print("Not published: no Hugging Face log-in yet. Log in with the box above (a token with write "
               "access) or set HF_TOKEN, then run this cell again.")
         return None
-    api, path = HfApi(token=token), Path(path)
-    repo = repo or f"{api.whoami()['name']}/{path.stem}"
-    api.create_repo(repo, exist_ok=True)
-    published = [info for info in api.get_paths_info(repo, [_BUNDLE_FILE]) if getattr(info, "lfs", None)]
-    if published and published[0].lfs.sha256 == environment.file_hash(path):
-        print(f"hf://{repo} has this bundle already: nothing to publish.")
-        return f"hf://{repo}"
-    with zipfile.ZipFile(path) as archive:
-        card = archive.read("README.md")
-    files = [CommitOperationAdd(_BUNDLE_FILE, str(path)), CommitOperationAdd("README.md", card)]
-    api.create_commit(repo, files, commit_message=f"Bundle of run {path.stem}")
+    manifest, api = _check_bundle(path, str(path)), HfApi(token=token)
+    try:
+        repo = repo or f"{api.whoami()['name']}/{path.stem}"
+        _hub_address(f"hf://{repo}")
+        api.create_repo(repo, exist_ok=True)
+        with zipfile.ZipFile(path) as archive:
+            listed = archive.read(_MANIFEST)
+        published = api.get_paths_info(repo, [_MANIFEST])
+        if published and published[0].blob_id == _git_blob_id(listed):
+            print(f"hf://{repo} has this run already: nothing to publish.")
+            return f"hf://{repo}@{api.repo_info(repo).sha}"
+        with tempfile.TemporaryDirectory() as folder:
+            files = Path(folder) / "run"
+            _extract_verified(path, manifest, files, str(path))
+            card = (files / "README.md").read_text().replace("hf://owner/name", f"hf://{repo}")
+            (files / "README.md").write_text(card)
+            commit = api.upload_folder(repo_id=repo, folder_path=files, delete_patterns=["runs/**"],
+                                       commit_message=f"Run {manifest['run']}")
+        pinned = f"hf://{repo}@{commit.oid}"
+        api.upload_file(path_or_fileobj=f"{card}\n**Revision to pin.** `RUN_NAME = \"{pinned}\"` scores "
+                                        "with exactly these files.\n".encode(),
+                        path_in_repo="README.md", repo_id=repo,
+                        commit_message="Model card: the revision to pin")
+    except HfHubHTTPError as error:
+        raise BundleError(_refusal(error, repo or "your account")) from None
+    except Exception as error:
+        if not _unreachable(error):
+            raise
+        reason = type(error).__name__
+        raise BundleError(f"Not published: the Hugging Face Hub could not be reached ({reason}). Check the "
+                          "connection, then run this cell again.") from None
     print(f"Published: https://huggingface.co/{repo}. Anyone can score with it in notebook 05: "
-          f"RUN_NAME = \"hf://{repo}\".")
-    return f"hf://{repo}"
+          f"RUN_NAME = \"{pinned}\" (this revision), or \"hf://{repo}\" (the newest).")
+    return pinned
+
+
+def _refusal(error: Exception, repo: str) -> str:
+    """Why the Hub refused to publish, in words, with what to do."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if status == 401:
+        return ("Not published: the Hugging Face Hub does not accept this token (HTTP 401). Log in again "
+                "with a token from https://huggingface.co/settings/tokens, or fix HF_TOKEN.")
+    if status == 403:
+        return (f"Not published: this token may not write to {repo} (HTTP 403). It is read-only (make one "
+                f"with write access at https://huggingface.co/settings/tokens), or {repo.split('/')[0]} is "
+                "someone else's account or organisation: publish to your own with HUB_REPO = None.")
+    return f"Not published: the Hugging Face Hub refused it ({str(error).splitlines()[0]})."
+
+
+def _unreachable(error: Exception) -> bool:
+    """Whether huggingface_hub failed for want of a connection: its HTTP client's errors (httpx in
+    Colab's version, httpx2 in newer ones) or the system's."""
+    return isinstance(error, OSError) or type(error).__module__.split(".")[0] in (
+        "httpx", "httpx2", "httpcore", "requests", "urllib3")
+
+
+def _git_blob_id(data: bytes) -> str:
+    """A file's id in git, as the Hub reports it (blob_id): so a published file is known unchanged."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()

@@ -98,7 +98,8 @@ def _is_connection_error(error: BaseException) -> bool:
 
 def is_html_file(path: Path) -> bool:
     """True when a downloaded file is a web page, not a zip."""
-    head = Path(path).read_bytes()[:2048].lstrip().lower()
+    with open(path, "rb") as file:
+        head = file.read(2048).lstrip().lower()  # the first bytes tell: a bundle may be gigabytes
     return head.startswith((b"<!doctype html", b"<html")) or b"<html" in head
 
 

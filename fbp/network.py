@@ -130,6 +130,11 @@ def load_model(path: Path) -> keras.Model:
     try:
         return keras.models.load_model(path, safe_mode=True)
     except Exception as error:  # a damaged file, or one from other code: its message, not a traceback
+        if "safe_mode" in str(error):  # e.g. a Lambda layer: its Python code would run as the file loads
+            raise RunMismatchError(
+                f"The model {Path(path).name} of run {Path(path).parent.name} was refused: it holds Python "
+                "code (such as a Lambda layer) that would run as it loads, which no model of this project "
+                "has. Do not open it; score with a bundle made by notebook 04 that you trust.") from None
         raise RunMismatchError(
             f"The model {Path(path).name} of run {Path(path).parent.name} does not load with Keras "
             f"{keras.__version__} ({type(error).__name__}: {str(error)[:300]}). It is damaged, or was made "

@@ -40,13 +40,35 @@ def work(tmp_path, monkeypatch) -> Path:
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
-    """A web server's handler that counts its downloads and, for /refused/..., refuses (403) and, for
-    /cut/<file>, announces the whole file and sends half of it."""
+    """A web server's handler that counts its downloads and, for /refused/..., refuses (403); for
+    /cut/<file>, announces the whole file and sends half of it; for /untold/<file>, sends it without
+    its length; for /junk/..., up to 300 MB that is no zip, without a length (counting what it sent);
+    for /to-ftp/..., redirects to an ftp:// address."""
 
     def do_GET(self):
         self.server.requests.append(self.path)
         if self.path.startswith("/refused/"):
             return self.send_error(403, "Forbidden")
+        if self.path.startswith("/to-ftp/"):
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1/run.zip")
+            self.end_headers()
+            return None
+        if self.path.startswith(("/untold/", "/junk/")):
+            self.send_response(200)
+            self.end_headers()  # no Content-Length: the body ends when the connection closes
+            if self.path.startswith("/untold/"):
+                blocks = [(Path(self.directory) / self.path.removeprefix("/untold/")).read_bytes()]
+            else:
+                blocks = [b"junk" * (1 << 18)] * 300  # 1 MB each
+            try:
+                for block in blocks:
+                    self.wfile.write(block)
+                    self.server.sent += len(block)
+            except (BrokenPipeError, ConnectionResetError):  # the client stopped reading: as it should
+                pass
+            self.close_connection = True
+            return None
         if self.path.startswith("/cut/"):
             body = (Path(self.directory) / self.path.removeprefix("/cut/")).read_bytes()
             self.send_response(200)
@@ -69,7 +91,7 @@ def web_server(tmp_path):
     folder.mkdir()
     handler = functools.partial(Handler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.requests, server.folder = [], folder
+    server.requests, server.folder, server.sent = [], folder, 0
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -22,7 +22,7 @@ from nbclient.exceptions import CellExecutionError
 from test_notebook_use import check_every_cell_run_twice
 
 import utils
-from fbp import dataset, experiments, runs, scoring, synthetic
+from fbp import bundles, dataset, experiments, runs, scoring, synthetic
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 REPO_LINE = re.compile(r'^REPO = "([\w.-]+/[\w.-]+)"', re.MULTILINE)
@@ -220,6 +220,7 @@ def test_the_series_bundle_scores_over_http_like_its_run_in_a_fresh_work_folder(
     monkeypatch.setenv("FBP_WORK_DIR", str(fresh))
     monkeypatch.setenv("FBP_DATA_DIR", str(tmp_path / "no-dataset"))  # 05 must not need one
     monkeypatch.setenv("FBP_RUN", f"{web_server.url}/run.zip")
+    monkeypatch.setattr(bundles, "_SCHEMES", ("https://", "http://127.0.0.1"))  # the local server: http
     shared = run_cells("05_score_your_face")["results"]
     assert f"(from the bundle {web_server.url}/run.zip)" in capsys.readouterr().out
     assert len(own) == len(shared) == 3 and web_server.requests == ["/run.zip"]
