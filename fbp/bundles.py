@@ -14,10 +14,13 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import numpy as np
+
 from fbp import dataset, environment, evaluation, network, runs, settings
 from fbp.errors import BundleError, NoSpaceError, RunNotFoundError
 
-_BUNDLE_FORMAT = 1              # bump when what a bundle holds changes
+_BUNDLE_FORMAT = 2              # bump when what a bundle holds changes (2: fold models as their heads)
+_READABLE = (1, 2)              # the formats this code opens
 
 
 _MANIFEST = "bundle.json"       # in a bundle: its format, recipe version, run and each member's hash
@@ -32,6 +35,7 @@ _RATIO_FROM = 10**6
 _SCHEMES = ("https://",)        # where a bundle may be downloaded from, redirects included
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a run's folder name, e.g. fold1-3fa2c1d0e4
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_REBUILT = re.compile(r"runs/[A-Za-z0-9][A-Za-z0-9._-]*/frozen\.keras")  # a model a bundle rebuilds
 _HUB_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")  # an owner's or a repo's name
 _REVISION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._/-]*[A-Za-z0-9])?")  # a commit, branch or tag
 
@@ -49,24 +53,67 @@ def _bundle_runs(run: runs.Run) -> list[runs.Run]:
     return [run, *[fold for fold in run.scoring_folds() if fold.folder != run.folder]]
 
 
-def _bundle_members(bundled: list[runs.Run]) -> dict[str, Path]:
+def _bundle_members(bundled: list[runs.Run]) -> tuple[dict[str, Path], dict[str, dict]]:
     """What a run's bundle holds (bundled: _bundle_runs), by name in the zip, laid out as in the work
     folder (runs/<run>/...): per run its record (settings, framing, versions), evaluation, current model
-    and that model's reference, and the 5-fold reference when there is one. Refuses a run 04 has not
-    evaluated."""
-    members = {}
+    and that model's reference, and the 5-fold reference when there is one. A fold model that is the
+    run's frozen backbone with other heads travels as its heads alone, rebuilt when opened (the second
+    dict: each rebuilt model from its base and heads). Refuses a run 04 has not evaluated."""
+    members, rebuilt = {}, {}
     for run in bundled:
         if run.evaluation() is None:
             raise BundleError(f"Run {run.name} cannot be bundled: {run.why_not_evaluated()}. A bundle "
                               "carries its model's test figures, so run notebook 04 on it first.")
         model, folder = run.model_path(), run.folder
-        for path in (folder / "run.json", folder / "evaluation.json", model,
+        for path in (folder / "run.json", folder / "evaluation.json",
                      folder / f"reference-{model.stem}.json"):
             members[f"runs/{run.name}/{path.name}"] = path
+        base = bundled[0].model_path()
+        shared = run is not bundled[0] and model.stem == base.stem == "frozen"  # two frozen backbones
+        heads = _heads_over(base, model) if shared else None
+        if heads is None:
+            members[f"runs/{run.name}/{model.name}"] = model
+            continue
+        saved = folder / "frozen-heads.json"
+        if environment.read_json(saved) != heads:
+            environment.save_json(saved, heads)
+        members[f"runs/{run.name}/{saved.name}"] = saved
+        rebuilt[f"runs/{run.name}/{model.name}"] = {"from": f"runs/{bundled[0].name}/{base.name}",
+                                                    "heads": f"runs/{run.name}/{saved.name}"}
     joined = bundled[0].out_of_fold_path()
     if joined and joined.is_file():
         members[f"runs/{joined.name}"] = joined
-    return members
+    return members, rebuilt
+
+
+_HEADS = ("score", "distribution")  # the layers notebook 02 puts on a backbone
+
+
+def _heads_over(base: Path, other: Path) -> dict[str, list] | None:
+    """The heads' weights of the model saved in `other` when it is the model in `base` but for its heads
+    (two folds' frozen-head models share their frozen backbone), as lists; else None."""
+    first, second = network.load_model(base), network.load_model(other)
+    if [layer.name for layer in first.layers] != [layer.name for layer in second.layers]:
+        return None
+    for a, b in zip(first.layers, second.layers, strict=True):
+        if a.name not in _HEADS and not all(np.array_equal(x, y) for x, y in
+                                            zip(a.get_weights(), b.get_weights(), strict=True)):
+            return None
+    return {layer.name: [w.tolist() for w in layer.get_weights()] for layer in second.layers
+            if layer.name in _HEADS}
+
+
+def _rebuild(folder: Path, rebuilt: dict[str, dict]) -> None:
+    """Rebuild, in an opened bundle's folder, each fold model that travelled as its heads alone: its base
+    model with those heads; its evaluation then names the rebuilt file (the same weights it measured)."""
+    for target, recipe in rebuilt.items():
+        model = network.load_model(folder / recipe["from"])
+        for name, weights in environment.read_json(folder / recipe["heads"]).items():
+            model.get_layer(name).set_weights([np.asarray(w, "float32") for w in weights])
+        model.save(folder / target)
+        report = folder / Path(target).parent / "evaluation.json"
+        environment.save_json(report, {**environment.read_json(report),
+                                       "evaluated": runs.Run.at(report.parent).current_model()})
 
 
 def _model_card(bundled: list[runs.Run], home: str) -> str:
@@ -148,9 +195,11 @@ def make_bundle(run: runs.Run, home: str) -> Path:
     """Notebook 04's bundle of an evaluated run, bundles/<run>.zip in the work folder: its members
     (_bundle_members), a manifest and the model card as README.md; written anew only when a member changed."""
     bundled = _bundle_runs(run)
-    path, members = environment.work_dir() / "bundles" / f"{run.name}.zip", _bundle_members(bundled)
+    path, (members, rebuilt) = environment.work_dir() / "bundles" / f"{run.name}.zip", _bundle_members(
+        bundled)
     manifest = {"bundle": _BUNDLE_FORMAT, "recipe": settings.RECIPE_VERSION, "run": run.name,
-                "files": {name: environment.file_hash(source) for name, source in members.items()}}
+                "files": {name: environment.file_hash(source) for name, source in members.items()},
+                "rebuilt": rebuilt}
     if path.is_file() and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             if _MANIFEST in archive.namelist() and json.loads(archive.read(_MANIFEST)) == manifest:
@@ -355,7 +404,12 @@ def _read_manifest(data: bytes, source: str) -> dict:
         isinstance(name, str) and isinstance(digest, str) and _SHA256.fullmatch(digest)
         and not Path(name).is_absolute() and ".." not in Path(name).parts and "\\" not in name
         for name, digest in files.items())
-    whole = plain and listed and f"runs/{run}/run.json" in files and any(
+    rebuilt = manifest.get("rebuilt", {}) if isinstance(manifest, dict) else None
+    recipes = listed and isinstance(rebuilt, dict) and all(
+        _REBUILT.fullmatch(target) and isinstance(recipe, dict) and set(recipe) == {"from", "heads"}
+        and {recipe["from"], recipe["heads"]} <= set(files) and target not in files
+        for target, recipe in rebuilt.items())
+    whole = plain and listed and recipes and f"runs/{run}/run.json" in files and any(
         f"runs/{run}/{stage}.keras" in files for stage in runs.MODEL_STAGES)
     if not whole:
         raise BundleError(f"{source} is not a bundle notebook 04 made: its {_MANIFEST} does not name a run "
@@ -383,6 +437,7 @@ def _extract_verified(path: Path, manifest: dict, opened: Path, source: str) -> 
                     raise BundleError(f"{source} was changed after it was made: {name} is not the file its "
                                       f"{_MANIFEST} names (sha256). Ask for the bundle again from "
                                       "someone you trust, or make it again with notebook 04.")
+        _rebuild(staging, manifest.get("rebuilt", {}))
         staging.replace(opened)
     except (zipfile.BadZipFile, EOFError) as error:
         raise BundleError(f"{source} is damaged ({error}). Download it again, or make it again with "
@@ -394,7 +449,7 @@ def _extract_verified(path: Path, manifest: dict, opened: Path, source: str) -> 
 def _check_version(manifest: dict, source: str) -> None:
     """Raise a BundleError when a bundle was made by another recipe version or bundle format than this one."""
     made = (manifest.get("recipe"), manifest.get("bundle"))
-    if made != (settings.RECIPE_VERSION, _BUNDLE_FORMAT):
+    if made[0] != settings.RECIPE_VERSION or made[1] not in _READABLE:
         raise BundleError(f"{source} was made by version {made[0]} of the training recipe (bundle format "
                           f"{made[1]}), and this checkout's is {settings.RECIPE_VERSION} "
                           f"(format {_BUNDLE_FORMAT}): "
@@ -450,11 +505,26 @@ def _hub_run(source: str) -> Path:
         changed = [name for name, digest in manifest["files"].items()
                    if not (local / name).is_file() or environment.file_hash(local / name) != digest]
         if not changed:
-            return local / "runs" / manifest["run"]
+            return _rebuilt_copy(local, manifest) / "runs" / manifest["run"]
         shutil.rmtree(local)  # our download: nothing of it is trusted later
         problem = (f"was changed after it was published: {changed[0]} is not the file its {_MANIFEST} "
                    "names (sha256). Ask its owner, or pin a revision you trust")
     raise BundleError(f"{source} {problem}.")
+
+
+def _rebuilt_copy(local: Path, manifest: dict) -> Path:
+    """A published run's checked files as they are, or, when fold models travelled as their heads, a
+    copy where opened_root says with those models rebuilt (Drive keeps the one, small, copy)."""
+    if not manifest.get("rebuilt"):
+        return local
+    opened = _opened_root() / f"{local.name}-{hashlib.sha256(json.dumps(manifest).encode()).hexdigest()[:16]}"
+    if not (opened / _MANIFEST).is_file():
+        staging = opened.with_name(f".partial-{opened.name}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(local, staging, ignore=shutil.ignore_patterns(".cache"))
+        _rebuild(staging, manifest["rebuilt"])
+        staging.replace(opened)
+    return opened
 
 
 def hub_login() -> None:

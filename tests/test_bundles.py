@@ -14,10 +14,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import keras
+import numpy as np
 import pytest
 
 import utils
-from fbp import bundles, errors, runs, settings
+from fbp import bundles, dataset, errors, runs, settings
 from fbp.errors import BundleError
 
 
@@ -445,6 +446,55 @@ def test_the_model_card_follows_the_hubs_spec_and_shows_how_to_score(bundle):
     assert "base_model" not in fields  # an ImageNet CNN of keras.applications: no Hub model to name
     assert re.search(r"\n\n\*\*Misuse\.\*\*", body) and 'utils.run_to_score("hf://owner/name")' in body
     assert "keras.saving.load_model` alone cannot open the repo" in body
+
+
+def five_frozen_folds() -> runs.Run:
+    """The 5-fold protocol of a frozen-only backbone as notebooks 02 to 06 leave it, with tiny models:
+    every fold the same frozen backbone under its own head, evaluated, and their out-of-fold reference.
+    Returns fold 1's run."""
+    keras.utils.set_random_seed(0)
+    images = keras.Input((8, 8, 3), dtype="uint8", name="image")
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(images))
+    features = keras.layers.Dense(16, name="backbone")(pooled)
+    model = keras.Model(images, {"score": keras.layers.Dense(1, name="score")(features)})
+    for k, fold in enumerate(dataset.FOLDS):
+        cfg = utils.Config(protocol=fold, backbone="dinov2_base", weights=None)
+        identity = runs._run_identity(cfg, "0123456789ab")
+        folder = runs._run_dir(cfg, identity["dataset"])
+        folder.mkdir(parents=True)
+        head = [np.full((16, 1), 0.1 * (k + 1), "float32"), np.array([k], "float32")]  # its own
+        model.get_layer("score").set_weights(head)
+        model.save(folder / "frozen.keras")
+        utils.save_json(folder / "run.json", {**identity, "framing": {"eye_distance": 0.21}, "frozen": {}})
+        utils.save_json(folder / "reference-frozen.json", {
+            "stage": "frozen", "set": "the 2 test faces", "files": [f"AF{k}.jpg"], "true": [2.5],
+            "predicted": [2.8], "mean_features": [0.0] * 16, "map_scale": None})
+        evaluate(folder)
+    first = runs.Run.at(runs._run_dir(utils.Config(backbone="dinov2_base", weights=None), "0123456789ab"))
+    joined = {"set": "the 5 faces", "files": [f"AF{k}.jpg" for k in range(5)], "true": [2.5] * 5,
+              "predicted": [2.8] * 5}
+    utils.save_json(first.out_of_fold_path(), joined)
+    return first
+
+
+def test_a_frozen_backbone_travels_once_and_its_folds_score_as_in_their_folders(work, tmp_path):
+    run = five_frozen_folds()
+    faces = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    own = [scorer.model.predict(faces, verbose=0)["score"] for scorer in utils.scorers(run)]
+    path = utils.make_bundle(run, "owner/project")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    assert [name for name in names if name.endswith(".keras")] == [f"runs/{run.name}/frozen.keras"]
+    assert sum(name.endswith("/frozen-heads.json") for name in names) == 4
+    models = sum(fold.model_path().stat().st_size for fold in run.folds())
+    assert path.stat().st_size < 0.5 * models  # one backbone, not five
+    shared = utils.run_to_score(str(shutil.copy(path, tmp_path / "shared.zip")))
+    scorers = utils.scorers(shared)
+    assert [scorer.name for scorer in scorers] == [fold.name for fold in run.folds()]
+    for mine, scorer in zip(own, scorers, strict=True):
+        np.testing.assert_allclose(scorer.model.predict(faces, verbose=0)["score"], mine, rtol=0, atol=1e-6)
+    assert all(fold.stage == "evaluated" for fold in shared.folds())  # 04's figures still theirs
+    assert "The 5 fold models that score here" in utils.accuracy_note(shared)
 
 
 def test_the_readme_and_05_promise_no_published_run_that_does_not_exist():
