@@ -458,7 +458,7 @@ def five_frozen_folds() -> runs.Run:
     features = keras.layers.Dense(16, name="backbone")(pooled)
     model = keras.Model(images, {"score": keras.layers.Dense(1, name="score")(features)})
     for k, fold in enumerate(dataset.FOLDS):
-        cfg = utils.Config(protocol=fold, backbone="dinov2_base", weights=None)
+        cfg = utils.Config(protocol=fold, backbone="dinov2_base")
         identity = runs._run_identity(cfg, "0123456789ab")
         folder = runs._run_dir(cfg, identity["dataset"])
         folder.mkdir(parents=True)
@@ -470,7 +470,7 @@ def five_frozen_folds() -> runs.Run:
             "stage": "frozen", "set": "the 2 test faces", "files": [f"AF{k}.jpg"], "true": [2.5],
             "predicted": [2.8], "mean_features": [0.0] * 16, "map_scale": None})
         evaluate(folder)
-    first = runs.Run.at(runs._run_dir(utils.Config(backbone="dinov2_base", weights=None), "0123456789ab"))
+    first = runs.Run.at(runs._run_dir(utils.Config(backbone="dinov2_base"), "0123456789ab"))
     joined = {"set": "the 5 faces", "files": [f"AF{k}.jpg" for k in range(5)], "true": [2.5] * 5,
               "predicted": [2.8] * 5}
     utils.save_json(first.out_of_fold_path(), joined)
@@ -495,6 +495,43 @@ def test_a_frozen_backbone_travels_once_and_its_folds_score_as_in_their_folders(
         np.testing.assert_allclose(scorer.model.predict(faces, verbose=0)["score"], mine, rtol=0, atol=1e-6)
     assert all(fold.stage == "evaluated" for fold in shared.folds())  # 04's figures still theirs
     assert "The 5 fold models that score here" in utils.accuracy_note(shared)
+    assert "\nbase_model: keras/dinov2_base\n" in (shared.folder.parents[1] / "README.md").read_text()
+
+
+def test_a_published_frozen_backbone_is_rebuilt_off_drive_and_scores_alike(work, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    run = five_frozen_folds()
+    faces = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    own = [scorer.model.predict(faces, verbose=0)["score"] for scorer in utils.scorers(run)]
+    repo = published(utils.make_bundle(run, "owner/project"), tmp_path / "repo")
+
+    def snapshot(repo_id, revision=None, local_dir=None, allow_patterns=()):
+        for name in allow_patterns:
+            Path(local_dir, name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(repo / name, Path(local_dir, name))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename, revision, local_dir: (
+        snapshot(repo_id, revision, local_dir, [filename]), str(Path(local_dir, filename)))[1])
+    shared = utils.run_to_score("hf://someone/frozen@c1")
+    hub = utils.work_dir() / "bundles" / "hub" / "someone--frozen@c1"
+    assert len(list(hub.rglob("*.keras"))) == 1  # the one backbone, as published
+    assert not shared.folder.is_relative_to(hub)  # the rebuilt fold models live in the opened copy
+    for mine, scorer in zip(own, utils.scorers(shared), strict=True):
+        np.testing.assert_allclose(scorer.model.predict(faces, verbose=0)["score"], mine, rtol=0, atol=1e-6)
+
+
+def test_in_colab_drive_keeps_one_copy_of_a_bundle_and_it_opens_on_the_vms_disk(bundle, tmp_path,
+                                                                               monkeypatch):
+    from fbp import environment
+
+    monkeypatch.setattr(environment, "DRIVE_HOME", tmp_path / "drive" / "MyDrive")
+    monkeypatch.setattr(environment, "COLAB_CONTENT", tmp_path / "content")
+    monkeypatch.setenv("FBP_WORK_DIR", str(tmp_path / "drive" / "MyDrive" / "work"))
+    run = utils.run_to_score(str(bundle.path))
+    assert run.folder.is_relative_to(tmp_path / "content" / "opened-bundles")
+    assert not (tmp_path / "drive").exists() or not list((tmp_path / "drive").rglob("*.keras"))
 
 
 def test_the_readme_and_05_promise_no_published_run_that_does_not_exist():
