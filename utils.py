@@ -61,6 +61,6 @@ from fbp.bundles import hub_login, make_bundle, publish_bundle, run_to_score
 
 # experiments: the series, the protocols and the ablation as runners, and their statistics
 from fbp.experiments import (
-    ablation_verdict, as_markdown, check_space, results_table, run_ablation, run_protocol, run_series,
-    switched_on
+    ablation_family, ablation_verdict, as_markdown, check_space, results_table, run_ablation, run_protocol,
+    run_series, switched_on
 )

@@ -410,7 +410,14 @@ def read_ratings(root: Path) -> pd.DataFrame | None:
             f"{path.name}: expected the dataset's {len(expected)} images x {RATERS} raters, each "
             f"image rated once by each rater, in its sheets {list(workbook)}; found {found}. "
             "Replace it with the release's own file, or remove it to skip the rater analysis.")
-    return ratings.reset_index(drop=True)
+    unreadable = ratings[ratings["Rating"].isna()]
+    if len(unreadable):
+        named = "; ".join(f"rater {r.Rater} on {r.file}: {'blank' if pd.isna(r.given) else repr(r.given)}"
+                          for r in unreadable.head(5).itertuples())
+        raise DatasetLayoutError(f"{path.name} holds {len(unreadable)} rating(s) that are not numbers: "
+                                 f"{named}. Replace it with the release's own file (it is in the zip), or "
+                                 "remove it to skip the rater analysis and the distribution head.")
+    return ratings.drop(columns="given").reset_index(drop=True)
 
 
 def _rating_columns(sheet: pd.DataFrame) -> pd.DataFrame | None:
@@ -420,8 +427,9 @@ def _rating_columns(sheet: pd.DataFrame) -> pd.DataFrame | None:
         return None
     ratings = pd.DataFrame({"Rater": sheet[columns["rater"]],
                             "file": sheet[columns["filename"]].astype(str).str.strip(),
-                            "Rating": pd.to_numeric(sheet[columns["rating"]], errors="coerce")})
-    ratings = ratings[ratings["file"].str.match(_NAME_PATTERN) & ratings["Rating"].notna()]
+                            "Rating": pd.to_numeric(sheet[columns["rating"]], errors="coerce"),
+                            "given": sheet[columns["rating"]]})  # as typed, for a message naming it
+    ratings = ratings[ratings["file"].str.match(_NAME_PATTERN)]
     return ratings.assign(file=ratings["file"].map(_canonical_name))
 
 

@@ -86,10 +86,12 @@ def with_spread(mean: float, sd: float, signed: bool = False) -> str:
     return f"{mean:{'+' if signed else ''}.4f} ± {sd:.4f}"
 
 
-def paired_differences(true, predicted, baseline, samples: int = 1000, seed: int = 0) -> dict:
-    """PC, MAE, RMSE and Spearman of predicted minus those of baseline on the same faces, with a 95 %
-    paired bootstrap interval (the same resampled faces for both) and the two-sided bootstrap p-value:
-    {metric: (difference, low, high, p)}. It covers the sampling of test faces, not training noise."""
+def paired_differences(true, predicted, baseline, samples: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> dict:
+    """PC, MAE, RMSE and Spearman of predicted minus those of baseline on the same faces, with a paired
+    bootstrap interval at this level (the same resampled faces for both) and the two-sided bootstrap
+    p-value: {metric: (difference, low, high, p)}. It covers the sampling of test faces, not training
+    noise."""
     true, predicted, baseline = (np.asarray(a, float) for a in (true, predicted, baseline))
 
     def difference(t, p, b, axis=-1):
@@ -97,7 +99,7 @@ def paired_differences(true, predicted, baseline, samples: int = 1000, seed: int
 
     point = difference(true, predicted, baseline)
     resamples = _bootstrap_resamples(difference, (true, predicted, baseline), samples, seed)
-    (low, high), p = _percentile_interval(resamples, 0.95), _bootstrap_p_value(resamples)
+    (low, high), p = _percentile_interval(resamples, level), _bootstrap_p_value(resamples)
     return {name: (float(point[k]), float(low[k]), float(high[k]), float(p[k]))
             for k, name in enumerate(_METRICS)}
 

@@ -323,12 +323,14 @@ def _corrected_paired_t(differences, test_share: float) -> float:
     return float(2 * stats.t.sf(abs(t), k - 1))
 
 
-def _direction(difference: float, p: float, level: float = 0.05) -> str:
-    """A difference in the primary metric in words, where its adjusted p is below the level: e.g.
-    'PC higher (p 0.003)'; else 'none shown (p 0.41)'."""
+def _direction(difference: float, p: float, one_fold: bool, level: float = 0.05) -> str:
+    """A comparison's verdict in words, where its adjusted p is below the level: with one fold a claim
+    about two trained networks, e.g. "this network's PC higher (p 0.003)", across folds one about
+    recipes, "PC higher (p 0.003)"; else "none shown (p 0.41)" or "no difference shown (p 0.41)"."""
     if p >= level:
-        return f"none shown (p {p:.2g})"
-    return f"{_PRIMARY} {'higher' if difference > 0 else 'lower'} (p {p:.2g})"
+        return f"{'none' if one_fold else 'no difference'} shown (p {p:.2g})"
+    subject = "this network's " if one_fold else ""
+    return f"{subject}{_PRIMARY} {'higher' if difference > 0 else 'lower'} (p {p:.2g})"
 
 
 def _recipe_figures(name: str, folds: list[runs.Run], baseline: list[pd.DataFrame] | None) -> dict:
@@ -349,24 +351,30 @@ def _recipe_figures(name: str, folds: list[runs.Run], baseline: list[pd.DataFram
     return {"reports": reports, "faces": faces, "records": records}
 
 
-def _difference_from_baseline(recipe: dict, baseline: dict, samples: int,
-                             seed: int) -> tuple[float, float, str]:
-    """A recipe's difference in the primary metric from the baseline's, on the same test faces: its
-    unadjusted p-value, and the difference in words: with one fold the paired bootstrap (its interval),
-    across folds the Nadeau-Bengio test of the per-fold differences (their mean ± SD)."""
-    pairs = list(zip(recipe["faces"], baseline["faces"], strict=True))
+def _difference(recipe: dict, base: dict, samples: int, seed: int, level: float) -> dict:
+    """A recipe's difference in the primary metric from its base's, on the same test faces: its
+    unadjusted p-value and its interval at this level, in words: with one fold the paired bootstrap
+    (test faces' sampling only), across folds the Nadeau-Bengio corrected t-test of the per-fold
+    differences, with the smallest difference it would find 80 % of the time at this level."""
+    from scipy import stats
+
+    pairs = list(zip(recipe["faces"], base["faces"], strict=True))
     if len(pairs) == 1:
-        [(faces, base)] = pairs
+        [(faces, other)] = pairs
         difference, low, high, p = evaluation.paired_differences(
-            faces["score"], faces["predicted"], base["predicted"],
-                                                      samples, seed)[_PRIMARY]
-        return difference, p, evaluation.with_interval(difference, low, high)
-    per_fold = [evaluation.regression_metrics(f["score"], f["predicted"])[_PRIMARY]
-                - evaluation.regression_metrics(b["score"], b["predicted"])[_PRIMARY] for f, b in pairs]
-    sizes = recipe["records"][0]["sizes"]
-    p = _corrected_paired_t(per_fold, sizes["test"] / (sizes["train"] + sizes["val"]))
-    spread = evaluation.with_spread(np.mean(per_fold), np.std(per_fold, ddof=1), signed=True)
-    return float(np.mean(per_fold)), p, spread
+            faces["score"], faces["predicted"], other["predicted"], samples, seed, level)[_PRIMARY]
+        return {"difference": difference, "p": p, "interval": evaluation.with_interval(difference, low, high)}
+    per_fold = np.array([evaluation.regression_metrics(f["score"], f["predicted"])[_PRIMARY]
+                         - evaluation.regression_metrics(b["score"], b["predicted"])[_PRIMARY]
+                         for f, b in pairs])
+    sizes, k = recipe["records"][0]["sizes"], len(per_fold)
+    share = sizes["test"] / (sizes["train"] + sizes["val"])
+    error = np.sqrt((1 / k + share) * per_fold.var(ddof=1))  # the corrected standard error of the mean
+    half = stats.t.ppf(1 - (1 - level) / 2, k - 1) * error
+    mean = float(per_fold.mean())
+    return {"difference": mean, "p": _corrected_paired_t(per_fold, share),
+            "interval": evaluation.with_interval(mean, mean - half, mean + half),
+            "detectable": float((stats.t.ppf(1 - (1 - level) / 2, k - 1) + stats.t.ppf(0.8, k - 1)) * error)}
 
 
 def _fold_figures(reports: list[dict]) -> dict[str, str]:
@@ -380,69 +388,107 @@ def _fold_figures(reports: list[dict]) -> dict[str, str]:
             for m in ("PC", "MAE", "RMSE")}
 
 
+_SEED_CONTROL = ", seed "  # in a recipe's name: the baseline with only its seed changed
+
+
+def _base_of(name: str, names: list[str]) -> str:
+    """The recipe a recipe is compared with: "X + distribution" with "X" where the ablation has it, any
+    other (and the seed control) with the baseline, names[0]."""
+    own = name.removesuffix(" + distribution")
+    return own if own != name and own in names else names[0]
+
+
 def _ablation_table(recipes: dict[str, list[runs.Run]], samples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """One row per recipe (its runs, one per fold; the first recipe is the baseline), ranked by
-    PC on its validation faces: test PC, MAE and RMSE; the difference in PC (the one metric claims rest
-    on) from the baseline on the same test faces; whether it is higher or lower with Holm's correction
-    across the recipes, which with one fold covers only the sampling of test faces (paired bootstrap)
-    and across five folds also training noise (Nadeau-Bengio); time per epoch, peak GPU memory, runtime."""
+    """One row per recipe (its runs, one per fold; the first recipe is the baseline), ranked by PC on
+    its validation faces: test PC, MAE and RMSE; the difference in PC (the one metric claims rest on)
+    from its own base (compared_with) on the same test faces, its interval at the family's level
+    (Bonferroni over the family's comparisons) and the verdict with Holm's correction over them. With
+    one fold that covers the test faces' sampling only, and compares networks; across five folds
+    training noise too (Nadeau-Bengio), and compares recipes. The seed control stands outside the
+    family: the scale of seed noise. Then time per epoch, peak GPU memory, runtime."""
     names = list(recipes)
-    baseline = _recipe_figures(names[0], recipes[names[0]], None)
-    figures = {names[0]: baseline} | {name: _recipe_figures(name, recipes[name], baseline["faces"])
-                                      for name in names[1:]}
-    compared = {name: _difference_from_baseline(figures[name], baseline, samples, seed) for name in names[1:]}
-    adjusted = dict(zip(compared, _holm([p for _, p, _ in compared.values()]), strict=True))
-    folds = [report["protocol"] for report in baseline["reports"]]
-    verdict = (f"beyond the sampling of test faces ({folds[0]}, one seed), Holm" if len(folds) == 1
-               else f"across the {len(folds)} folds (Nadeau-Bengio corrected t-test), Holm")
+    figures = {names[0]: _recipe_figures(names[0], recipes[names[0]], None)}
+    figures |= {name: _recipe_figures(name, recipes[name], figures[names[0]]["faces"]) for name in names[1:]}
+    family = [name for name in names[1:] if _SEED_CONTROL not in name]
+    level = 1 - 0.05 / max(len(family), 1)  # every interval of the family holds, together, 95 % of the time
+    compared = {name: _difference(figures[name], figures[_base_of(name, names)], samples, seed, level)
+                for name in names[1:]}
+    adjusted = dict(zip(family, _holm([compared[name]["p"] for name in family]), strict=True))
+    folds = [report["protocol"] for report in figures[names[0]]["reports"]]
+    one_fold = len(folds) == 1
+    verdict = (f"this network against its base ({folds[0]}, one seed), Holm" if one_fold
+               else f"this recipe against its base ({len(folds)} folds, Nadeau-Bengio), Holm")
+    interval = (f"Δ{_PRIMARY} [{level:.2%} interval, Bonferroni over {len(family)}]" if one_fold else
+                f"Δ{_PRIMARY}, mean [{level:.2%} corrected t-interval, Bonferroni over {len(family)}]")
     rows = {}
     for name, recipe in figures.items():
         stage = recipe["reports"][0]["model"]
         tuned = [record["finetune" if stage == "finetuned" else "frozen"] for record in recipe["records"]]
         seconds = (tuned[0].get("seconds_per_epoch") if stage == "finetuned"  # stage 1: the head's epochs
-                   else recipe["records"][0]["frozen"].get("seconds_per_epoch"))
-        difference, _, words = compared.get(name, (0.0, 1.0, "baseline"))
+                   else recipe["records"][0].get("frozen", {}).get("seconds_per_epoch"))
+        shown = compared.get(name, {})
         rows[name] = {f"validation {_PRIMARY}": float(np.mean([t["val"][_PRIMARY] for t in tuned])),
                       "stage": runs.stage_words(stage, seconds),
                       **_fold_figures(recipe["reports"]),
-                      f"Δ{_PRIMARY}": words,
-                      verdict: _direction(difference, adjusted[name]) if name in adjusted else "baseline",
+                      "compared with": _base_of(name, names) if shown else "",
+                      interval: shown.get("interval", "baseline"),
+                      verdict: (_direction(shown["difference"], adjusted[name], one_fold) if name in adjusted
+                                else "seed noise, outside the family" if shown else "baseline"),
+                      **({} if one_fold else {f"smallest Δ{_PRIMARY} found 80 % of the time":
+                                              shown.get("detectable")}),
                       "s/epoch": seconds,
                       "peak GPU GB": tuned[0].get("peak_gpu_gb"),
                       "runtime": runs.trained_on(recipe["records"][0])}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.insert(1, "rank on validation", table[f"validation {_PRIMARY}"].rank(ascending=False).astype(int))
-    test = "test figures" if len(folds) == 1 else "test figures: mean ± SD over folds"
+    test = "test figures" if one_fold else "test figures: mean ± SD over folds"
     return table.sort_values("rank on validation", kind="stable").rename_axis(
-        f"recipe (Δ: minus {names[0]}; {test})")
+        f"recipe (Δ: minus the recipe it is compared with; {test})")
+
+
+def ablation_family(table: pd.DataFrame) -> str:
+    """The ablation's family of comparisons in words, to print above its table: its size, each
+    recipe's base, and the seed control standing apart."""
+    family = [f"{name} with {base}" for name, base in table["compared with"].items()
+              if base and _SEED_CONTROL not in name]
+    seeds = [name for name in table.index if _SEED_CONTROL in name]
+    return (f"The family: {len(family)} comparison{'s' * (len(family) != 1)}, each recipe with its own base "
+            f"({'; '.join(family)}). Holm's correction and the intervals' level cover them together."
+            + (f" {seeds[0]} stands apart: the scale of seed noise, not a claim." if seeds else ""))
 
 
 def ablation_verdict(table: pd.DataFrame) -> str:
-    """What the ablation's table supports, in sentences: which recipe ranks first on validation, which
-    recipes differ from the baseline in the primary metric, and how far that claim reaches."""
+    """What the ablation's table supports, in sentences: which recipe ranks first on validation, what
+    differs from its base and how far that claim reaches (networks on one fold, recipes across five),
+    what an absence of difference does not show, and the seed noise."""
     verdict = next(column for column in table.columns if column.endswith(", Holm"))
-    baseline = table.index[table[verdict] == "baseline"][0]
-    named = [f"{name} ({table.loc[name, verdict]})" for name in table.index
-             if table.loc[name, verdict].startswith(_PRIMARY)]
+    interval = next(column for column in table.columns if column.startswith(f"Δ{_PRIMARY}"))
+    one_fold = verdict.startswith("this network")
+    named = [f"{name} against {table.loc[name, 'compared with']}: {table.loc[name, verdict]}"
+             for name in table.index if table.loc[name, verdict].startswith(("this network", _PRIMARY))]
     first = table.index[0]
     sentences = [f"On validation, {first} ranks first (PC {table.loc[first, f'validation {_PRIMARY}']:.4f})."]
-    if verdict.startswith("across"):
-        sentences.append(
-            f"Across the folds, {_PRIMARY} differs from {baseline}'s for {'; '.join(named)}: claims about "
-            "recipes, as the test covers training noise and test faces." if named else
-            f"Across the folds, no recipe's {_PRIMARY} differs from {baseline}'s by more than training "
-            "noise and test faces make it vary.")
+    if one_fold:
+        sentences.append("With one network per recipe on one fold, the table compares trained networks, "
+                         "not recipes.")
+        sentences.append(f"These networks differ from their base's beyond the sampling of test faces: "
+                         f"{'; '.join(named)}." if named else
+                         "No network differs from its base's beyond the sampling of test faces.")
+        sentences.append("A claim about recipes needs each on all five folds: set ABLATION_ACROSS_FOLDS = "
+                         "True in notebook 06 and run its cell again.")
+    elif named:
+        sentences.append(f"Across the folds, these recipes differ from their base: {'; '.join(named)}. "
+                         "Those are claims about recipes: the test covers training noise and test faces.")
     else:
-        if named:
-            sentences.append(f"On this fold, {_PRIMARY} differs from {baseline}'s beyond the sampling of "
-                             f"test faces for {'; '.join(named)}.")
-        seeds = [name for name in table.index if name.startswith(f"{baseline}, seed")]
-        sentences.append("One fold and one seed compare trained networks, not recipes: " + (
-            f"{seeds[0]} differs from {baseline} by Δ{_PRIMARY} {table.loc[seeds[0], f'Δ{_PRIMARY}']} with "
-            "nothing but the seed changed." if seeds else "a seed alone moves the figures too.")
-            + " Whether a recipe is better needs the five folds (ABLATION_ACROSS_FOLDS = True).")
-    count = len(table) - 1
-    sentences.append(f"Holm's correction covers the {count} comparison{'s' * (count != 1)} with {baseline}.")
+        detectable = table[f"smallest Δ{_PRIMARY} found 80 % of the time"].dropna()
+        sentences.append("Across the folds, no recipe's difference from its base is shown. That is not "
+                         "evidence that they are equal: with these folds the test finds a true "
+                         f"Δ{_PRIMARY} of {detectable.median():.3f} 80 % of the time (the median over "
+                         "the comparisons).")
+    seeds = [name for name in table.index if _SEED_CONTROL in name]
+    if seeds:
+        sentences.append(f"{seeds[0]}, which changes nothing but the seed, moves Δ{_PRIMARY} by "
+                         f"{table.loc[seeds[0], interval]}: the scale of seed noise, outside the family.")
     return " ".join(sentences)
 
 
@@ -509,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
             print(run_protocol(protocol, cfg, data).to_string())
         if args.ablation:
             table = run_ablation(cfg, data, args.across_folds)
-            print(table.to_string(), ablation_verdict(table), sep="\n\n")
+            print(ablation_family(table), table.to_string(), ablation_verdict(table), sep="\n\n")
     except USER_ERRORS as error:
         print(f"{type(error).__name__}: {error}")
         return 1

@@ -30,6 +30,8 @@ def _run_identity(cfg: settings.Config, dataset: str) -> dict:
     with a fingerprint of it all."""
     identity = {"config": asdict(cfg), "dataset": dataset, "recipe": settings.RECIPE_VERSION,
                 "smoke": environment.smoke_mode()}
+    if cfg.seed != settings.VALIDATION_SEED:  # its validation faces are not those of its own seed
+        identity["val_seed"] = settings.VALIDATION_SEED
     return {"fingerprint": _fingerprint_of(identity), **identity}
 
 
@@ -95,11 +97,11 @@ def current_run(name: str | None = None, dataset: str | None = None) -> Run:
                 "No run chosen yet: run notebook 02 first (its parameters cell sets up the run that "
                 f"notebooks 03 to 06 continue), or set RUN_NAME to a saved run ({saved}).")
         run = Run(environment.work_dir() / "runs" / (name or identity["run"]),
-                  {key: identity.get(key) for key in _IDENTITY})
+                  {key: identity[key] for key in _IDENTITY if key in identity})
         how = "named in RUN_NAME" if name else "set up by notebook 02"
-    if run.identity["recipe"] != settings.RECIPE_VERSION:
+    if run.identity.get("recipe") != settings.RECIPE_VERSION:
         raise RunMismatchError(
-            f"Run {run.name} was made by version {run.identity['recipe']} of the training recipe, and "
+            f"Run {run.name} was made by version {run.identity.get('recipe')} of the training recipe, and "
             f"this checkout's is {settings.RECIPE_VERSION}: its saved models do not fit this code. "
             "Run notebook 02 "
             "(and 03) to make the run again with this version, or set RUN_NAME to a run made by it.")
@@ -398,7 +400,7 @@ def read_history(path: Path, best: dict | None = None) -> pd.DataFrame:
 MODEL_STAGES = {"frozen": "frozen head", "finetuned": "fine-tuned"}  # a model file's stem: its stage
 _STAGES = ("set up", *MODEL_STAGES.values(), "evaluated")  # a run's stages in order, in every message's words
 STAGE_ONE_ONLY = "(stage 1 only)"  # how the ablation and results tables name a run kept at stage 1
-_IDENTITY = ("fingerprint", "config", "dataset", "recipe", "smoke")  # what of run.json makes a run's identity
+_IDENTITY = ("fingerprint", "config", "dataset", "recipe", "smoke", "val_seed")  # run.json's identity fields
 
 
 def stage_words(stage: str, seconds: float | None = None) -> str:
@@ -441,7 +443,7 @@ class Run:
         record = environment.read_json(Path(folder) / "run.json")
         if not record:
             raise RunNotFoundError(f"No run is saved in {folder}: it has no run.json.")
-        return cls(Path(folder), {key: record.get(key) for key in _IDENTITY})
+        return cls(Path(folder), {key: record[key] for key in _IDENTITY if key in record})
 
     @property
     def name(self) -> str:
@@ -452,6 +454,12 @@ class Run:
     def config(self) -> settings.Config:
         """Its settings."""
         return settings.Config(**self.identity["config"])
+
+    @property
+    def val_seed(self) -> int:
+        """The seed that carved its validation faces: VALIDATION_SEED, or its own seed for a run made
+        before that existed."""
+        return self.identity.get("val_seed", self.identity["config"]["seed"])
 
     @property
     def record(self) -> dict:
@@ -512,7 +520,7 @@ class Run:
         tested = (f"test PC {report['PC']:.3f} ({MODEL_STAGES[report['model']]} model, notebook 04)" if report
                   else self.why_not_evaluated())
         smoke = (" SMOKE RUN (synthetic data, untrained weights): its figures mean nothing."
-                 if self.identity["smoke"] else "")
+                 if self.identity.get("smoke") else "")
         return (f"Run {self.name}: {describe_settings(self.identity['config'])}, dataset "
                 f"{self.identity['dataset']}; {trained}, trained by "
                 f"{describe_code(tuned.get('code', record.get('code')))}; {tested}.{smoke}")
@@ -589,7 +597,7 @@ class Run:
         it measured), and predictions.csv."""
         figures = intervals[model]  # {metric: (value, low, high)}, from bootstrap_metrics
         identity = self.identity
-        report = {"run": self.name, "fingerprint": identity["fingerprint"], "smoke": identity["smoke"],
+        report = {"run": self.name, "fingerprint": identity["fingerprint"], "smoke": identity.get("smoke"),
                   "protocol": identity["config"]["protocol"], "model": model, "n": len(predictions),
                   "evaluated": self.current_model(),  # its file: a later model is evaluated anew
                   **{name: value for name, (value, low, high) in figures.items()},
@@ -623,7 +631,8 @@ class Run:
         fold's run (beside the runs, named by the settings the folds share); None for a 60/40 run."""
         if not self.identity["config"]["protocol"].startswith("fold"):
             return None
-        shared = {**{k: self.identity[k] for k in ("dataset", "recipe", "smoke")},
+        kept = ("dataset", "recipe", "smoke", "val_seed")
+        shared = {**{k: self.identity[k] for k in kept if k in self.identity},
                   "config": {**self.identity["config"], "protocol": "5-fold"}}
         return self.folder.parent / f"reference-5fold-{_fingerprint_of(shared)}.json"
 

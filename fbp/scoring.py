@@ -93,7 +93,7 @@ class FaceScore:
     crops: np.ndarray          # the six crops (uint8): three alignments, then their mirrors
     scores: np.ndarray         # per model, a row of the six crops' scores
     score: float               # the mean of them all, kept on the 1-5 scale
-    spread: float              # the ±: alignment_spread
+    span: tuple[float, float]  # the six crops' lowest and highest scores: crops_span
     disagreement: float | None  # models_disagreement: None with one model
     percentile: float          # "more attractive than X %": the mean of the models' own places
     low: float                 # and of the ranges that hold the raters' place 8 times in 10
@@ -108,9 +108,9 @@ class FaceScore:
 def score_face(face: faces.PhotoFace, crops: np.ndarray, outputs: list[dict],
                scorers: list[_Scorer]) -> FaceScore:
     """A face's result from every model's outputs for its crops (predict_on_batch's, in the order of
-    scorers): its score, its ± and the models' disagreement; each model's mean score placed among that
-    model's own reference (its held-out faces), the places averaged; the shares; the first crop's map,
-    averaged."""
+    scorers): its score, its crops' span and the models' disagreement; each model's mean score placed
+    among that model's own reference (its held-out faces), the places averaged; the shares; the first
+    crop's map, averaged."""
     scores = np.stack([np.asarray(out["score"], dtype=float)[:, 0] for out in outputs])
     places = [calibrated_percentile(float(np.clip(row.mean(), 1, 5)), scorer.reference)
               for row, scorer in zip(scores, scorers, strict=True)]
@@ -125,7 +125,7 @@ def score_face(face: faces.PhotoFace, crops: np.ndarray, outputs: list[dict],
         crop_score = float(np.mean([first[0] for first, _ in made]))
         map_scale = float(np.mean([scorer.reference.map_scale for scorer in scorers]))
     return FaceScore(face, crops, scores, score=float(np.clip(scores.mean(), 1, 5)),
-                     spread=_alignment_spread(scores), disagreement=_models_disagreement(scores),
+                     span=_crops_span(scores), disagreement=_models_disagreement(scores),
                      percentile=float(percentile), low=float(low), high=float(high), shares=shares,
                      map=first_map, crop_score=crop_score, map_scale=map_scale)
 
@@ -135,11 +135,13 @@ NO_MAP = ("this backbone's feature is its class token or an attention-pooled emb
           "image cells, so no map splits its score exactly, and none is drawn.")
 
 
-def _alignment_spread(scores: np.ndarray) -> float:
-    """The ± of a face's score (a row per model of its six crops' scores): half the range of the six
-    crops' scores, each first averaged over the models, so that the models' offsets from each other,
-    which every photo they score shares, stay out of it."""
-    return float(np.ptp(np.mean(scores, axis=0))) / 2
+def _crops_span(scores: np.ndarray) -> tuple[float, float]:
+    """How far a face's score moves when the face is shifted by 1.5 px or mirrored (a row per model of
+    its six crops' scores): the lowest and highest of the six crops' scores, each first averaged over
+    the models, so that the models' offsets from each other, which every photo shares, stay out of it.
+    Not a confidence interval."""
+    crops = np.mean(scores, axis=0)
+    return float(crops.min()), float(crops.max())
 
 
 def _models_disagreement(scores: np.ndarray) -> float | None:
@@ -171,19 +173,19 @@ def _percentages_in_steps(shares: np.ndarray, step: int = 5) -> np.ndarray:
 
 
 def _shares_mean(shares: np.ndarray) -> float:
-    """The mean rating that shares of raters per rating (1-5) describe."""
-    return float(np.asarray(shares, float) @ np.array(dataset.RATINGS) / np.sum(shares))
+    """The mean rating of shares of raters per rating (1-5) as describe_shares prints them (in 5 %
+    steps), so that a reader can check it."""
+    return float(_percentages_in_steps(shares) @ np.array(dataset.RATINGS) / 100)
 
 
 def shares_against_score(result: FaceScore) -> str:
-    """A sentence when the mean of a face's predicted shares and its score differ by more than the
-    score's ± (as printed, to two decimals), else ''."""
-    gap, spread = round(_shares_mean(result.shares) - result.score, 2), round(result.spread, 2)
-    if abs(gap) <= spread:
+    """A sentence when the mean of a face's predicted shares (as printed) lies outside its crops' span
+    (as printed, to two decimals), else ''."""
+    mean, (low, high) = round(_shares_mean(result.shares), 2), (round(end, 2) for end in result.span)
+    if low <= mean <= high:
         return ""
-    return (f" Their mean is {abs(gap):.2f} {'above' if gap > 0 else 'below'} the score "
-            f"{result.score:.2f}, more than its ±{spread:.2f}: two heads of the model give the shares "
-            "and the score, and they need not agree.")
+    return (f" Their mean is outside the span of the crops' scores, {low:.2f} to {high:.2f}: two heads of "
+            "the model give the shares and the score, and they need not agree.")
 
 
 def _neighbour_count(n: int) -> int:

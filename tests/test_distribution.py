@@ -46,9 +46,9 @@ def test_the_targets_and_batches_carry_the_shares_when_a_part_has_them(synthetic
 def test_the_shares_are_put_in_words_largest_first_in_five_percent_steps_with_their_mean():
     said = utils.describe_shares(np.array([0.01, 0.16, 0.54, 0.26, 0.03]))
     assert said == ("of 60 raters like the dataset's, about 55 % would give a 3, 25 % a 4, 15 % a 2 "
-                    "and 5 % a 5 (their mean 3.14)")
+                    "and 5 % a 5 (their mean 3.20)")  # of the printed shares: 0.15 x 2 + 0.55 x 3 + ...
     assert utils.describe_shares(np.array([0, 0, 0.99, 0.01, 0])) == \
-        "of 60 raters like the dataset's, about 100 % would give a 3 (their mean 3.01)"
+        "of 60 raters like the dataset's, about 100 % would give a 3 (their mean 3.00)"
     # to the nearest 5 % each would say 35 + 35 + 35 = 105 %
     assert utils.describe_shares(np.array([0.34, 0.33, 0.33, 0, 0])).startswith(
         "of 60 raters like the dataset's, about 35 % would give a 1, 35 % a 2 and 30 % a 3 ")
@@ -66,21 +66,20 @@ def test_the_rounded_percentages_add_up_to_100_and_each_is_a_share_rounded_down_
     assert (nearest.sum(axis=1) != 100).mean() > 0.2  # which missed 100 often
 
 
-def face_with_shares(score: float, spread: float, shares: list[float]) -> utils.FaceScore:
+def face_with_shares(score: float, span: tuple[float, float], shares: list[float]) -> utils.FaceScore:
     """A scored face with only what shares_against_score reads."""
-    return utils.FaceScore(face=None, crops=None, scores=None, score=score, spread=spread,
+    return utils.FaceScore(face=None, crops=None, scores=None, score=score, span=span,
                            disagreement=None, percentile=50.0, low=40.0, high=60.0,
                            shares=np.array(shares), map=None, crop_score=score, map_scale=1.0)
 
 
-def test_a_shares_mean_that_differs_from_the_score_by_more_than_its_spread_is_said():
-    shares = [0.01, 0.16, 0.54, 0.26, 0.03]  # their mean: 3.14
-    assert utils.shares_against_score(face_with_shares(3.16, 0.03, shares)) == ""
-    assert utils.shares_against_score(face_with_shares(3.17, 0.03, shares)) == ""  # 0.03: not more
-    assert utils.shares_against_score(face_with_shares(3.20, 0.03, shares)) == (
-        " Their mean is 0.06 below the score 3.20, more than its ±0.03: two heads of the model give "
-        "the shares and the score, and they need not agree.")
-    assert "0.11 above the score 3.03" in utils.shares_against_score(face_with_shares(3.03, 0.02, shares))
+def test_a_shares_mean_outside_the_crops_span_is_said():
+    shares = [0.01, 0.16, 0.54, 0.26, 0.03]  # printed as 15, 55, 25 and 5 %: their mean 3.20
+    assert utils.shares_against_score(face_with_shares(3.22, (3.19, 3.25), shares)) == ""
+    assert utils.shares_against_score(face_with_shares(3.17, (3.14, 3.199), shares)) == ""  # 3.20 as printed
+    assert utils.shares_against_score(face_with_shares(3.26, (3.23, 3.29), shares)) == (
+        " Their mean is outside the span of the crops' scores, 3.23 to 3.29: two heads of the model "
+        "give the shares and the score, and they need not agree.")
 
 
 # --- the shares checked against the labels ---------------------------------------------------
@@ -131,6 +130,21 @@ def test_a_rating_off_the_scale_is_refused_naming_the_rater_and_face(rated_root,
     with pytest.raises(errors.DatasetLayoutError, match=(
             rf"holds 1 rating\(s\) off the scale of whole points from 1 to 5: rater 7 gave CM2\.jpg "
             rf"{rating:g}\. Replace All_Ratings.xlsx")):
+        dataset.rating_shares(rated_root, labels)
+
+
+@pytest.mark.parametrize(("given", "said"), [(None, "blank"), ("four", "'four'")])
+def test_a_rating_that_is_no_number_is_named_by_rater_and_face(rated_root, work, given, said):
+    labels = dataset.all_labels(rated_root)
+
+    def unreadable(sheet):
+        sheet["Rating"] = sheet["Rating"].astype(object)
+        sheet.loc[(sheet["Filename"] == "CM2.jpg") & (sheet["Rater"] == 7), "Rating"] = given
+        return sheet
+
+    change_ratings(rated_root, unreadable)
+    with pytest.raises(errors.DatasetLayoutError, match=(
+            rf"holds 1 rating\(s\) that are not numbers: rater 7 on CM2\.jpg: {said}\. Replace it")):
         dataset.rating_shares(rated_root, labels)
 
 

@@ -354,7 +354,7 @@ def test_loading_the_detector_prints_no_red_text():
     assert "Exception ignored" not in loaded.stderr and "lz4" not in loaded.stderr, loaded.stderr
 
 
-# --- the ± and the models' disagreement, against a simulation ---------------------------------
+# --- the crops' span and the models' disagreement, against a simulation -----------------------
 
 
 def simulated_scores(rng: np.random.Generator, models: int, faces: int) -> np.ndarray:
@@ -363,18 +363,24 @@ def simulated_scores(rng: np.random.Generator, models: int, faces: int) -> np.nd
     return 3 + rng.normal(0, 0.05, (faces, models, 1)) + rng.normal(0, 0.03, (faces, models, 6))
 
 
-def test_the_plus_minus_is_the_alignments_not_the_models_offsets_which_get_their_own_figure():
+def half_span(scores: np.ndarray) -> float:
+    """Half the width of a face's crops' span."""
+    low, high = scoring._crops_span(scores)
+    return (high - low) / 2
+
+
+def test_the_crops_span_is_the_alignments_not_the_models_offsets_which_get_their_own_figure():
     rng = np.random.default_rng(0)
     five, one = simulated_scores(rng, 5, 4000), simulated_scores(rng, 1, 4000)
-    spread = np.mean([scoring._alignment_spread(face) for face in five])
+    spread = np.mean([half_span(face) for face in five])
     # how far alignment moves the five models' mean score: half the range of six crops whose noise
     # is averaged over five models (SD 0.03 / sqrt 5), 1.27 SD for six values: 0.017
     half_range = np.mean(np.ptp(rng.normal(0, 1, (100_000, 6)), axis=1)) / 2
     assert spread == pytest.approx(0.03 / np.sqrt(5) * half_range, rel=0.03)
     assert np.mean([np.ptp(face) / 2 for face in five]) > 0.09  # the 30 scores' half-range: 0.10
     # one model: half the range of its six crops' scores, as before (0.038 here)
-    assert [scoring._alignment_spread(face) for face in one[:20]] == [np.ptp(face) / 2 for face in one[:20]]
-    alone = np.mean([scoring._alignment_spread(face) for face in one])
+    assert [scoring._crops_span(face) for face in one[:20]] == [(face.min(), face.max()) for face in one[:20]]
+    alone = np.mean([half_span(face) for face in one])
     assert alone == pytest.approx(0.03 * half_range, rel=0.03)
     # the disagreement: the SD of the models' scores, each the mean of six crops (an unbiased variance)
     disagreement = np.array([scoring._models_disagreement(face) for face in five])
@@ -382,14 +388,15 @@ def test_the_plus_minus_is_the_alignments_not_the_models_offsets_which_get_their
     assert scoring._models_disagreement(one[0]) is None
 
 
-def test_a_faces_result_carries_the_plus_minus_and_the_disagreement(model, reference):
+def test_a_faces_result_carries_the_crops_span_and_the_disagreement(model, reference):
     rng = np.random.default_rng(2)
     scores = simulated_scores(rng, 5, 1)[0]
     crops = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
     scorers = [scoring._Scorer(f"fold{k}", model, reference) for k in range(1, 6)]
     result = utils.score_face(None, crops, [{"score": row[:, None]} for row in scores], scorers)
     assert result.score == pytest.approx(scores.mean())
-    assert result.spread == scoring._alignment_spread(scores) < np.ptp(scores) / 2
+    assert result.span == scoring._crops_span(scores) and result.span[0] <= result.score <= result.span[1]
+    assert half_span(scores) < np.ptp(scores) / 2  # the models' offsets stay out of it
     assert result.disagreement == scoring._models_disagreement(scores) > 0
 
 

@@ -115,6 +115,7 @@ def test_06s_switches_are_safe_to_save(monkeypatch, capsys):
     monkeypatch.setattr(utils, "run_ablation", lambda cfg, data, across_folds: ran.append(
         "ablation across folds" if across_folds else "ablation"))
     monkeypatch.setattr(utils, "ablation_verdict", lambda table: "")
+    monkeypatch.setattr(utils, "ablation_family", lambda table: "")
     monkeypatch.setattr(utils, "hub_login", lambda: None)
     monkeypatch.setattr(utils, "publish_bundle", lambda bundle, repo: ran.append(f"publish {bundle}"))
 

@@ -22,7 +22,7 @@ from nbclient.exceptions import CellExecutionError
 from test_notebook_use import check_every_cell_run_twice
 
 import utils
-from fbp import bundles, dataset, experiments, runs, scoring, synthetic
+from fbp import bundles, dataset, experiments, runs, synthetic
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 REPO_LINE = re.compile(r'^REPO = "([\w.-]+/[\w.-]+)"', re.MULTILINE)
@@ -195,16 +195,19 @@ def test_05_speaks_of_every_photo_and_scores_every_face(series):
     assert "cut.jpg: the image cannot be read" in text
     assert "webcam needs Colab" in text
     assert "This run has no distribution head" in text
-    # one model: its reference in the words of today, the ± of its six crops, no models' disagreement
+    # one model: its reference in the words of today, the span of its six crops, no models' disagreement
     assert "Percentiles are a score's place among the fine-tuned model's predictions for the" in text
-    assert "across its mirror and 1.5 px shifts of the eyes), more attractive than about" in text
+    assert re.search(r"^me\.jpg, face 1: score \d\.\d\d, more attractive than about \d+ % of the "
+                     r"dataset \(likely between \d+ % and \d+ %\)\. Shifted by 1\.5 px or mirrored, it "
+                     r"scores \d\.\d\d to \d\.\d\d: how much alignment moves it, not a confidence "
+                     r"interval\.$", text, re.MULTILINE)
     assert "models' own scores" not in text and "fold models that score here" not in text
-    # the score belongs to the face, not to the photo: alone or beside a smaller face, within the spread
-    scored = dict(re.findall(r"^(\w+\.jpg, face \d): score (\d\.\d\d \(±\d\.\d\d)", text, re.MULTILINE))
-    (alone, alone_spread), (beside, beside_spread) = (
-        map(float, scored[key].split(" (±")) for key in ("alone.jpg, face 1", "beside.jpg, face 1"))
-    assert "beside.jpg, face 2" in scored and alone_spread > 0
-    assert abs(alone - beside) <= max(alone_spread, beside_spread) + 0.01  # printed to 2 decimals
+    # the score belongs to the face, not to the photo: alone or beside a smaller face, within the span
+    scored = {face: tuple(map(float, figures)) for face, *figures in re.findall(
+        r"^(\w+\.jpg, face \d): score (\d\.\d\d),.* it scores (\d\.\d\d) to (\d\.\d\d)", text, re.MULTILINE)}
+    (alone, low, high), (beside, *_) = scored["alone.jpg, face 1"], scored["beside.jpg, face 1"]
+    assert "beside.jpg, face 2" in scored and low < alone < high
+    assert low - 0.01 <= beside <= high + 0.01  # printed to 2 decimals
 
 
 def test_the_series_bundle_scores_over_http_like_its_run_in_a_fresh_work_folder(series, web_server,
@@ -257,8 +260,8 @@ def test_the_5_fold_runner_trains_evaluates_and_joins_its_folds(series, monkeypa
     folds = runs.Run.at(default_run(series)).folds()
     assert [s.name for s in scored["scorers"]] == [fold.name for fold in folds]
     assert "scoring with the fine-tuned models of its 2 folds" in text
-    assert re.search(r"^me\.jpg, face 1: score \d\.\d\d \(±\d\.\d\d across its mirror and 1\.5 px shifts "
-                     r"of the eyes\)", text, re.MULTILINE)  # the ± of the two models' mean: alignment alone
+    assert re.search(r"^me\.jpg, face 1: score \d\.\d\d, .* Shifted by 1\.5 px or mirrored, it scores",
+                     text, re.MULTILINE)  # the span of the two models' mean: alignment alone
     assert re.search(r"^me\.jpg, face 1: the 2 models' own scores \(each the mean of its six crops\) differ "
                      r"by SD \d\.\d\d$", text, re.MULTILINE)
     assert ("Percentiles are the mean of 2 places: each fold model's score placed among its own fold's 60 "
@@ -285,12 +288,14 @@ def test_the_ablation_runner_trains_its_recipes_and_the_results_table_names_them
     assert "  EfficientNetV2S + distribution | Epoch 2/2" in printed  # each recipe's progress shows
     assert "  ResNet50 |" not in printed  # the blog's recipe is the series' own run
     assert "EfficientNetV2S + distribution | " in printed and "epochs; best val_score_loss" in printed  # 02
-    verdict = "beyond the sampling of test faces (fold1, one seed), Holm"
+    verdict = "this network against its base (fold1, one seed), Holm"
     assert table.loc["ResNet50", verdict] == "baseline"
     said = table.loc["EfficientNetV2S + distribution", verdict]
-    assert re.match(r"(none shown|PC higher|PC lower) \(p ", said)
-    assert "One fold and one seed compare trained networks, not recipes" in printed  # 04 prints the verdict
-    assert "Holm's correction covers the 1 comparison with ResNet50." in printed
+    assert re.match(r"(none shown|this network's PC higher|this network's PC lower) \(p ", said)
+    family = printed.index("The family: 1 comparison, each recipe with its own base (EfficientNetV2S + "
+                           "distribution with ResNet50)")  # printed above the table, the verdict below
+    assert family < printed.index("compares trained networks, not recipes")
+    assert "set ABLATION_ACROSS_FOLDS = True in notebook 06" in printed
     [(folder, record)] = [(f, r) for f, r in runs.saved_runs() if r["config"]["backbone"] != "ResNet50"]
     assert record["finished"] and record["config"]["label_distribution"]  # a modern backbone trains
     tuned = record["finetune"]
@@ -312,9 +317,11 @@ def test_05_says_how_much_raters_would_disagree_with_a_distribution_run(series, 
                      r"(?:, \d+ % a \d)*(?: and \d+ % a \d)? \(their mean (\d\.\d\d)\)\.", text)
     assert said and 0 < int(said.group(1)) <= 100
     result = scored["results"][0]
-    assert float(said.group(2)) == pytest.approx(scoring._shares_mean(result.shares), abs=0.006)
-    differs = abs(round(scoring._shares_mean(result.shares) - result.score, 2)) > round(result.spread, 2)
-    assert ("more than its ±" in text) == differs  # said exactly when the mean and the score differ more
+    printed = re.findall(r"(\d+) % (?:would give )?a (\d)", said.group(0))  # the shares the reader sees
+    assert float(said.group(2)) == pytest.approx(sum(int(p) * int(r) for p, r in printed) / 100, abs=0.005)
+    low, high = (round(end, 2) for end in result.span)
+    outside = not low <= float(said.group(2)) <= high
+    assert ("outside the span of the crops' scores" in text) == outside  # said exactly then
     assert scored["shares"][0].sum() == pytest.approx(1, abs=1e-5)  # six crops' shares, averaged
 
 

@@ -20,7 +20,7 @@ import pytest
 from conftest import ROOT, train
 
 import utils
-from fbp import dataset, environment, errors, experiments, runs, synthetic
+from fbp import dataset, environment, errors, experiments, runs, settings, synthetic
 
 SMOKE = replace(utils.Config().smoke(), finetune_epochs=3)
 
@@ -416,3 +416,19 @@ def test_a_protocol_whose_fold_cannot_run_stops_before_any_fold_trains(small_roo
         utils.run_ablation(SMOKE, small_root, across_folds=True)  # every recipe needs every fold
     with pytest.raises(Trained):
         utils.run_ablation(SMOKE, small_root)  # on fold 1 alone, the recipes without the sheet train
+
+
+def test_the_seed_control_sees_the_same_validation_faces_and_an_older_run_keeps_its_own(work, small_root):
+    fingerprint = utils.dataset_fingerprint(dataset.all_labels(small_root))
+    run, seed_control = runs.Run.of(SMOKE, fingerprint), runs.Run.of(replace(SMOKE, seed=1), fingerprint)
+    assert "val_seed" not in run.identity  # seed 0 carves as it always did: the same run as before
+    assert run.val_seed == seed_control.val_seed == settings.VALIDATION_SEED
+
+    def validation(val_seed: int) -> set[str]:
+        return set(utils.load_protocol(small_root, "fold1", SMOKE.val_fraction, val_seed)["val"]["file"])
+
+    assert validation(run.val_seed) == validation(seed_control.val_seed)  # only the seed changed
+    before = {k: v for k, v in seed_control.identity.items() if k not in ("val_seed", "fingerprint")}
+    older = runs.Run(work / "runs" / "made-before", {"fingerprint": runs._fingerprint_of(before), **before})
+    assert older.val_seed == 1 and validation(older.val_seed) != validation(run.val_seed)  # as it trained
+    assert older.identity["fingerprint"] != seed_control.identity["fingerprint"]  # a new run, not that one
