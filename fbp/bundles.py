@@ -474,7 +474,7 @@ def _hub_run(source: str) -> Path:
     """The run folder of a run published on the Hugging Face Hub: its repo's files at the revision
     (the newest unless pinned), downloaded into the work folder's bundles/hub (huggingface_hub fetches
     a file again only when it changed), every file checked against the manifest's sha256."""
-    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
     from huggingface_hub.errors import (
         HfHubHTTPError,
         LocalEntryNotFoundError,
@@ -488,7 +488,12 @@ def _hub_run(source: str) -> Path:
     try:
         manifest = _read_manifest(Path(hf_hub_download(repo, _MANIFEST, revision=revision,
                                                        local_dir=local)).read_bytes(), source)
-        snapshot_download(repo, revision=revision, local_dir=local, allow_patterns=list(manifest["files"]))
+        files = list(manifest["files"])
+        size = sum(info.size or 0 for info in HfApi().get_paths_info(repo, files, revision=revision))
+        if len(files) > _MAX_MEMBERS or size > _MAX_BYTES:
+            raise BundleError(f"{source} holds {len(files)} files of {size / 1e9:,.1f} GB, more than a run "
+                              f"holds ({_MAX_MEMBERS} files, {_MAX_BYTES / 1e9:.0f} GB): not downloaded.")
+        snapshot_download(repo, revision=revision, local_dir=local, allow_patterns=files)
     except RepositoryNotFoundError:
         problem = ("is not on the Hugging Face Hub, or is private (then set HF_TOKEN to a token that may "
                    "read it). Check the name: hf://owner/name")
@@ -501,6 +506,10 @@ def _hub_run(source: str) -> Path:
                    "copy is in the work folder yet. Check the connection, then run this cell again")
     except HfHubHTTPError as error:
         problem = f"was refused by the Hugging Face Hub ({str(error).splitlines()[0]})"
+    except Exception as error:
+        if not _unreachable(error):
+            raise
+        problem = f"could not be downloaded: the Hugging Face Hub is not reachable ({type(error).__name__})"
     else:
         changed = [name for name, digest in manifest["files"].items()
                    if not (local / name).is_file() or environment.file_hash(local / name) != digest]

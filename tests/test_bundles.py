@@ -316,8 +316,13 @@ def hub(bundle, tmp_path, monkeypatch) -> SimpleNamespace:
         copy(repo_id, revision, local_dir, allow_patterns)
         return str(local_dir)
 
+    class Sizes:  # HfApi's sizes of the repo's files
+        def get_paths_info(self, repo_id, paths, revision=None):
+            return [SimpleNamespace(size=(hub.repo / path).stat().st_size) for path in paths]
+
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    monkeypatch.setattr(huggingface_hub, "HfApi", Sizes)
     return hub
 
 
@@ -341,10 +346,20 @@ def test_a_hub_address_has_one_rule_said_when_broken(hub, address):
     assert hub.asked == []
 
 
+def test_a_published_run_larger_than_a_run_can_be_is_not_downloaded(hub, monkeypatch):
+    monkeypatch.setattr(bundles, "_MAX_BYTES", 1000)
+    with pytest.raises(BundleError, match=r"hf://someone/big holds \d+ files of 0\.0 GB, more than a run"):
+        utils.run_to_score("hf://someone/big")
+    assert not list((utils.work_dir() / "bundles" / "hub").rglob("*.keras"))
+
+
 def test_the_hubs_refusals_are_named(hub):
     from huggingface_hub import errors as hub_errors
 
-    problems = {hub_errors.RepositoryNotFoundError: "is not on the Hugging Face Hub, or is private",
+    client = importlib.import_module(next(name for name in ("httpx2", "httpx")
+                                          if importlib.util.find_spec(name)))
+    problems = {client.ConnectError: "could not be downloaded: the Hugging Face Hub is not reachable",
+                hub_errors.RepositoryNotFoundError: "is not on the Hugging Face Hub, or is private",
                 hub_errors.RevisionNotFoundError: "has no revision v2",
                 hub_errors.RemoteEntryNotFoundError: "holds no bundle.json",
                 hub_errors.LocalEntryNotFoundError: "could not be downloaded: the Hugging Face Hub is not"}
@@ -369,7 +384,7 @@ class FakeHub:
     files: dict = {}
     commits: list = []
 
-    def __init__(self, token):
+    def __init__(self, token=None):
         self.token = token
 
     def whoami(self):
@@ -384,9 +399,9 @@ class FakeHub:
         if self.token == "read" or repo.startswith("other/"):
             raise hub_refusal(403)
 
-    def get_paths_info(self, repo, paths):
-        return [SimpleNamespace(blob_id=bundles._git_blob_id(FakeHub.files[path]))
-                for path in paths if path in FakeHub.files]
+    def get_paths_info(self, repo, paths, revision=None):
+        return [SimpleNamespace(blob_id=bundles._git_blob_id(data), size=len(data))
+                for path in paths if (data := FakeHub.files.get(path)) is not None]
 
     def repo_info(self, repo):
         return SimpleNamespace(sha=f"c{len(FakeHub.commits)}")
@@ -514,6 +529,10 @@ def test_a_published_frozen_backbone_is_rebuilt_off_drive_and_scores_alike(work,
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename, revision, local_dir: (
         snapshot(repo_id, revision, local_dir, [filename]), str(Path(local_dir, filename)))[1])
+    def sizes(repo_id, paths, revision):
+        return [SimpleNamespace(size=(repo / path).stat().st_size) for path in paths]
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: SimpleNamespace(get_paths_info=sizes))
     shared = utils.run_to_score("hf://someone/frozen@c1")
     hub = utils.work_dir() / "bundles" / "hub" / "someone--frozen@c1"
     assert len(list(hub.rglob("*.keras"))) == 1  # the one backbone, as published
