@@ -228,7 +228,7 @@ def test_the_series_bundle_scores_over_http_like_its_run_in_a_fresh_work_folder(
     assert f"(from the bundle {web_server.url}/run.zip)" in capsys.readouterr().out
     assert len(own) == len(shared) == 3 and web_server.requests == ["/run.zip"]
     for mine, theirs in zip(own, shared, strict=True):
-        for field in ("score", "spread", "percentile", "low", "high", "map", "scores"):
+        for field in ("score", "span", "percentile", "low", "high", "map", "scores"):
             assert getattr(theirs, field) == pytest.approx(getattr(mine, field), abs=1e-6), field
     assert sorted(p.name for p in (fresh / "smoke").iterdir()) == ["bundles"]  # no dataset, no runs
 
