@@ -14,6 +14,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from fbp import dataset, environment, evaluation, network, runs, settings
@@ -60,6 +61,7 @@ def _bundle_members(bundled: list[runs.Run]) -> tuple[dict[str, Path], dict[str,
     run's frozen backbone with other heads travels as its heads alone, rebuilt when opened (the second
     dict: each rebuilt model from its base and heads). Refuses a run 04 has not evaluated."""
     members, rebuilt = {}, {}
+    base, first = bundled[0].model_path(), None  # first: the run's model, loaded once if a fold needs it
     for run in bundled:
         if run.evaluation() is None:
             raise BundleError(f"Run {run.name} cannot be bundled: {run.why_not_evaluated()}. A bundle "
@@ -68,9 +70,10 @@ def _bundle_members(bundled: list[runs.Run]) -> tuple[dict[str, Path], dict[str,
         for path in (folder / "run.json", folder / "evaluation.json",
                      folder / f"reference-{model.stem}.json"):
             members[f"runs/{run.name}/{path.name}"] = path
-        base = bundled[0].model_path()
-        shared = run is not bundled[0] and model.stem == base.stem == "frozen"  # two frozen backbones
-        heads = _heads_over(base, model) if shared else None
+        heads = None
+        if run is not bundled[0] and model.stem == base.stem == "frozen":  # two frozen backbones
+            first = first or network.load_model(base)
+            heads = _heads_over(first, model)
         if heads is None:
             members[f"runs/{run.name}/{model.name}"] = model
             continue
@@ -89,10 +92,10 @@ def _bundle_members(bundled: list[runs.Run]) -> tuple[dict[str, Path], dict[str,
 _HEADS = ("score", "distribution")  # the layers notebook 02 puts on a backbone
 
 
-def _heads_over(base: Path, other: Path) -> dict[str, list] | None:
-    """The heads' weights of the model saved in `other` when it is the model in `base` but for its heads
-    (two folds' frozen-head models share their frozen backbone), as lists; else None."""
-    first, second = network.load_model(base), network.load_model(other)
+def _heads_over(first: keras.Model, other: Path) -> dict[str, list] | None:
+    """The heads' weights of the model saved in `other` when it is `first` but for its heads (two folds'
+    frozen-head models share their frozen backbone), as lists; else None."""
+    second = network.load_model(other)
     if [layer.name for layer in first.layers] != [layer.name for layer in second.layers]:
         return None
     for a, b in zip(first.layers, second.layers, strict=True):

@@ -370,11 +370,10 @@ def _difference(recipe: dict, base: dict, samples: int, seed: int, level: float)
     sizes, k = recipe["records"][0]["sizes"], len(per_fold)
     share = sizes["test"] / (sizes["train"] + sizes["val"])
     error = np.sqrt((1 / k + share) * per_fold.var(ddof=1))  # the corrected standard error of the mean
-    half = stats.t.ppf(1 - (1 - level) / 2, k - 1) * error
-    mean = float(per_fold.mean())
+    critical, mean = stats.t.ppf(1 - (1 - level) / 2, k - 1), float(per_fold.mean())
     return {"difference": mean, "p": _corrected_paired_t(per_fold, share),
-            "interval": evaluation.with_interval(mean, mean - half, mean + half),
-            "detectable": float((stats.t.ppf(1 - (1 - level) / 2, k - 1) + stats.t.ppf(0.8, k - 1)) * error)}
+            "interval": evaluation.with_interval(mean, mean - critical * error, mean + critical * error),
+            "detectable": float((critical + stats.t.ppf(0.8, k - 1)) * error)}
 
 
 def _fold_figures(reports: list[dict]) -> dict[str, str]:

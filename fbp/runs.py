@@ -96,8 +96,7 @@ def current_run(name: str | None = None, dataset: str | None = None) -> Run:
             raise RunNotFoundError(
                 "No run chosen yet: run notebook 02 first (its parameters cell sets up the run that "
                 f"notebooks 03 to 06 continue), or set RUN_NAME to a saved run ({saved}).")
-        run = Run(environment.work_dir() / "runs" / (name or identity["run"]),
-                  {key: identity[key] for key in _IDENTITY if key in identity})
+        run = Run(environment.work_dir() / "runs" / (name or identity["run"]), _identity_in(identity))
         how = "named in RUN_NAME" if name else "set up by notebook 02"
     if run.identity.get("recipe") != settings.RECIPE_VERSION:
         raise RunMismatchError(
@@ -403,6 +402,19 @@ STAGE_ONE_ONLY = "(stage 1 only)"  # how the ablation and results tables name a 
 _IDENTITY = ("fingerprint", "config", "dataset", "recipe", "smoke", "val_seed")  # run.json's identity fields
 
 
+def _identity_in(record: dict) -> dict:
+    """The identity fields of a run.json (or of the record notebook 02 keeps of the current run)."""
+    return {key: record[key] for key in _IDENTITY if key in record}
+
+
+@functools.lru_cache(maxsize=64)
+def _model_hash(path: Path, version: tuple[int, int, int]) -> str:
+    """A model file's short hash, computed once per kernel for each version of the file (its inode,
+    modification time and size: a model is saved by renaming a new file into place), as every stage,
+    description and bundle asks for it."""
+    return environment.file_hash(path, "sha1")[:12]
+
+
 def stage_words(stage: str, seconds: float | None = None) -> str:
     """The model stage a table's row was evaluated at: fine-tuned, or the frozen head, stage 1 only, with
     its head's seconds per epoch on cached features (when notebook 02 recorded them)."""
@@ -443,7 +455,7 @@ class Run:
         record = environment.read_json(Path(folder) / "run.json")
         if not record:
             raise RunNotFoundError(f"No run is saved in {folder}: it has no run.json.")
-        return cls(Path(folder), {key: record[key] for key in _IDENTITY if key in record})
+        return cls(Path(folder), _identity_in(record))
 
     @property
     def name(self) -> str:
@@ -485,7 +497,9 @@ class Run:
     def current_model(self) -> dict:
         """Its latest model (what 04 evaluates and 05 scores with): its stage, file and a hash of it."""
         path = self.model_path()
-        return {"stage": path.stem, "file": path.name, "sha1": environment.file_hash(path, "sha1")[:12]}
+        saved = path.stat()  # a file saved again is another version, hashed again
+        return {"stage": path.stem, "file": path.name,
+                "sha1": _model_hash(path, (saved.st_ino, saved.st_mtime_ns, saved.st_size))}
 
     def evaluation(self) -> dict | None:
         """Notebook 04's evaluation.json if it measured the run's latest model, else None (see
