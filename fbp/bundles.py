@@ -198,8 +198,8 @@ def make_bundle(run: runs.Run, home: str) -> Path:
     """Notebook 04's bundle of an evaluated run, bundles/<run>.zip in the work folder: its members
     (_bundle_members), a manifest and the model card as README.md; written anew only when a member changed."""
     bundled = _bundle_runs(run)
-    path, (members, rebuilt) = environment.work_dir() / "bundles" / f"{run.name}.zip", _bundle_members(
-        bundled)
+    members, rebuilt = _bundle_members(bundled)
+    path = environment.work_dir() / "bundles" / f"{run.name}.zip"
     manifest = {"bundle": _BUNDLE_FORMAT, "recipe": settings.RECIPE_VERSION, "run": run.name,
                 "files": {name: environment.file_hash(source) for name, source in members.items()},
                 "rebuilt": rebuilt}
