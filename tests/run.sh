@@ -14,6 +14,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 logs="$(mktemp -d)"
 
+# The phone page: its npm packages (package-lock.json's), built, linted and its logic tested with node;
+# the browser tests (test_notebooks.py) drive Debian's chromium, which .ci/run installs.
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm run --silent lint \
+    && npm test --silent) > "$logs/web.log" 2>&1 || { cat "$logs/web.log"; exit 1; }
+
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -r requirements-dev.txt

@@ -325,6 +325,96 @@ def test_05_says_how_much_raters_would_disagree_with_a_distribution_run(series, 
     assert scored["shares"][0].sum() == pytest.approx(1, abs=1e-5)  # six crops' shares, averaged
 
 
+# --- The phone page, on the series' run -----------------------------------------------------
+
+CHROMIUM = "/usr/lib/chromium/chromium"  # Debian's chromium, which .ci/run installs
+OFFLINE = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--no-first-run"]  # no request of Chromium's own leaves the machine
+
+
+@pytest.fixture(scope="module")
+def phone(series):
+    """The page (web/, built by tests/run.sh) and the series' run's web files, served on 127.0.0.1
+    as `python -m fbp.web RUN --serve` serves them, in headless Chromium: .open(query) opens it and
+    waits until it is ready or failed; .requests lists every address it asked for."""
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    from fbp import web
+
+    assert (ROOT / "web" / "vendor" / "ort.wasm.min.mjs").is_file(), "build the page: cd web && npm ci && npm run build"
+    server = web.serve(ROOT / "web", default_run(series) / "web", port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=OFFLINE)
+        requests = []
+
+        def open_page(query: str = "?run=run/", init: str = ""):
+            tab = browser.new_page(viewport={"width": 390, "height": 844})  # a phone's screen
+            tab.on("request", lambda request: requests.append(request.url))
+            if init:
+                tab.add_init_script(init)
+            tab.goto(url + query)
+            tab.wait_for_function("['ready', 'failed'].includes(window.fbp?.state)", timeout=120_000)
+            return tab
+
+        yield SimpleNamespace(open=open_page, requests=requests, url=url)
+        browser.close()
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_phone_page_scores_the_astronaut_as_05_does_and_nothing_leaves_the_device(series, phone,
+                                                                                      monkeypatch):
+    from PIL import Image
+    from skimage import data
+
+    photo = series.photo.with_name("astronaut.png")  # PNG: the browser and Pillow decode it alike
+    Image.fromarray(data.astronaut()).save(photo)
+    tab = phone.open()
+    assert tab.evaluate("window.fbp.state") == "ready", tab.evaluate("window.fbp.messages")
+    loaded = len(phone.requests)
+    tab.set_input_files("#gallery", str(photo))
+    tab.wait_for_function("window.fbp.state === 'scored'", timeout=120_000)
+    page = tab.evaluate("window.fbp")
+    screenshot = ROOT / "work" / "page-astronaut.png"  # the closing note's screenshot
+    screenshot.parent.mkdir(exist_ok=True)
+    tab.screenshot(path=screenshot, full_page=True)
+    monkeypatch.setenv("FBP_PHOTO", str(photo))
+    monkeypatch.setenv("FBP_RUN", default_run(series).name)
+    [result] = run_cells("05_score_your_face")["results"]
+    [face] = page["faces"]
+    assert face["score"] == pytest.approx(result.score, abs=0.01)
+    for side, eye in (("leftEye", result.face.detection.left_eye), ("rightEye", result.face.detection.right_eye)):
+        assert face[side] == pytest.approx(list(eye), abs=1), side
+    assert face["percentile"] == pytest.approx(result.percentile, abs=1)
+    # after the model loaded, no request at all; before, none beyond 127.0.0.1; nothing stored
+    assert phone.requests[loaded:] == []
+    assert all(address.startswith("http://127.0.0.1:") for address in phone.requests)
+    stored = tab.evaluate("""async () => localStorage.length + sessionStorage.length + document.cookie.length
+                             + (await indexedDB.databases()).length + (await caches.keys()).length""")
+    assert stored == 0
+    assert "Your photo stays on this device" in tab.inner_text("#privacy")
+    assert "non-commercial" in tab.inner_text("#licence")
+
+
+def test_the_phone_page_says_plainly_what_it_cannot_do(series, phone):
+    tab = phone.open()
+    tab.set_input_files("#gallery", str(series.photo.with_name("coffee.jpg")))
+    tab.wait_for_function("window.fbp.state === 'scored'")
+    assert "No face found" in tab.inner_text("#message")
+    tab.set_input_files("#gallery", str(series.photo.with_name("notes.jpg")))
+    tab.wait_for_function("window.fbp.messages.at(-1).includes('not a photo')")
+    tab.click("#camera")  # headless Chromium refuses the camera, as a user who says no
+    tab.wait_for_function("window.fbp.messages.at(-1).includes('camera was refused')")
+    without = phone.open(init="delete window.WebAssembly")
+    assert "lacks WebAssembly" in without.inner_text("#message")
+    assert "names no run" in phone.open("?run=owner").inner_text("#message")
+    assert "No run named" in phone.open("").inner_text("#message")
+
+
 # --- Notebook 01 on a folder laid out like the release ------------------------------------
 
 @pytest.fixture
