@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from fbp import dataset, environment, evaluation, network, runs, settings
+from fbp import dataset, environment, evaluation, network, runs, scoring, settings
 from fbp.errors import BundleError, NoSpaceError, RunNotFoundError
 
 _BUNDLE_FORMAT = 2              # bump when what a bundle holds changes (2: fold models as their heads)
@@ -44,9 +44,6 @@ _REVISION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._/-]*[A-Za-z0-9])?")  # a comm
 # The project's own run on the Hub ("owner/name") once it is published, named here only: None until
 # then (the name is not ours before we publish; the README and 05 say none is published yet).
 _PROJECT_RUN: str | None = None
-
-
-_DATASET_HOME = "https://github.com/HCIILAB/SCUT-FBP5500-Database-Release"
 
 
 def _bundle_runs(run: runs.Run) -> list[runs.Run]:
@@ -143,20 +140,16 @@ def _model_card(bundled: list[runs.Run], home: str) -> str:
     return f"""---
 license: other
 license_name: scut-fbp5500-non-commercial
-license_link: {_DATASET_HOME}
+license_link: {dataset.DATASET_HOME}
 library_name: keras
 tags: [keras, image-regression, facial-beauty-prediction, scut-fbp5500]
 {base}---
 
 # {run.name}: facial beauty prediction on SCUT-FBP5500
 {smoke}
-**What it predicts.** The mean 1-5 rating that the 60 raters of SCUT-FBP5500 (aged 18-27, at one
-Chinese university) would give a face, in a photo framed like the dataset's: frontal, neutral, evenly lit.
-It is the average taste of that one panel, not a measure of anyone's worth, and a different photo of
-the same face changes it. The dataset is mostly Asian faces.
+**What it predicts.** {scoring.WHAT_IT_PREDICTS}
 
-**Licence.** SCUT-FBP5500 is for non-commercial research use only ({_DATASET_HOME}). This model was
-trained on it, and those terms travel with it: no commercial use.
+**Licence.** {scoring.LICENCE}
 
 **Intended use.** Curiosity and teaching: scoring your own photo, seeing what a network learned from
 these raters and how far to trust it; research on facial beauty prediction.

@@ -33,6 +33,9 @@ _GDRIVE_FILE_ID = "1w0TorBfTIqbquQVd6k3h_77ypnrvfGwf"
 _ZIP_NAME = "SCUT-FBP5500_v2.1.zip"
 
 
+DATASET_HOME = "https://github.com/HCIILAB/SCUT-FBP5500-Database-Release"  # its licence and paper
+
+
 _DATASET_DIRNAME = "SCUT-FBP5500_v2"
 
 

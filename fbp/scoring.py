@@ -10,6 +10,16 @@ import numpy as np
 
 from fbp import dataset, evaluation, faces, network, runs
 
+# What a score is and is not, and the terms its model comes with: the model card's words (bundles) and
+# the phone page's (web), one source.
+WHAT_IT_PREDICTS = (
+    f"The mean 1-5 rating that the {dataset.RATERS} raters of SCUT-FBP5500 (aged 18-27, at one Chinese "
+    "university) would give a face, in a photo framed like the dataset's: frontal, neutral, evenly lit. It "
+    "is the average taste of that one panel, not a measure of anyone's worth, and a different photo of the "
+    "same face changes it. The dataset is mostly Asian faces.")
+LICENCE = (f"SCUT-FBP5500 is for non-commercial research use only ({dataset.DATASET_HOME}). This model was "
+           "trained on it, and those terms travel with it: no commercial use.")
+
 
 def accuracy_note(run: runs.Run) -> str:
     """How far off the models that score in notebook 05 are: once the 5-fold protocol's models score
@@ -50,29 +60,56 @@ class _Scorer:
     reference: runs.Reference
 
 
-def scorers(run: runs.Run) -> list[_Scorer]:
-    """The models notebook 05 scores with: after the 5-fold protocol the five fold models, each with
-    its own fold's test predictions as reference; else the run's current model and its reference."""
+def scoring_runs(run: runs.Run) -> list[tuple[runs.Run, runs.Reference]]:
+    """The runs whose models notebook 05 scores with, each with the reference that places its scores:
+    after the 5-fold protocol its five folds, each with its own fold's test predictions; else the run
+    and its reference."""
     folds = run.scoring_folds()
     if not folds:
-        return [_Scorer(run.name, network.load_model(run.model_path()), run.reference())]
-    print(f"The 5-fold protocol of these settings is done: scoring with the "
-          f"{runs.MODEL_STAGES[run.final]} models of its {len(folds)} folds.")
-    return [_Scorer(fold.name, network.load_model(fold.model_path()), fold.reference(out_of_fold=False))
-            for fold in folds]
+        return [(run, run.reference())]
+    return [(fold, fold.reference(out_of_fold=False)) for fold in folds]
+
+
+def describe_models(run: runs.Run) -> str:
+    """The models notebook 05 scores with, in words: the run in a line, and after the 5-fold protocol,
+    that its fold models score."""
+    folds = run.scoring_folds()
+    return (f"{run.describe()} {_folds_note(run, len(folds))}" if folds else run.describe())
+
+
+def _folds_note(run: runs.Run, count: int) -> str:
+    """That the fold models of a run's 5-fold protocol score, in a sentence."""
+    return (f"The 5-fold protocol of these settings is done: scoring with the "
+            f"{runs.MODEL_STAGES[run.final]} models of its {count} folds.")
+
+
+def scorers(run: runs.Run) -> list[_Scorer]:
+    """The models notebook 05 scores with (scoring_runs), each loaded, with its reference."""
+    scoring = scoring_runs(run)
+    if len(scoring) > 1:
+        print(_folds_note(run, len(scoring)))
+    return [_Scorer(each.name, network.load_model(each.model_path()), reference)
+            for each, reference in scoring]
 
 
 def describe_references(scorers: list[_Scorer]) -> str:
-    """How notebook 05 turns a score into 'more attractive than X %', in words: one model's place among
-    its reference, or with several fold models the mean of each one's place among its own fold's."""
-    sizes = [len(scorer.reference.predicted) for scorer in scorers]
-    if len(scorers) == 1:
-        place = (f"Percentiles are a score's place among {scorers[0].reference.source}, which the model "
+    """How notebook 05 turns a score into 'more attractive than X %' with its scorers, in words
+    (references_in_words)."""
+    return references_in_words([scorer.reference for scorer in scorers])
+
+
+def references_in_words(references: list[runs.Reference]) -> str:
+    """How a score becomes 'more attractive than X %' with these references (a model's each), in words:
+    one model's place among its reference, or with several fold models the mean of each one's place
+    among its own fold's."""
+    sizes = [len(reference.predicted) for reference in references]
+    if len(references) == 1:
+        place = (f"Percentiles are a score's place among {references[0].source}, which the model "
                  "never trained on; the range beside one holds")
     else:
-        place = (f"Percentiles are the mean of {len(scorers)} places: each fold model's score placed among "
-                 f"its own fold's {_count_span(sizes)} test faces, which it never trained on. The range "
-                 f"beside one is the mean of their {len(scorers)} ranges; each holds")
+        place = (f"Percentiles are the mean of {len(references)} places: each fold model's score placed "
+                 f"among its own fold's {_count_span(sizes)} test faces, which it never trained on. The "
+                 f"range beside one is the mean of their {len(references)} ranges; each holds")
     return (f"{place}, 8 times in 10, the raters' place for such a face. A straight line fitted to those "
             "faces foretells the raters' score from the model's. The range is the foretold score plus the "
             "10th to 90th percentile of the line's misses on the "
