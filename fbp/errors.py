@@ -80,6 +80,11 @@ class BundleError(Exception):
     """A bundle (a trained run in one .zip) that cannot be made, fetched, opened or published."""
 
 
+class WebError(Exception):
+    """The phone page's files that cannot be made or served: a model whose ONNX copy does not compute
+    what Keras does, or a page that this installation does not have or cannot build."""
+
+
 USER_ERRORS = (DriveNotMountedError, NoSpaceError, DatasetError, SettingError, RunNotFoundError,
                RunMismatchError, FrozenOnlyError, GPUMemoryError, ConstantPredictionError, FramingError,
-               PhotoError, BundleError)
+               PhotoError, BundleError, WebError)

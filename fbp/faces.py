@@ -16,10 +16,10 @@ import pandas as pd
 from fbp import dataset, environment
 from fbp.errors import FramingError, PhotoError
 
-_DETECTION_SIDE = 640          # photos are shrunk to this longest side before detection
+DETECTION_SIDE = 640           # photos are shrunk to this longest side before detection
 
 
-_MIN_CONFIDENCE = 0.9
+MIN_CONFIDENCE = 0.9
 
 
 @dataclass
@@ -114,7 +114,14 @@ def _face_detector():
     return detector
 
 
-def detect_faces(image, max_side: int = _DETECTION_SIDE) -> list[_Face]:
+def detector_networks() -> dict:
+    """The MTCNN detector's three Keras networks by name (pnet, rnet, onet), which detect_faces runs on
+    images normalised as (x - 127.5) / 128, in the mtcnn package's own axis order."""
+    return dict(zip(("pnet", "rnet", "onet"), (stage.model for stage in _face_detector().stages),
+                    strict=True))
+
+
+def detect_faces(image, max_side: int = DETECTION_SIDE) -> list[_Face]:
     """Faces in an RGB photo, largest first; detection runs on a copy shrunk to max_side."""
     scale = min(1.0, max_side / max(image.size))
     small = image if scale == 1.0 else image.resize(
@@ -129,7 +136,7 @@ def detect_faces(image, max_side: int = _DETECTION_SIDE) -> list[_Face]:
                   left_eye=tuple(float(v) / scale for v in f["keypoints"]["left_eye"]),
                   right_eye=tuple(float(v) / scale for v in f["keypoints"]["right_eye"]),
                   confidence=float(f["confidence"]), pixel=1 / scale)
-             for f in found if f["confidence"] >= _MIN_CONFIDENCE]
+             for f in found if f["confidence"] >= MIN_CONFIDENCE]
     return sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True)
 
 
@@ -211,14 +218,14 @@ def _shrunk_around(image, matrix: np.ndarray, offset: np.ndarray, size: int,
     return shrunk, matrix * ratio[:, None], (offset - low) * ratio
 
 
-_MAX_ENLARGEMENT = 2.0  # a face is enlarged at most this much to fill the crop
+MAX_ENLARGEMENT = 2.0  # a face is enlarged at most this much to fill the crop
 
 
 def min_eye_distance(framing: dict, size: int) -> int:
     """Pixels a face needs between its eyes in the photo: the dataset's at the model's input size
     (framing["eye_distance"] * size: 0.21 x 350 = 74 with the synthetic framing) halved, rounded up."""
     # Under half, a face has less than a quarter of the pixels of any face the model learned from.
-    return int(np.ceil(framing["eye_distance"] * size / _MAX_ENLARGEMENT))
+    return int(np.ceil(framing["eye_distance"] * size / MAX_ENLARGEMENT))
 
 
 def check_face_size(face: _Face, framing: dict, size: int) -> None:
