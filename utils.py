@@ -56,6 +56,9 @@ from fbp.scoring import (
     score_face, scorers, shares_against_score
 )
 
+# web: a run's web files, for the phone page that scores a face in a browser
+from fbp.web import export_web
+
 # bundles: a trained run in one file: made, fetched, opened, published
 from fbp.bundles import hub_login, make_bundle, publish_bundle, run_to_score
 
