@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from fbp import dataset, environment, evaluation, network, runs, scoring, settings
+from fbp import dataset, environment, evaluation, network, runs, scoring, settings, web
 from fbp.errors import BundleError, NoSpaceError, RunNotFoundError
 
 _BUNDLE_FORMAT = 2              # bump when what a bundle holds changes (2: fold models as their heads)
@@ -29,8 +29,9 @@ _MANIFEST = "bundle.json"       # in a bundle: its format, recipe version, run a
 
 # What a bundle may be, sized from what a real one holds (data/README.md, "Bundle limits"): checked
 # before anything is unpacked or trusted.
-_MAX_MEMBERS = 64               # files: a 5-fold bundle holds 23
-_MAX_BYTES = 3 * 10**9          # unpacked, and downloaded: five fine-tuned SigLIP 2 models are about 1.9 GB
+_MAX_MEMBERS = 64               # files: a 5-fold bundle holds 33, web files included
+_MAX_BYTES = 5 * 10**9          # unpacked, and downloaded: five fine-tuned SigLIP 2 models are about 1.9 GB,
+                                # and their web copies (ONNX) as much again
 _MAX_RATIO = 100                # unpacked / compressed, for a member over _RATIO_FROM bytes
 _RATIO_FROM = 10**6
 _SCHEMES = ("https://",)        # where a bundle may be downloaded from, redirects included
@@ -54,7 +55,8 @@ def _bundle_runs(run: runs.Run) -> list[runs.Run]:
 def _bundle_members(bundled: list[runs.Run]) -> tuple[dict[str, Path], dict[str, dict]]:
     """What a run's bundle holds (bundled: _bundle_runs), by name in the zip, laid out as in the work
     folder (runs/<run>/...): per run its record (settings, framing, versions), evaluation, current model
-    and that model's reference, and the 5-fold reference when there is one. A fold model that is the
+    and that model's reference, and the 5-fold reference when there is one; and the phone page's files
+    (web.export_web) in web/. A fold model that is the
     run's frozen backbone with other heads travels as its heads alone, rebuilt when opened (the second
     dict: each rebuilt model from its base and heads). Refuses a run 04 has not evaluated."""
     members, rebuilt = {}, {}
@@ -83,6 +85,9 @@ def _bundle_members(bundled: list[runs.Run]) -> tuple[dict[str, Path], dict[str,
     joined = bundled[0].out_of_fold_path()
     if joined and joined.is_file():
         members[f"runs/{joined.name}"] = joined
+    page = web.export_web(bundled[0])
+    members.update({f"web/{path.relative_to(page).as_posix()}": path for path in sorted(page.rglob("*"))
+                    if path.is_file()})
     return members, rebuilt
 
 
@@ -183,7 +188,8 @@ scorers = utils.scorers(run)  # its model(s), each with the reference that place
 The run holds the model, the out-of-sample reference that turns a score into "more attractive than
 X %", the face framing (in run.json), run.json and evaluation.json. Its `.keras` files sit in `runs/`
 and use this project's layers, so `keras.saving.load_model` alone cannot open the repo: use 05 or the
-package.
+package. Its `web/` holds the same model(s) and the face detector as ONNX files for the project's phone
+page, and `web.json`, what the page reads.
 """
 
 
@@ -219,6 +225,14 @@ def make_bundle(run: runs.Run, home: str) -> Path:
     print(f"Bundle {path} written ({path.stat().st_size / 1e6:,.1f} MB): {len(members)} files of "
           f"{len(bundled)} run(s), with its model card.")
     return path
+
+
+def bundled_web(run: runs.Run) -> Path | None:
+    """The web files a bundle carried for its run, where it was opened (web/ beside its runs/); None
+    for a run of the work folder, or of a bundle made without them."""
+    opened = run.folder.parents[1]
+    carried = (opened / _MANIFEST).is_file() and (opened / "web" / "web.json").is_file()
+    return opened / "web" if carried else None
 
 
 def _is_bundle_source(name: str) -> bool:
@@ -574,7 +588,7 @@ def publish_bundle(path: Path, repo: str | None = None) -> str | None:
             _extract_verified(path, manifest, files, str(path))
             card = (files / "README.md").read_text().replace("hf://owner/name", f"hf://{repo}")
             (files / "README.md").write_text(card)
-            commit = api.upload_folder(repo_id=repo, folder_path=files, delete_patterns=["runs/**"],
+            commit = api.upload_folder(repo_id=repo, folder_path=files, delete_patterns=["runs/**", "web/**"],
                                        commit_message=f"Run {manifest['run']}")
         pinned = f"hf://{repo}@{commit.oid}"
         api.upload_file(path_or_fileobj=f"{card}\n**Revision to pin.** `RUN_NAME = \"{pinned}\"` scores "
