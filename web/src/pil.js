@@ -74,7 +74,8 @@ function resampleHorizontal(image, width, offset, rows, { bounds, weights, ksize
   for (let yy = 0; yy < rows; yy++) {
     const line = (yy + offset) * image.width;
     for (let xx = 0; xx < width; xx++) {
-      const [xmin, count] = [bounds[xx * 2], bounds[xx * 2 + 1]];
+      const xmin = bounds[xx * 2];
+      const count = bounds[xx * 2 + 1];
       for (let c = 0; c < 3; c++) {
         let sum = 1 << (PRECISION_BITS - 1);
         for (let x = 0; x < count; x++) sum += image.data[(line + xmin + x) * 3 + c] * weights[xx * ksize + x];
@@ -88,14 +89,14 @@ function resampleHorizontal(image, width, offset, rows, { bounds, weights, ksize
 /** Pillow's vertical pass: the image resampled to `height` rows. */
 function resampleVertical(image, height, { bounds, weights, ksize }) {
   const out = newImage(image.width, height);
+  const stride = image.width * 3;
   for (let yy = 0; yy < height; yy++) {
-    const [ymin, count] = [bounds[yy * 2], bounds[yy * 2 + 1]];
-    for (let xx = 0; xx < image.width; xx++) {
-      for (let c = 0; c < 3; c++) {
-        let sum = 1 << (PRECISION_BITS - 1);
-        for (let y = 0; y < count; y++) sum += image.data[((ymin + y) * image.width + xx) * 3 + c] * weights[yy * ksize + y];
-        out.data[(yy * image.width + xx) * 3 + c] = clip8(sum);
-      }
+    const ymin = bounds[yy * 2];
+    const count = bounds[yy * 2 + 1];
+    for (let i = 0; i < stride; i++) {
+      let sum = 1 << (PRECISION_BITS - 1);
+      for (let y = 0; y < count; y++) sum += image.data[(ymin + y) * stride + i] * weights[yy * ksize + y];
+      out.data[yy * stride + i] = clip8(sum);
     }
   }
   return out;
@@ -157,16 +158,18 @@ function divided(sum, n, shift) {
 export function reduce(image, xscale, yscale, [left, top, right, bottom]) {
   const [width, height] = [Math.ceil((right - left) / xscale), Math.ceil((bottom - top) / yscale)];
   const [whole, wholeRows] = [Math.floor((right - left) / xscale), Math.floor((bottom - top) / yscale)];
+  const shift = SHIFTS[`${xscale}x${yscale}`];
   const out = newImage(width, height);
   for (let y = 0; y < height; y++) {
-    const [ya, yb] = [top + y * yscale, Math.min(top + (y + 1) * yscale, bottom)];
+    const ya = top + y * yscale;
+    const yb = Math.min(ya + yscale, bottom);
     for (let x = 0; x < width; x++) {
-      const [xa, xb] = [left + x * xscale, Math.min(left + (x + 1) * xscale, right)];
-      const shift = x < whole && y < wholeRows ? SHIFTS[`${xscale}x${yscale}`] : undefined;
+      const xa = left + x * xscale;
+      const xb = Math.min(xa + xscale, right);
       for (let c = 0; c < 3; c++) {
         let sum = 0;
         for (let yy = ya; yy < yb; yy++) for (let xx = xa; xx < xb; xx++) sum += image.data[(yy * image.width + xx) * 3 + c];
-        out.data[(y * width + x) * 3 + c] = divided(sum, (xb - xa) * (yb - ya), shift);
+        out.data[(y * width + x) * 3 + c] = divided(sum, (xb - xa) * (yb - ya), x < whole && y < wholeRows ? shift : undefined);
       }
     }
   }
@@ -207,24 +210,32 @@ function cubic(v1, v2, v3, v4, d) {
   return v2 + d * (p2 + d * (p3 + d * p4));
 }
 
+/** A value clamped to [0, size - 1] (Geometry.c's XCLIP and YCLIP). */
+function clamped(value, size) {
+  return value < 0 ? 0 : value < size ? value : size - 1;
+}
+
 /** Geometry.c's bicubic_filter32RGB: the image's colour at (x, y) (pixel centres at +0.5), written
- * into out at `at`; false outside the image, which keeps the fill colour there. */
-function bicubicAt(image, x, y, out, at) {
-  const { width, height, data } = image;
-  if (x < 0 || x >= width || y < 0 || y >= height) return false;
-  const [fx, fy] = [Math.floor(x - 0.5), Math.floor(y - 0.5)];
-  const [dx, dy] = [x - 0.5 - fx, y - 0.5 - fy];
-  const columns = [-1, 0, 1, 2].map((i) => Math.min(Math.max(fx + i, 0), width - 1));
+ * into out at `at`; nothing outside the image, which keeps the fill colour there. */
+function bicubicAt({ width, height, data }, x, y, out, at) {
+  if (x < 0 || x >= width || y < 0 || y >= height) return;
+  const fx = Math.floor(x - 0.5);
+  const fy = Math.floor(y - 0.5);
+  const dx = x - 0.5 - fx;
+  const dy = y - 0.5 - fy;
+  const [c0, c1, c2, c3] = [clamped(fx - 1, width) * 3, clamped(fx, width) * 3, clamped(fx + 1, width) * 3, clamped(fx + 2, width) * 3];
+  const row = (r, c) => {  // the first row is clamped to the image, a row past its edge repeats the one before
+    const line = r * width * 3 + c;
+    return cubic(data[line + c0], data[line + c1], data[line + c2], data[line + c3], dx);
+  };
   for (let c = 0; c < 3; c++) {
-    const row = (r) => cubic(...columns.map((column) => data[(r * width + column) * 3 + c]), dx);
-    const v1 = row(Math.min(Math.max(fy - 1, 0), height - 1));
-    const v2 = fy >= 0 && fy < height ? row(fy) : v1;
-    const v3 = fy + 1 >= 0 && fy + 1 < height ? row(fy + 1) : v2;
-    const v4 = fy + 2 >= 0 && fy + 2 < height ? row(fy + 2) : v3;
+    const v1 = row(clamped(fy - 1, height), c);
+    const v2 = fy >= 0 && fy < height ? row(fy, c) : v1;
+    const v3 = fy + 1 >= 0 && fy + 1 < height ? row(fy + 1, c) : v2;
+    const v4 = fy + 2 >= 0 && fy + 2 < height ? row(fy + 2, c) : v3;
     const value = cubic(v1, v2, v3, v4, dy);
     out[at + c] = value <= 0 ? 0 : value >= 255 ? 255 : Math.trunc(value);
   }
-  return true;
 }
 
 /** Pillow's image.transform((size, size), AFFINE, [a, b, c, d, e, f], BICUBIC, fillcolor=fill): output
@@ -232,8 +243,9 @@ function bicubicAt(image, x, y, out, at) {
 export function affine(image, size, [a, b, c, d, e, f], fill) {
   const out = newImage(size, size, fill);
   for (let y = 0; y < size; y++) {
+    const yin = y + 0.5;
     for (let x = 0; x < size; x++) {
-      const [xin, yin] = [x + 0.5, y + 0.5];
+      const xin = x + 0.5;
       bicubicAt(image, a * xin + b * yin + c, d * xin + e * yin + f, out.data, (y * size + x) * 3);
     }
   }

@@ -27,16 +27,17 @@ function areaCells(inSize, outSize) {
 
 /** One output value of ResizeAreaOp: the input row sums, the first and last columns weighted, and in
  * between summed as they come, each row sum weighted, all times 1 / (its area). */
-function areaValue(image, rows, columns, channel, scale) {
+function areaValue({ width, data }, rows, columns, channel, scale) {
+  const [first, last] = [columns[0], columns[columns.length - 1]];
   let total = 0;
   for (const row of rows) {
-    const at = (column) => image.data[(row.index * image.width + column.index) * 3 + channel];
-    let line = f(at(columns[0]) * columns[0].weight);
+    const line = row.index * width;
+    let sum = f(data[(line + first.index) * 3 + channel] * first.weight);
     if (columns.length > 1) {
-      for (const column of columns.slice(1, -1)) line = f(line + at(column));
-      line = f(line + f(at(columns.at(-1)) * columns.at(-1).weight));
+      for (let i = 1; i < columns.length - 1; i++) sum = f(sum + data[(line + columns[i].index) * 3 + channel]);
+      sum = f(sum + f(data[(line + last.index) * 3 + channel] * last.weight));
     }
-    total = f(total + f(line * row.weight));
+    total = f(total + f(sum * row.weight));
   }
   return f(total * scale);
 }
