@@ -14,6 +14,7 @@ function isDecimalTie(x, digits) {
 
 /** Python's f"{x:.{digits}f}": x rounded to `digits` decimals, an exact tie to the even last digit. */
 export function fixed(x, digits) {
+  if (!Number.isFinite(x)) return Number.isNaN(x) ? "nan" : x > 0 ? "inf" : "-inf";
   if (!isDecimalTie(x, digits)) return x.toFixed(digits);
   const low = Math.floor(Math.abs(x) * 10 ** digits);  // exact: x has a short binary expansion
   const even = low % 2 === 0 ? low : low + 1;

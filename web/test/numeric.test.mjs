@@ -10,7 +10,7 @@ test("roundHalfEven rounds halves to the even integer, as np.round and Python's 
 test("fixed formats as Python's f-strings, exact binary ties to the even digit", () => {
   const python = [[0.125, 2, "0.12"], [2.5, 0, "2"], [3.5, 0, "4"], [-0.375, 2, "-0.38"], [3.05, 2, "3.05"],
     [1.005, 2, "1.00"], [0.5, 0, "0"], [-2.5, 0, "-2"], [7.4999, 0, "7"], [1e-7, 2, "0.00"], [12.345, 2, "12.35"],
-    [1.5, 0, "2"]];
+    [1.5, 0, "2"], [Infinity, 0, "inf"], [NaN, 2, "nan"]];
   for (const [x, digits, text] of python) assert.equal(fixed(x, digits), text, `${x}`);
   assert.equal(pyRound(0.125, 2), 0.12);
   assert.equal(pyRound(12.345, 2), 12.35);
