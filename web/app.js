@@ -4,6 +4,7 @@ import { runAddress } from "./src/address.js";
 import { detectFaces } from "./src/mtcnn.js";
 import { sixCrops, faceTooSmall } from "./src/align.js";
 import { scoreFace, describeShares, sharesAgainstScore } from "./src/place.js";
+import { fixed } from "./src/numeric.js";
 
 const REPO = "scut-fbp5500/how-attractive"; // the project's GitHub owner/name, as the notebooks' set-up cell
 const MAX_PIXELS = 16e6; // a photo is read at most this large: the canvas limit of phones' Safari
@@ -101,6 +102,8 @@ function pixelsOf(source, width, height) {
   canvas.width = width;
   canvas.height = height;
   const context = canvas.getContext("2d", { willReadFrequently: true });
+  context.fillStyle = "white"; // a transparent photo on white, as Python's read_photo composites it
+  context.fillRect(0, 0, width, height);
   context.drawImage(source, 0, 0, width, height);
   const rgba = context.getImageData(0, 0, width, height).data;
   const data = new Uint8ClampedArray(width * height * 3);
@@ -165,17 +168,17 @@ function faceCard(number, result, crop, count) {
   const text = document.createElement("div");
   const [low, high] = result.span;
   const lines = [
-    `Face ${number}: more attractive than about ${result.percentile.toFixed(0)} % of the dataset ` +
-      `(likely between ${result.low.toFixed(0)} % and ${result.high.toFixed(0)} %).`,
-    `Shifted by 1.5 px or mirrored, it scores ${low.toFixed(2)} to ${high.toFixed(2)}: how much ` +
+    `Face ${number}: more attractive than about ${fixed(result.percentile, 0)} % of the dataset ` +
+      `(likely between ${fixed(result.low, 0)} % and ${fixed(result.high, 0)} %).`,
+    `Shifted by 1.5 px or mirrored, it scores ${fixed(low, 2)} to ${fixed(high, 2)}: how much ` +
       "alignment moves it, not a confidence interval.",
   ];
   if (result.disagreement !== null) {
     lines.push(`The ${count} models' own scores (each the mean of its six crops) differ by ` +
-      `SD ${result.disagreement.toFixed(2)}.`);
+      `SD ${fixed(result.disagreement, 2)}.`);
   }
   if (result.shares) lines.push(`Of the raters: ${describeShares(result.shares)}.${sharesAgainstScore(result)}`);
-  text.innerHTML = `<p class="score">${result.score.toFixed(2)} <small>of 5</small></p>`;
+  text.innerHTML = `<p class="score">${fixed(result.score, 2)} <small>of 5</small></p>`;
   for (const line of lines) text.append(Object.assign(document.createElement("p"), { textContent: line }));
   card.append(text);
   return card;
