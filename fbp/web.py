@@ -107,19 +107,19 @@ def _convert(scoring_runs: list[tuple[runs.Run, runs.Reference]], sources: dict,
     return {"sources": sources, "limit": _LIMIT, "versions": _versions(), "models": models, "mtcnn": mtcnn}
 
 
-def _kept(folder: Path, file: str, data: bytes, record: dict, inputs: str) -> dict:
+def _kept(folder: Path, file: str, data: bytes, record: dict, checked_on: str) -> dict:
     """Write an ONNX file into folder once its record shows it computes what Keras does; its parity.json
     entry. Else a WebError that says by how much it differs."""
     worst, output = max((difference, name) for name, difference in record["max_abs_difference"].items())
     if worst > _LIMIT:
         versions = ", ".join(f"{name} {version}" for name, version in _versions().items())
         raise WebError(f"The ONNX copy of {Path(file).stem} differs from its Keras model by {worst:.2g} on "
-                       f"its output {output!r} (at most {_LIMIT:g} is allowed), on {inputs}, so the phone "
-                       f"page would not score as notebook 05 does. Nothing was written ({versions}). Try "
-                       "another version of tf2onnx or onnxruntime, or report it with these versions; "
+                       f"its output {output!r} (at most {_LIMIT:g} is allowed), on {checked_on}, so the "
+                       f"phone page would not score as notebook 05 does. Nothing was written ({versions}). "
+                       "Try another version of tf2onnx or onnxruntime, or report it with these versions; "
                        "notebook 05 scores with the run as it is.")
     environment.write_atomically(folder / file, lambda path: path.write_bytes(data))
-    return {"file": file, **record, "inputs": inputs, "limit": _LIMIT}
+    return {"file": file, **record, "faces": checked_on, "limit": _LIMIT}
 
 
 def _versions() -> dict[str, str]:

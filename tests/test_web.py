@@ -80,7 +80,7 @@ def test_parity_json_records_each_networks_differences_the_limit_and_the_version
     parity = exported.parity
     assert set(parity["models"]) == {exported.run.name} and set(parity["mtcnn"]) == {"pnet", "rnet", "onet"}
     for entry in [*parity["models"].values(), *parity["mtcnn"].values()]:
-        assert entry["limit"] == 1e-4 and "synthetic face-like drawings" in entry["inputs"]
+        assert entry["limit"] == 1e-4 and "synthetic face-like drawings" in entry["faces"]
         assert entry["max_abs_difference"] and max(entry["max_abs_difference"].values()) <= 1e-4
     assert set(parity["versions"]) == {"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"}
     assert parity["versions"]["keras"] == keras.__version__
