@@ -293,6 +293,15 @@ def serve(page: Path, run_web: Path, port: int) -> http.server.ThreadingHTTPServ
                                            functools.partial(_PageHandler, page=page, run_web=run_web))
 
 
+def _server(page: Path, run_web: Path, port: int) -> http.server.ThreadingHTTPServer:
+    """serve's server, or a WebError when the port is taken."""
+    try:
+        return serve(page, run_web, port)
+    except OSError as error:
+        raise WebError(f"The page cannot be served on port {port} ({error.strerror}): another program uses "
+                       "it. Choose another with --port.") from None
+
+
 def _page() -> Path:
     """The checkout's page folder, onnxruntime-web's files built into its vendor/ first when missing."""
     page = environment.CHECKOUT / "web"
@@ -330,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = bundles.bundled_web(run) or export_web(run)
         print(f"The web files of run {run.name}: {folder}")
         if args.serve:
-            server = serve(_page(), folder, args.port)
+            server = _server(_page(), folder, args.port)
             print(f"The page: http://127.0.0.1:{server.server_address[1]}/?run=run/ (Ctrl+C stops it).")
             with server, contextlib.suppress(KeyboardInterrupt):
                 server.serve_forever()

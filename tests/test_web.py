@@ -202,7 +202,13 @@ def test_the_page_is_served_cross_origin_isolated_with_the_runs_files_at_run(exp
         server.server_close()
 
 
-def test_serving_says_what_is_missing_outside_a_checkout_or_without_npm(tmp_path, monkeypatch):
+def test_serving_says_what_is_missing_outside_a_checkout_without_npm_or_on_a_taken_port(tmp_path,
+                                                                                         monkeypatch):
+    with web.serve(tmp_path, tmp_path, 0) as taken:
+        port = taken.server_address[1]
+        with pytest.raises(errors.WebError, match=rf"cannot be served on port {port} \(.*\): another "
+                                                  "program uses it. Choose another with --port"):
+            web._server(tmp_path, tmp_path, port)
     monkeypatch.setattr(environment, "CHECKOUT", tmp_path)
     with pytest.raises(errors.WebError, match="comes with the repository, not with the installed package"):
         web._page()
