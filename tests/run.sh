@@ -41,7 +41,7 @@ colab=0
     tests/test_colab.py tests/test_colab_series.py tests/test_notebook_use.py tests/test_faces.py tests/test_model.py \
     tests/test_training.py tests/test_runs.py tests/test_recipe.py tests/test_data.py \
     tests/test_evaluation.py tests/test_distribution.py tests/test_bundles.py tests/test_foundation.py \
-    tests/test_settings.py \
+    tests/test_settings.py tests/test_web.py \
     -k "not shuffled_labels and not killed_before_checkpoint and not equally_good_recipes and not familys_level and not fold_1_claims" \
     > "$logs/colab.log" 2>&1 || colab=$?
 wait "$newest" && status=0 || status=$?

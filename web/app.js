@@ -264,10 +264,11 @@ async function useCamera(ort, run) {
   };
 }
 
-/** The texts the run ships (what the score is, how it is placed, the licence) under the results. */
+/** The texts the run ships (what the score is, how it is placed, the licence, the run) under the results. */
 function showAbout(manifest) {
-  for (const key of ["what", "references", "accuracy", "licence"]) $(key).textContent = manifest.texts[key];
-  $("run-name").textContent = manifest.run;
+  for (const key of ["what", "references", "accuracy", "licence", "models"]) {
+    $(key).textContent = manifest.texts[key];
+  }
   $("project").href = `https://github.com/${REPO}`;
   $("about").hidden = false;
 }
