@@ -47,7 +47,7 @@ def test_notebooks_are_committed_without_outputs(path):
     assert not dirty, f"{path.name}: cells {dirty} carry outputs; clear them before committing"
 
 
-def test_every_setup_cell_and_badge_names_the_same_project_home():
+def test_every_setup_cell_badge_and_the_phone_page_name_the_same_project_home():
     homes = set()
     for path in NOTEBOOKS:
         first = nbformat.read(path, as_version=4).cells[1]
@@ -58,6 +58,7 @@ def test_every_setup_cell_and_badge_names_the_same_project_home():
                         r"(\w+\.ipynb)", readme)
     assert len(homes) == 1, homes
     assert {home for home, _ in badges} == homes
+    assert set(REPO_LINE.findall((ROOT / "web" / "app.js").read_text().replace("const REPO", "REPO"))) == homes
     assert sorted(name for _, name in badges) == [p.name for p in NOTEBOOKS]
 
 
@@ -330,13 +331,16 @@ def test_05_says_how_much_raters_would_disagree_with_a_distribution_run(series, 
 CHROMIUM = "/usr/lib/chromium/chromium"  # Debian's chromium, which .ci/run installs
 OFFLINE = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
            "--disable-sync", "--no-first-run"]  # no request of Chromium's own leaves the machine
+CAMERA = ["--use-fake-device-for-media-stream", "--deny-permission-prompts"]  # a camera its user refuses
 
 
 @pytest.fixture(scope="module")
 def phone(series):
     """The page (web/, built by tests/run.sh) and the series' run's web files, served on 127.0.0.1
-    as `python -m fbp.web RUN --serve` serves them, in headless Chromium: .open(query) opens it and
-    waits until it is ready or failed; .requests lists every address it asked for."""
+    as `python -m fbp.web RUN --serve` serves them, in headless Chromium with a fake camera: .open(query)
+    opens it (with camera=True, the camera allowed) and waits until it is ready, failed or asking to
+    download; .requests
+    lists every address it asked for."""
     import threading
 
     from playwright.sync_api import sync_playwright
@@ -349,16 +353,18 @@ def phone(series):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=OFFLINE)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=OFFLINE + CAMERA)
         requests = []
 
-        def open_page(query: str = "?run=run/", init: str = ""):
-            tab = browser.new_page(viewport={"width": 390, "height": 844})  # a phone's screen
+        def open_page(query: str = "?run=run/", init: str = "", camera: bool = False):
+            tab = browser.new_page(viewport={"width": 390, "height": 844},  # a phone's screen
+                                   permissions=["camera"] if camera else [])
             tab.on("request", lambda request: requests.append(request.url))
             if init:
                 tab.add_init_script(init)
             tab.goto(url + query)
-            tab.wait_for_function("['ready', 'failed'].includes(window.fbp?.state)", timeout=120_000)
+            settled = "['ready', 'failed', 'asking'].includes(window.fbp?.state)"
+            tab.wait_for_function(settled, timeout=120_000)
             return tab
 
         yield SimpleNamespace(open=open_page, requests=requests, url=url)
@@ -409,8 +415,25 @@ def test_the_phone_page_says_plainly_what_it_cannot_do(series, phone):
     assert "No face found" in tab.inner_text("#message")
     tab.set_input_files("#gallery", str(series.photo.with_name("notes.jpg")))
     tab.wait_for_function("window.fbp.messages.at(-1).includes('not a photo')")
-    tab.click("#camera")  # headless Chromium refuses the camera, as a user who says no
+    tab.click("#camera")  # the user says no
     tab.wait_for_function("window.fbp.messages.at(-1).includes('camera was refused')")
+    allowed = phone.open(camera=True)
+    allowed.click("#camera")
+    allowed.wait_for_function("document.getElementById('video').videoWidth > 0")  # the camera films
+    allowed.click("#shoot")  # Chromium's fake camera films a pattern, no face
+    allowed.wait_for_function("window.fbp.state === 'scored'")
+    assert "No face found" in allowed.inner_text("#message")
+    large = phone.open(init="""window.fetch = new Proxy(window.fetch, {apply: async (fetch, self, [url]) => {
+        const response = await fetch(url);  // web.json saying its model weighs 1 GB
+        if (!String(url).endsWith('web.json')) return response;
+        const manifest = await response.json();
+        manifest.models[0].bytes = 1e9;
+        return new Response(JSON.stringify(manifest));
+    }})""")
+    assert large.evaluate("window.fbp.state") == "asking"  # a phone's data plan: nothing fetched unasked
+    assert "models are 1002 MB to download once" in large.inner_text("#message")
+    large.click("#download")  # the user agrees: then it loads
+    large.wait_for_function("window.fbp.state === 'ready'")
     without = phone.open(init="delete window.WebAssembly")
     assert "lacks WebAssembly" in without.inner_text("#message")
     assert "names no run" in phone.open("?run=owner").inner_text("#message")

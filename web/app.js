@@ -8,6 +8,7 @@ import { fixed } from "./src/numeric.js";
 
 const REPO = "scut-fbp5500/how-attractive"; // the project's GitHub owner/name, as the notebooks' set-up cell
 const MAX_PIXELS = 16e6; // a photo is read at most this large: the canvas limit of phones' Safari
+const ASK_ABOVE = 200e6; // a download this large waits for the user's go-ahead (a phone's data plan)
 
 // What the page knows, for the tests and the benchmark: its state, its load, its faces.
 const page = { state: "loading", load: {}, faces: [], messages: [] };
@@ -51,6 +52,22 @@ async function download(url, onBytes) {
   return new Uint8Array(await new Blob(chunks).arrayBuffer());
 }
 
+/** Waits until the user agrees to download this many bytes. */
+function goAhead(total) {
+  setState("asking");
+  say(`This run's models are ${(total / 1e6).toFixed(0)} MB to download once. On a phone, use Wi-Fi.`);
+  const button = Object.assign(document.createElement("button"), {
+    id: "download", type: "button", textContent: `Download ${(total / 1e6).toFixed(0)} MB` });
+  $("status").append(button);
+  return new Promise((resolve) => {
+    button.onclick = () => {
+      button.remove();
+      setState("loading");
+      resolve();
+    };
+  });
+}
+
 /** The run's manifest (web.json) and its networks as onnxruntime sessions, with progress shown. */
 async function loadRun(ort, base) {
   const manifest = JSON.parse(new TextDecoder().decode(await download(`${base}web.json`, () => {})));
@@ -60,6 +77,7 @@ async function loadRun(ort, base) {
   }
   const files = [...manifest.models.map((m) => m.file), ...Object.values(manifest.mtcnn)];
   const total = manifest.models.reduce((sum, m) => sum + m.bytes, 0) + 2e6; // the MTCNN networks: ~2 MB
+  if (total > ASK_ABOVE) await goAhead(total);
   let received = 0;
   $("progress").hidden = false;
   const buffers = [];
@@ -254,14 +272,15 @@ async function useCamera(ort, run) {
   }
   const video = $("video");
   video.srcObject = stream;
-  $("viewfinder").hidden = false;
-  await video.play();
   $("shoot").onclick = () => {
+    if (!video.videoWidth) return say("The camera has not started yet: wait a moment, then take the photo.");
     const image = pixelsOf(video, video.videoWidth, video.videoHeight);
     stream.getTracks().forEach((track) => track.stop());
     $("viewfinder").hidden = true;
     tryPhoto(ort, run, async () => image);
   };
+  $("viewfinder").hidden = false;
+  await video.play();
 }
 
 /** The texts the run ships (what the score is, how it is placed, the licence, the run) under the results. */
