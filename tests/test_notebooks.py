@@ -58,7 +58,8 @@ def test_every_setup_cell_badge_and_the_phone_page_name_the_same_project_home():
                         r"(\w+\.ipynb)", readme)
     assert len(homes) == 1, homes
     assert {home for home, _ in badges} == homes
-    assert set(REPO_LINE.findall((ROOT / "web" / "app.js").read_text().replace("const REPO", "REPO"))) == homes
+    page = (ROOT / "web" / "app.js").read_text().replace("const REPO", "REPO")
+    assert set(REPO_LINE.findall(page)) == homes
     assert sorted(name for _, name in badges) == [p.name for p in NOTEBOOKS]
 
 
