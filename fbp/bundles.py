@@ -14,7 +14,6 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from fbp import dataset, environment, evaluation, network, runs, scoring, settings, web
@@ -72,7 +71,7 @@ def _bundle_members(bundled: list[runs.Run]) -> tuple[dict[str, Path], dict[str,
         heads = None
         if run is not bundled[0] and model.stem == base.stem == "frozen":  # two frozen backbones
             first = first or network.load_model(base)
-            heads = _heads_over(first, model)
+            heads = network.heads_over(first, model)
         if heads is None:
             members[f"runs/{run.name}/{model.name}"] = model
             continue
@@ -89,23 +88,6 @@ def _bundle_members(bundled: list[runs.Run]) -> tuple[dict[str, Path], dict[str,
     members.update({f"web/{path.relative_to(page).as_posix()}": path for path in sorted(page.rglob("*"))
                     if path.is_file()})
     return members, rebuilt
-
-
-_HEADS = ("score", "distribution")  # the layers notebook 02 puts on a backbone
-
-
-def _heads_over(first: keras.Model, other: Path) -> dict[str, list] | None:
-    """The heads' weights of the model saved in `other` when it is `first` but for its heads (two folds'
-    frozen-head models share their frozen backbone), as lists; else None."""
-    second = network.load_model(other)
-    if [layer.name for layer in first.layers] != [layer.name for layer in second.layers]:
-        return None
-    for a, b in zip(first.layers, second.layers, strict=True):
-        if a.name not in _HEADS and not all(np.array_equal(x, y) for x, y in
-                                            zip(a.get_weights(), b.get_weights(), strict=True)):
-            return None
-    return {layer.name: [w.tolist() for w in layer.get_weights()] for layer in second.layers
-            if layer.name in _HEADS}
 
 
 def _rebuild(folder: Path, rebuilt: dict[str, dict]) -> None:

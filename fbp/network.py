@@ -147,6 +147,28 @@ def feature_extractor(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.get_layer("score").input, name="features")
 
 
+def head_model(model: keras.Model) -> keras.Model:
+    """The model's heads alone, sharing its layers: from the pooled features (feature_extractor's
+    output) to its outputs."""
+    features = keras.Input(model.get_layer("score").input.shape[1:], name="features")
+    names = [layer.name for layer in model.layers if layer.name in _HEADS]
+    return keras.Model(features, {name: model.get_layer(name)(features) for name in names}, name="heads")
+
+
+def heads_over(first: keras.Model, other: Path) -> dict[str, list] | None:
+    """The heads' weights of the model saved in `other` when it is `first` but for its heads (two folds'
+    frozen-head models share their frozen backbone), as lists; else None."""
+    second = load_model(other)
+    if [layer.name for layer in first.layers] != [layer.name for layer in second.layers]:
+        return None
+    for a, b in zip(first.layers, second.layers, strict=True):
+        if a.name not in _HEADS and not all(np.array_equal(x, y) for x, y in
+                                            zip(a.get_weights(), b.get_weights(), strict=True)):
+            return None
+    return {layer.name: [w.tolist() for w in layer.get_weights()] for layer in second.layers
+            if layer.name in _HEADS}
+
+
 def _weights_fingerprint(model: keras.Model) -> str:
     """A hash of the backbone's weights: equal hashes give equal features."""
     digest = hashlib.sha1()

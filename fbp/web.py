@@ -69,14 +69,19 @@ def _sources(scoring_runs: list[tuple[runs.Run, runs.Reference]]) -> dict:
             "models": {each.name: each.current_model()["sha1"] for each, _ in scoring_runs}}
 
 
+def _checked(parity: dict) -> list[dict]:
+    """parity.json's entries, one per ONNX file: the shared backbone's (if any), the models', MTCNN's."""
+    return [*filter(None, [parity.get("features")]), *parity["models"].values(), *parity["mtcnn"].values()]
+
+
 def _files(parity: dict) -> list[str]:
     """The ONNX files parity.json checked, by their path in the web folder."""
-    return [entry["file"] for group in ("models", "mtcnn") for entry in parity[group].values()]
+    return [entry["file"] for entry in _checked(parity)]
 
 
 def _worst(parity: dict) -> float:
     """The largest difference parity.json found between Keras and onnxruntime."""
-    return max(difference for group in ("models", "mtcnn") for entry in parity[group].values()
+    return max(difference for entry in _checked(parity)
                for difference in entry["max_abs_difference"].values())
 
 
@@ -93,18 +98,42 @@ def _replace(folder: Path, staging: Path) -> None:
 
 def _convert(scoring_runs: list[tuple[runs.Run, runs.Reference]], sources: dict, folder: Path) -> dict:
     """Write the ONNX files into folder, each checked against Keras on fixed inputs (see _converted):
-    parity.json's record, stopping at the first that differs more than _LIMIT."""
-    drawn, models = f"{_FACES} synthetic face-like drawings (fbp.synthetic)", {}
+    parity.json's record, stopping at the first that differs more than _LIMIT. Fold models that share
+    one frozen backbone are written as that backbone once (features.onnx) and each fold's heads."""
+    first = network.load_model(scoring_runs[0][0].model_path())
+    size = first.input_shape[1]  # as notebook 05 reads it
+    drawn, models = f"{_FACES} synthetic face-like drawings (fbp.synthetic) at {size} px", {}
+    shared, features = _shared_heads(first, [each for each, _ in scoring_runs]), None
+    if shared:
+        extractor = network.feature_extractor(first)
+        data, record = _converted(extractor, (None, size, size, 3), _faces(size))
+        features = _kept(folder, "models/features.onnx", data, record, drawn)
+        pooled, head = extractor.predict_on_batch(_faces(size)), network.head_model(first)
     for each, _ in scoring_runs:
-        model = network.load_model(each.model_path())
-        size = model.input_shape[1]  # as notebook 05 reads it
-        data, record = _converted(model, (None, size, size, 3), _faces(size))
-        kept = _kept(folder, f"models/{each.name}.onnx", data, record, f"{drawn} at {size} px")
+        if shared:  # the head's layers are first's: its weights give way to this fold's
+            for name, weights in shared[each.name].items():
+                head.get_layer(name).set_weights([np.asarray(w, "float32") for w in weights])
+            data, record = _converted(head, (None, pooled.shape[1]), pooled)
+        else:
+            model = first if each is scoring_runs[0][0] else network.load_model(each.model_path())
+            data, record = _converted(model, (None, size, size, 3), _faces(size))
+        kept = _kept(folder, f"models/{each.name}.onnx", data, record,
+                     f"the shared backbone's features of {drawn}" if shared else drawn)
         models[each.name] = {**kept, "image_size": size}
     mtcnn = {name: _kept(folder, f"mtcnn/{name}.onnx", data, record, f"{drawn}, {_MTCNN_SIZES[name][0]} x "
                          f"{_MTCNN_SIZES[name][1]} px, normalised as the mtcnn package does")
              for name, (data, record) in _mtcnn_converted().items()}
-    return {"sources": sources, "limit": _LIMIT, "versions": _versions(), "models": models, "mtcnn": mtcnn}
+    return {"sources": sources, "limit": _LIMIT, "versions": _versions(), "features": features,
+            "models": models, "mtcnn": mtcnn}
+
+
+def _shared_heads(first: keras.Model, scoring: list[runs.Run]) -> dict[str, dict] | None:
+    """Each fold's heads' weights when every scoring model is first's frozen backbone under heads of its
+    own (a frozen-only backbone's 5-fold protocol), else None."""
+    if len(scoring) < 2 or any(each.model_path().stem != "frozen" for each in scoring):
+        return None
+    shared = {each.name: network.heads_over(first, each.model_path()) for each in scoring}
+    return shared if all(heads is not None for heads in shared.values()) else None
 
 
 def _kept(folder: Path, file: str, data: bytes, record: dict, checked_on: str) -> dict:
@@ -169,6 +198,8 @@ def _named(outputs) -> dict[str, np.ndarray]:
     """A Keras model's outputs by the names its SavedModel gives them: a dict's keys, or output_0, ..."""
     if isinstance(outputs, dict):
         return {name: np.asarray(value) for name, value in outputs.items()}
+    if not isinstance(outputs, list | tuple):  # one output
+        return {"output_0": np.asarray(outputs)}
     return {f"output_{i}": np.asarray(value) for i, value in enumerate(outputs)}
 
 
@@ -244,11 +275,22 @@ def _manifest(run: runs.Run, scoring_runs: list[tuple[runs.Run, runs.Reference]]
             "max_enlargement": faces.MAX_ENLARGEMENT,
             "models": [_model_entry(each.name, reference, folder, parity["models"][each.name])
                        for each, reference in scoring_runs],
+            "features": _features_entry(folder, parity.get("features")),
             "mtcnn": {name: entry["file"] for name, entry in parity["mtcnn"].items()},
             "texts": {"models": scoring.describe_models(run),
                       "references": scoring.references_in_words([reference for _, reference in scoring_runs]),
                       "accuracy": scoring.accuracy_note(run), "what": scoring.WHAT_IT_PREDICTS,
                       "licence": scoring.LICENCE}}
+
+
+def _features_entry(folder: Path, checked: dict | None) -> dict | None:
+    """web.json's entry of the frozen backbone that fold models share (its file, input and output names,
+    which feed every model's heads), or None when each model carries its own."""
+    if checked is None:
+        return None
+    path = folder / checked["file"]
+    return {"file": checked["file"], "bytes": path.stat().st_size, "sha256": environment.file_hash(path),
+            "input": checked["input"], "output": checked["outputs"][0]}
 
 
 def _model_entry(name: str, reference: runs.Reference, folder: Path, checked: dict) -> dict:

@@ -26,8 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import model_from_notebook  # noqa: E402
-from test_notebooks import CHROMIUM, OFFLINE  # noqa: E402
+from conftest import BROWSER, CHROMIUM, model_from_notebook  # noqa: E402
 
 from fbp import web  # noqa: E402
 
@@ -87,7 +86,7 @@ def measure(run_web: Path, photo: Path, isolated: bool) -> dict:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=OFFLINE)
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER)
             tab = browser.new_page()
             tab.goto(f"http://127.0.0.1:{server.server_address[1]}/?run=run/")
             tab.wait_for_function("['ready', 'failed'].includes(window.fbp?.state)", timeout=300_000)

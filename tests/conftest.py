@@ -1,10 +1,13 @@
-"""Shared fixtures: the checkout on sys.path, synthetic datasets, a private work folder, a web server."""
+"""Shared fixtures: the checkout on sys.path, synthetic datasets, a private work folder, a web server,
+the phone page in a browser."""
 
+import contextlib
 import functools
 import http.server
 import os
 import sys
 import threading
+import types
 from pathlib import Path
 
 import pytest
@@ -169,3 +172,45 @@ def stand_in_drive():
     stub = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stub)
     return stub
+
+
+CHROMIUM = "/usr/lib/chromium/chromium"  # Debian's chromium, which .ci/run installs
+BROWSER = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--no-first-run",  # no request of Chromium's own leaves the machine
+           "--use-fake-device-for-media-stream", "--deny-permission-prompts"]  # a camera its user refuses
+
+
+@contextlib.contextmanager
+def phone_page(run_web: Path):
+    """The page (web/, built by tests/run.sh) and a run's web files, served on 127.0.0.1 as
+    `python -m fbp.web RUN --serve` serves them, in headless Chromium with a fake camera: .open(query)
+    opens it (with camera=True, the camera allowed) and waits until it is ready, failed or asking to
+    download; .requests lists every address it asked for."""
+    from playwright.sync_api import sync_playwright
+
+    from fbp import web
+
+    built = (ROOT / "web" / "vendor" / "ort.wasm.min.mjs").is_file()
+    assert built, "build the page first: cd web && npm ci && npm run build (tests/run.sh does)"
+    server = web.serve(ROOT / "web", run_web, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER)
+        requests = []
+
+        def open_page(query: str = "?run=run/", init: str = "", camera: bool = False):
+            tab = browser.new_page(viewport={"width": 390, "height": 844},  # a phone's screen
+                                   permissions=["camera"] if camera else [])
+            tab.on("request", lambda request: requests.append(request.url))
+            if init:
+                tab.add_init_script(init)
+            tab.goto(url + query)
+            settled = "['ready', 'failed', 'asking'].includes(window.fbp?.state)"
+            tab.wait_for_function(settled, timeout=120_000)
+            return tab
+
+        yield types.SimpleNamespace(open=open_page, requests=requests, url=url)
+        browser.close()
+    server.shutdown()
+    server.server_close()

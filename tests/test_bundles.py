@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import utils
-from fbp import bundles, dataset, errors, runs, settings
+from fbp import bundles, dataset, errors, runs, settings, web
 from fbp.errors import BundleError
 
 FRAMING = {"eye_center_x": 0.5, "eye_center_y": 0.44, "eye_distance": 0.21}  # as notebook 02 records it
@@ -517,6 +517,25 @@ def test_a_frozen_backbone_travels_once_and_its_folds_score_as_in_their_folders(
     assert all(fold.stage == "evaluated" for fold in shared.folds())  # 04's figures still theirs
     assert "The 5 fold models that score here" in utils.accuracy_note(shared)
     assert "\nbase_model: keras/dinov2_base\n" in (shared.folder.parents[1] / "README.md").read_text()
+
+
+def test_a_frozen_backbones_web_files_hold_it_once_and_each_folds_heads_score_as_keras(work):
+    import onnxruntime
+
+    run = five_frozen_folds()
+    faces = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    own = [scorer.model.predict(faces, verbose=0)["score"] for scorer in utils.scorers(run)]
+    page = web.export_web(run)
+    manifest = utils.read_json(page / "web.json")
+    backbone = onnxruntime.InferenceSession(page / manifest["features"]["file"])
+    [pooled] = backbone.run([manifest["features"]["output"]],
+                            {manifest["features"]["input"]: faces.astype("float32")})
+    assert sorted(p.name for p in (page / "models").iterdir()) == sorted(
+        ["features.onnx", *(f"{fold.name}.onnx" for fold in run.folds())])
+    for entry, mine in zip(manifest["models"], own, strict=True):
+        head = onnxruntime.InferenceSession(page / entry["file"])
+        np.testing.assert_allclose(head.run([entry["score"]], {entry["input"]: pooled})[0], mine, atol=1e-4)
+        assert entry["bytes"] < manifest["features"]["bytes"]  # a head, not another backbone
 
 
 def test_a_published_frozen_backbone_is_rebuilt_off_drive_and_scores_alike(work, tmp_path, monkeypatch):

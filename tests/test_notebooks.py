@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import nbformat
 import pytest
-from conftest import ROOT, run_cells
+from conftest import ROOT, phone_page, run_cells
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from test_notebook_use import check_every_cell_run_twice
@@ -329,49 +329,11 @@ def test_05_says_how_much_raters_would_disagree_with_a_distribution_run(series, 
 
 # --- The phone page, on the series' run -----------------------------------------------------
 
-CHROMIUM = "/usr/lib/chromium/chromium"  # Debian's chromium, which .ci/run installs
-OFFLINE = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", "--no-first-run"]  # no request of Chromium's own leaves the machine
-CAMERA = ["--use-fake-device-for-media-stream", "--deny-permission-prompts"]  # a camera its user refuses
-
-
 @pytest.fixture(scope="module")
 def phone(series):
-    """The page (web/, built by tests/run.sh) and the series' run's web files, served on 127.0.0.1
-    as `python -m fbp.web RUN --serve` serves them, in headless Chromium with a fake camera: .open(query)
-    opens it (with camera=True, the camera allowed) and waits until it is ready, failed or asking to
-    download; .requests
-    lists every address it asked for."""
-    import threading
-
-    from playwright.sync_api import sync_playwright
-
-    from fbp import web
-
-    built = (ROOT / "web" / "vendor" / "ort.wasm.min.mjs").is_file()
-    assert built, "build the page first: cd web && npm ci && npm run build (tests/run.sh does)"
-    server = web.serve(ROOT / "web", default_run(series) / "web", port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=OFFLINE + CAMERA)
-        requests = []
-
-        def open_page(query: str = "?run=run/", init: str = "", camera: bool = False):
-            tab = browser.new_page(viewport={"width": 390, "height": 844},  # a phone's screen
-                                   permissions=["camera"] if camera else [])
-            tab.on("request", lambda request: requests.append(request.url))
-            if init:
-                tab.add_init_script(init)
-            tab.goto(url + query)
-            settled = "['ready', 'failed', 'asking'].includes(window.fbp?.state)"
-            tab.wait_for_function(settled, timeout=120_000)
-            return tab
-
-        yield SimpleNamespace(open=open_page, requests=requests, url=url)
-        browser.close()
-    server.shutdown()
-    server.server_close()
+    """The phone page with the series' run, in headless Chromium (conftest.phone_page)."""
+    with phone_page(default_run(series) / "web") as opened:
+        yield opened
 
 
 def test_the_phone_page_scores_the_astronaut_as_05_does_and_nothing_leaves_the_device(series, phone,

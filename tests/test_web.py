@@ -1,6 +1,7 @@
 """A run's web files for the phone page (fbp/web.py): each scoring model and the MTCNN networks as ONNX
 with one input, matching Keras; web.json's fields; a parity failure stopping with nothing written;
-DINOv2's exact GELU converted; bundles carrying the files; the local server's headers and /run/."""
+DINOv2's exact GELU converted; bundles carrying the files; the local server's headers and /run/; the
+page scoring with a frozen backbone that five fold models share, as notebook 05 does."""
 
 import http.client
 import json
@@ -15,7 +16,8 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
-from conftest import model_from_notebook
+from conftest import model_from_notebook, phone_page, run_cells
+from test_bundles import five_frozen_folds
 
 import utils
 from fbp import bundles, environment, errors, faces, runs, scoring, web
@@ -217,3 +219,22 @@ def test_serving_says_what_is_missing_outside_a_checkout_without_npm_or_on_a_tak
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(errors.WebError, match="install Node.js 20 or newer"):
         web._page()
+
+
+def test_the_page_scores_through_a_shared_frozen_backbone_as_05_does(work, tmp_path, monkeypatch):
+    from PIL import Image
+    from skimage import data
+
+    run = five_frozen_folds()  # five fold models: one frozen backbone, five heads
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    with phone_page(web.export_web(run)) as phone:
+        tab = phone.open()
+        tab.set_input_files("#gallery", str(photo))
+        tab.wait_for_function("window.fbp.state === 'scored'", timeout=120_000)
+        [face] = tab.evaluate("window.fbp.faces")
+    monkeypatch.setenv("FBP_PHOTO", str(photo))
+    monkeypatch.setenv("FBP_RUN", run.name)
+    [result] = run_cells("05_score_your_face")["results"]
+    assert face["score"] == pytest.approx(result.score, abs=0.01)
+    assert face["disagreement"] == pytest.approx(result.disagreement, abs=0.01)  # five heads, not one

@@ -75,8 +75,10 @@ async function loadRun(ort, base) {
     throw new Error(`This run's web files are of format ${manifest.format}, which this page cannot read. ` +
       "Open the page of the project's current version.");
   }
-  const files = [...manifest.models.map((m) => m.file), ...Object.values(manifest.mtcnn)];
-  const total = manifest.models.reduce((sum, m) => sum + m.bytes, 0) + 2e6; // the MTCNN networks: ~2 MB
+  // A frozen backbone the fold models share comes once (features), then each model's heads.
+  const networks = [manifest.features, ...manifest.models].filter(Boolean);
+  const files = [...networks.map((n) => n.file), ...Object.values(manifest.mtcnn)];
+  const total = networks.reduce((sum, n) => sum + n.bytes, 0) + 2e6; // the MTCNN networks: ~2 MB
   if (total > ASK_ABOVE) await goAhead(total);
   let received = 0;
   $("progress").hidden = false;
@@ -93,8 +95,10 @@ async function loadRun(ort, base) {
   const sessions = [];
   for (const buffer of buffers) sessions.push(await ort.InferenceSession.create(buffer, options));
   $("progress").hidden = true;
+  const features = manifest.features ? sessions.shift() : null;
   const [pnet, rnet, onet] = sessions.slice(manifest.models.length);
-  return { manifest, models: sessions.slice(0, manifest.models.length), nets: { pnet, rnet, onet }, bytes: received };
+  return { manifest, features, models: sessions.slice(0, manifest.models.length), nets: { pnet, rnet, onet },
+    bytes: received };
 }
 
 /** A photo file, upright by its EXIF, as RGB pixels; a file that is no image says so. */
@@ -133,19 +137,22 @@ function pixelsOf(source, width, height) {
   return { width, height, data };
 }
 
-/** Every model's outputs for a face's six crops, as one batch per model, and the milliseconds per crop. */
+/** Every model's outputs for a face's six crops, as one batch per model (through the shared backbone
+ * once, if the models share one), and the milliseconds per crop. */
 async function predict(ort, run, crops, size) {
   const batch = new Float32Array(crops.length * size * size * 3);
   crops.forEach((crop, i) => batch.set(crop.data, i * size * size * 3));
   const started = performance.now();
+  let input = new ort.Tensor("float32", batch, [crops.length, size, size, 3]);
+  const { features } = run.manifest;
+  if (features) input = (await run.features.run({ [features.input]: input }))[features.output];
   const outputs = [];
   for (const [session, model] of run.models.map((s, i) => [s, run.manifest.models[i]])) {
-    const input = new ort.Tensor("float32", batch, [crops.length, size, size, 3]);
     const result = await session.run({ [model.input]: input });
     outputs.push({ score: result[model.score].data,
       distribution: model.distribution ? result[model.distribution].data : null });
   }
-  return { outputs, msPerCrop: (performance.now() - started) / crops.length / run.models.length };
+  return { outputs, msPerCrop: (performance.now() - started) / crops.length }; // a crop through every model
 }
 
 /** A canvas showing an RGB image. */
