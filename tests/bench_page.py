@@ -124,9 +124,8 @@ def main() -> None:
             print(f"{'isolated (COOP/COEP)' if isolated else 'plain static host'}: {found['threads']} "
                   f"thread(s), model loaded in {found['load_s']:.1f} s, {found['ms_per_crop']:.0f} ms a crop")
         print(f"Download, 5-fold ResNet50 run: {(5 * model_bytes + mtcnn) / 1e6:.0f} MB. Frozen DINOv2 "
-              f"(estimate from the Hub's weights): one run about {DINOV2_BASE_MB + mtcnn / 1e6:.0f} MB, its "
-              f"5-fold protocol about {5 * DINOV2_BASE_MB + mtcnn / 1e6:,.0f} MB (each fold model carries "
-              "the backbone)")
+              f"(estimate from the Hub's weights): about {DINOV2_BASE_MB + mtcnn / 1e6:.0f} MB for one run "
+              "and for its 5-fold protocol alike (the folds share the backbone; a head is a few kB)")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from fbp import synthetic  # noqa: E402
 
 def pytest_configure(config):
     """Hide the libraries' own deprecation chatter (Keras and TensorFlow under NumPy 2)."""
-    for module in ("keras", "tensorflow", "h5py"):
+    for module in ("keras", "tensorflow", "h5py", "gast"):  # gast: a SavedModel's export under Python 3.13
         config.addinivalue_line("filterwarnings", f"ignore::DeprecationWarning:{module}.*")
 
 

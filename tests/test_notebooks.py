@@ -371,6 +371,21 @@ def test_the_phone_page_scores_the_astronaut_as_05_does_and_nothing_leaves_the_d
     assert "non-commercial" in tab.inner_text("#licence")
 
 
+def test_the_phone_page_turns_a_phone_photo_upright_by_its_exif(series, phone, tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "sideways.jpg"  # stored on its side, as a phone held upright stores it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to view
+    Image.open(series.photo).transpose(Image.Transpose.ROTATE_90).save(photo, exif=exif)
+    tab = phone.open()
+    tab.set_input_files("#gallery", str(photo))
+    tab.wait_for_function("window.fbp.state === 'scored'")
+    [face] = tab.evaluate("window.fbp.faces")
+    (left_x, left_y), (right_x, right_y) = face["leftEye"], face["rightEye"]
+    assert abs(right_x - left_x) > 3 * abs(right_y - left_y)  # the eyes side by side: upright
+
+
 def test_the_phone_page_says_plainly_what_it_cannot_do(series, phone):
     tab = phone.open()
     tab.set_input_files("#gallery", str(series.photo.with_name("coffee.jpg")))
