@@ -386,6 +386,17 @@ def test_the_phone_page_turns_a_phone_photo_upright_by_its_exif(series, phone, t
     assert abs(right_x - left_x) > 3 * abs(right_y - left_y)  # the eyes side by side: upright
 
 
+def web_json_changed(change: str) -> str:
+    """A script run before the page's own: its web.json as served, with a change made to `manifest`."""
+    return f"""window.fetch = new Proxy(window.fetch, {{apply: async (fetch, self, [url]) => {{
+        const response = await fetch(url);
+        if (!String(url).endsWith('web.json')) return response;
+        const manifest = await response.json();
+        {change};
+        return new Response(JSON.stringify(manifest));
+    }}}})"""
+
+
 def test_the_phone_page_says_plainly_what_it_cannot_do(series, phone):
     tab = phone.open()
     tab.set_input_files("#gallery", str(series.photo.with_name("coffee.jpg")))
@@ -401,17 +412,13 @@ def test_the_phone_page_says_plainly_what_it_cannot_do(series, phone):
     allowed.click("#shoot")  # Chromium's fake camera films a pattern, no face
     allowed.wait_for_function("window.fbp.state === 'scored'")
     assert "No face found" in allowed.inner_text("#message")
-    large = phone.open(init="""window.fetch = new Proxy(window.fetch, {apply: async (fetch, self, [url]) => {
-        const response = await fetch(url);  // web.json saying its model weighs 1 GB
-        if (!String(url).endsWith('web.json')) return response;
-        const manifest = await response.json();
-        manifest.models[0].bytes = 1e9;
-        return new Response(JSON.stringify(manifest));
-    }})""")
+    large = phone.open(init=web_json_changed("manifest.models[0].bytes = 1e9"))
     assert large.evaluate("window.fbp.state") == "asking"  # a phone's data plan: nothing fetched unasked
-    assert "models are 1002 MB to download once" in large.inner_text("#message")
+    assert "models are 1002 MB to download" in large.inner_text("#message")
     large.click("#download")  # the user agrees: then it loads
     large.wait_for_function("window.fbp.state === 'ready'")
+    damaged = phone.open(init=web_json_changed("manifest.models[0].sha256 = '0'.repeat(64)"))
+    assert "is not the file this run lists" in damaged.inner_text("#message")
     without = phone.open(init="delete window.WebAssembly")
     assert "lacks WebAssembly" in without.inner_text("#message")
     assert "names no run" in phone.open("?run=owner").inner_text("#message")

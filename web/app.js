@@ -24,7 +24,7 @@ function say(text, problem = false) {
   page.messages.push(text);
 }
 
-/** Sets the page's state (loading, ready, scoring, scored, failed) where tests and styles see it. */
+/** Sets the page's state (loading, asking, ready, scoring, scored, failed) where tests see it. */
 function setState(state) {
   page.state = state;
   document.body.dataset.state = state;
@@ -55,7 +55,7 @@ async function download(url, onBytes) {
 /** Waits until the user agrees to download this many bytes. */
 function goAhead(total) {
   setState("asking");
-  say(`This run's models are ${(total / 1e6).toFixed(0)} MB to download once. On a phone, use Wi-Fi.`);
+  say(`This run's models are ${(total / 1e6).toFixed(0)} MB to download. On a phone, use Wi-Fi.`);
   const button = Object.assign(document.createElement("button"), {
     id: "download", type: "button", textContent: `Download ${(total / 1e6).toFixed(0)} MB` });
   $("status").append(button);
@@ -66,6 +66,16 @@ function goAhead(total) {
       resolve();
     };
   });
+}
+
+/** Refuses a model file whose sha256 is not the one web.json lists (changed or cut short on its way). */
+async function checkHash(network, buffer) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", buffer));
+  const hex = Array.from(digest, (byte) => byte.toString(16).padStart(2, "0")).join("");
+  if (hex !== network.sha256) {
+    throw new Error(`${network.file} is not the file this run lists (its sha256 differs): it was changed or ` +
+      "cut short on its way. Reload the page; if it happens again, the run's files are damaged.");
+  }
 }
 
 /** The run's manifest (web.json) and its networks as onnxruntime sessions, with progress shown. */
@@ -90,6 +100,7 @@ async function loadRun(ort, base) {
       say(`Downloading the model: ${(received / 1e6).toFixed(1)} of about ${(total / 1e6).toFixed(1)} MB…`);
     }));
   }
+  for (const [i, network] of networks.entries()) await checkHash(network, buffers[i]);
   say("Preparing the model…");
   const options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
   const sessions = [];
