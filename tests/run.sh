@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run the tests (the README's test command; .ci/run runs it in a fresh clone), in two
 # environments at once, each with one smoke series (tests/README.md, "CI time"):
-# - .venv, the newest versions: every file but test_colab_series.py; its series is test_notebooks.py's,
+# - .venv, the newest versions: every file but test_colab_series.py and test_drive.py (Drive is Colab's:
+#   its stand-in is tested there, which evens the two halves); its series is test_notebooks.py's,
 #   run as the README's first command runs it;
 # - .venv-colab, Colab's versions (requirements-colab.txt; Python 3.13 where this machine has it): the
 #   files that touch TensorFlow, Keras and ipywidgets, the data and evaluation tests; its series is
@@ -14,16 +15,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 logs="$(mktemp -d)"
 
-# The phone page: its npm packages (package-lock.json's), built, linted and its logic tested with node;
-# the browser tests (test_notebooks.py) drive Debian's chromium, which .ci/run installs.
+# The phone page, while .venv installs: its npm packages (package-lock.json's), built, linted and its
+# logic tested with node; the browser tests (test_notebooks.py, test_web.py) drive Debian's chromium,
+# which .ci/run installs.
 (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm run --silent lint \
-    && npm test --silent) > "$logs/web.log" 2>&1 || { cat "$logs/web.log"; exit 1; }
+    && npm test --silent) > "$logs/web.log" 2>&1 &
+page=$!
 
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -r requirements-dev.txt
+wait "$page" || { cat "$logs/web.log"; exit 1; }
 .venv/bin/python -m pytest -p no:cacheprovider --durations=10 --junitxml="$logs/newest.xml" \
-    --ignore=tests/test_colab_series.py \
+    --ignore=tests/test_colab_series.py --ignore=tests/test_drive.py \
     -k "not killed_fine_tune and not killed_during_checkpoint and not killed_before_backup" \
     --deselect "tests/test_training.py::test_a_modern_backbone_trains_both_stages_and_records_its_cost[EfficientNetV2S]" \
     > "$logs/newest.log" 2>&1 &
@@ -41,7 +45,7 @@ colab=0
     tests/test_colab.py tests/test_colab_series.py tests/test_notebook_use.py tests/test_faces.py tests/test_model.py \
     tests/test_training.py tests/test_runs.py tests/test_recipe.py tests/test_data.py \
     tests/test_evaluation.py tests/test_distribution.py tests/test_bundles.py tests/test_foundation.py \
-    tests/test_settings.py tests/test_web.py \
+    tests/test_settings.py tests/test_web.py tests/test_drive.py \
     -k "not shuffled_labels and not killed_before_checkpoint and not equally_good_recipes and not familys_level and not fold_1_claims" \
     > "$logs/colab.log" 2>&1 || colab=$?
 wait "$newest" && status=0 || status=$?
