@@ -184,14 +184,15 @@ BROWSER = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "
 def phone_page(run_web: Path):
     """The page (web/, built by tests/run.sh) and a run's web files, served on 127.0.0.1 as
     `python -m fbp.web RUN --serve` serves them, in headless Chromium with a fake camera: .open(query)
-    opens it (with camera=True, the camera allowed) and waits until it is ready, failed or asking to
-    download; .requests lists every address it asked for."""
+    closes the page opened before, opens it (with camera=True, the camera allowed) and waits until it is
+    ready, failed or asking to download; .requests lists every address it asked for."""
     from playwright.sync_api import sync_playwright
 
     from fbp import web
 
     built = (ROOT / "web" / "vendor" / "ort.wasm.min.mjs").is_file()
     assert built, "build the page first: cd web && npm ci && npm run build (tests/run.sh does)"
+    assert Path(CHROMIUM).is_file(), "install Debian's chromium: apt-get install chromium (.ci/run does)"
     server = web.serve(ROOT / "web", run_web, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
@@ -200,6 +201,8 @@ def phone_page(run_web: Path):
         requests = []
 
         def open_page(query: str = "?run=run/", init: str = "", camera: bool = False):
+            for context in browser.contexts:  # one page at a time: an idle one still takes the CPU
+                context.close()
             tab = browser.new_page(viewport={"width": 390, "height": 844},  # a phone's screen
                                    permissions=["camera"] if camera else [])
             tab.on("request", lambda request: requests.append(request.url))
