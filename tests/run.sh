@@ -26,11 +26,14 @@ python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -r requirements-dev.txt
 wait "$page" || { cat "$logs/web.log"; exit 1; }
-.venv/bin/python -m pytest -p no:cacheprovider --durations=10 --junitxml="$logs/newest.xml" \
-    --ignore=tests/test_colab_series.py --ignore=tests/test_drive.py \
+# test_web.py in a process of its own: by the end of the others this one holds over 10 GB, and the
+# page's conversions and browser on top ran the machine (24 GB, both halves) out of memory once.
+{ .venv/bin/python -m pytest -p no:cacheprovider --durations=10 --junitxml="$logs/newest.xml" \
+    --ignore=tests/test_colab_series.py --ignore=tests/test_drive.py --ignore=tests/test_web.py \
     -k "not killed_fine_tune and not killed_during_checkpoint and not killed_before_backup" \
     --deselect "tests/test_training.py::test_a_modern_backbone_trains_both_stages_and_records_its_cost[EfficientNetV2S]" \
-    > "$logs/newest.log" 2>&1 &
+    && .venv/bin/python -m pytest -p no:cacheprovider --junitxml="$logs/newest-web.xml" tests/test_web.py; \
+} > "$logs/newest.log" 2>&1 &
 newest=$!
 
 colab_python=python3  # Colab's Python 3.13 where this machine has one (pyenv's, or on the PATH)
