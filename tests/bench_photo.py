@@ -57,7 +57,7 @@ def score(model: keras.Model, path: Path, reference: runs.Reference) -> tuple[fl
     return t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t0
 
 
-def main(runs: int = 5) -> None:
+def main(repeats: int = 5) -> None:
     keras.utils.set_random_seed(0)
     model = model_from_notebook(350)
     predicted = np.linspace(1, 5, 1100)
@@ -66,9 +66,9 @@ def main(runs: int = 5) -> None:
         path = twelve_megapixel_photo(Path(folder))
         print(f"photo: {path.stat().st_size / 1e6:.1f} MB, 4000x3000, EXIF-rotated")
         score(model, path, reference)  # warm-up
-        read, detect, align, total = zip(*(score(model, path, reference) for _ in range(runs)), strict=True)
+        read, detect, align, total = zip(*(score(model, path, reference) for _ in range(repeats)), strict=True)
         print(f"file to score, {2 * len(utils.EYE_SHIFTS)} crops (alignments and mirrors) and the "
-              f"contribution map: median {statistics.median(total):.2f} s over {runs} runs "
+              f"contribution map: median {statistics.median(total):.2f} s over {repeats} runs "
               f"(read and rotate {statistics.median(read):.2f} s, detect {statistics.median(detect):.2f} s, "
               f"align the three crops {statistics.median(align):.2f} s)")
 

@@ -243,3 +243,31 @@ def test_a_model_saved_before_the_package_split_loads_and_predicts_alike():
         predicted = model.predict(saved["images"], verbose=0)
         for name in ("score", "distribution"):
             np.testing.assert_allclose(predicted[name], saved[name], rtol=1e-5, atol=1e-6)
+
+
+# tensorflow/tensorflow#117700's example: a rank-4 by rank-2 product that oneDNN's kernel corrupts the heap on
+_HEAP_CORRUPTING_PRODUCT = """
+import fbp
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port
+
+a = np.random.default_rng(0).normal(size=(13, 1, 3, 4)).astype("float32")
+w = np.random.default_rng(1).normal(size=(4, 16)).astype("float32")
+for _ in range(20):
+    product = tf.matmul(a, w).numpy()
+print(_pywrap_util_port.IsMklEnabled(), float(np.abs(product - a @ w).max()))
+"""
+
+
+def test_importing_the_package_first_keeps_tensorflow_off_the_onednn_kernels_that_corrupt_the_heap():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}  # as a user's kernel starts
+    done = subprocess.run([sys.executable, "-c", _HEAP_CORRUPTING_PRODUCT], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]  # oneDNN's kernel: SIGABRT or SIGSEGV (both versions)
+    onednn, error = done.stdout.split()
+    assert onednn == "False" and float(error) < 1e-5
