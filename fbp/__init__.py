@@ -16,6 +16,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter out of notebooks
 # TensorFlow's oneDNN CPU kernels corrupt the heap in some broadcast batch products
 # (tensorflow/tensorflow#117700 and #123109; TF 2.20 and 2.21 both crash on #117700's example): a
-# SigLIP2 fine-tune on the CPU died in 2 of 8 runs here, and once in CI. TensorFlow's own kernels
-# instead, unless the user chose (tests/README.md, "oneDNN", has the cost); a GPU's are not oneDNN's.
+# SigLIP2 fine-tune on the CPU died in 3 of 9 runs here on TF 2.20, 1 of 10 on 2.21, and once in CI.
+# TensorFlow's own kernels instead, unless the user chose (tests/README.md, "oneDNN", has the cost); a
+# GPU's are not oneDNN's.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

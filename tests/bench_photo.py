@@ -66,7 +66,8 @@ def main(repeats: int = 5) -> None:
         path = twelve_megapixel_photo(Path(folder))
         print(f"photo: {path.stat().st_size / 1e6:.1f} MB, 4000x3000, EXIF-rotated")
         score(model, path, reference)  # warm-up
-        read, detect, align, total = zip(*(score(model, path, reference) for _ in range(repeats)), strict=True)
+        timings = [score(model, path, reference) for _ in range(repeats)]
+        read, detect, align, total = zip(*timings, strict=True)
         print(f"file to score, {2 * len(utils.EYE_SHIFTS)} crops (alignments and mirrors) and the "
               f"contribution map: median {statistics.median(total):.2f} s over {repeats} runs "
               f"(read and rotate {statistics.median(read):.2f} s, detect {statistics.median(detect):.2f} s, "
