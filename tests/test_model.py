@@ -1,6 +1,9 @@
 """The model as notebook 02 builds it: the blog's parameter counts, frozen BatchNormalization,
 ImageNet weights by default, saving, mixed precision, the feature cache."""
 
+import os
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -261,10 +264,6 @@ print(_pywrap_util_port.IsMklEnabled(), float(np.abs(product - a @ w).max()))
 
 
 def test_importing_the_package_first_keeps_tensorflow_off_the_onednn_kernels_that_corrupt_the_heap():
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}  # as a user's kernel starts
     done = subprocess.run([sys.executable, "-c", _HEAP_CORRUPTING_PRODUCT], env=env, capture_output=True,
                           text=True, timeout=300)
