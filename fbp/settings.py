@@ -178,7 +178,7 @@ class Config:
 
     def smoke(self) -> Config:
         """The same settings shrunk to a run of a minute on a CPU, with untrained weights."""
-        return replace(self, image_size=64, weights=None, batch_size=16, finetune_epochs=2,
+        return replace(self, image_size=64, weights=None, batch_size=16, head_epochs=60, finetune_epochs=2,
                        finetune_lr=1e-5)
 
     def for_environment(self) -> Config:

@@ -14,7 +14,6 @@ import importlib.metadata
 import logging
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import keras
@@ -187,35 +186,37 @@ def _converted(model: keras.Model, shape: tuple, images: np.ndarray) -> tuple[by
     options.log_severity_level = 3  # its warnings about unused initialisers are not ours to act on
     session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     theirs = session.run(None, {session.get_inputs()[0].name: images.astype("float32")})
-    ours = _named(model.predict_on_batch(images))
+    ours = _named(model.predict_on_batch(images))  # NumPy arrays
     names = [output.name for output in session.get_outputs()]
     return data, {"input": session.get_inputs()[0].name, "outputs": names,
                   "max_abs_difference": {name: float(np.max(np.abs(value - ours[name])))
                                          for name, value in zip(names, theirs, strict=True)}}
 
 
-def _named(outputs) -> dict[str, np.ndarray]:
-    """A Keras model's outputs by the names its SavedModel gives them: a dict's keys, or output_0, ..."""
+def _named(outputs) -> dict:
+    """A Keras model's outputs (arrays or tensors) by the names the ONNX file gives them: a dict's keys,
+    or output_0, output_1, ..."""
     if isinstance(outputs, dict):
-        return {name: np.asarray(value) for name, value in outputs.items()}
+        return dict(outputs)
     if not isinstance(outputs, list | tuple):  # one output
-        return {"output_0": np.asarray(outputs)}
-    return {f"output_{i}": np.asarray(value) for i, value in enumerate(outputs)}
+        return {"output_0": outputs}
+    return {f"output_{i}": value for i, value in enumerate(outputs)}
 
 
 def _to_onnx(model: keras.Model, shape: tuple) -> bytes:
-    """A Keras model as ONNX bytes with one float32 input of this shape, through a SavedModel (so that
-    its preprocessing's constants stay constants, not inputs) and tf2onnx."""
+    """A Keras model as ONNX bytes with one float32 input of this shape: its inference call traced once
+    and converted by tf2onnx, which freezes the weights (and the preprocessing's constants) into the
+    graph. (Keras' own ONNX export turns those constants into extra inputs; a SavedModel on the way
+    took nearly twice as long: tests/README.md, "Web files".)"""
     converter = _tf2onnx()
-    from tf2onnx import tf_loader
+    signature = [tf.TensorSpec(shape, tf.float32, name="image")]
 
-    with tempfile.TemporaryDirectory() as saved, _quiet():
-        model.export(saved, format="tf_saved_model", verbose=False,
-                     input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
-        graph, inputs, outputs, renamed = tf_loader.from_saved_model(
-            saved, None, None, tag="serve", signatures=["serving_default"], return_tensors_to_rename=True)
-        proto, _ = converter.convert.from_graph_def(graph, input_names=inputs, output_names=outputs,
-                                                    opset=_OPSET, tensors_to_rename=renamed)
+    @tf.function(input_signature=signature)
+    def infer(image):
+        return _named(model(image, training=False))
+
+    with _quiet():
+        proto, _ = converter.convert.from_function(infer, input_signature=signature, opset=_OPSET)
     return proto.SerializeToString()
 
 

@@ -14,6 +14,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 logs="$(mktemp -d)"
+# The two halves run at once: TensorFlow's thread pools get half the cores each (one on CI's two), so
+# that no more threads run than cores (two concurrent smoke runs took 20 % less time; tests/README.md,
+# "CI time budget"). Notebook kernels and runner processes inherit it.
+threads=$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))
+export TF_NUM_INTRAOP_THREADS="${TF_NUM_INTRAOP_THREADS:-$threads}"
+export TF_NUM_INTEROP_THREADS="${TF_NUM_INTEROP_THREADS:-$threads}"
 
 # The phone page, while .venv installs: its npm packages (package-lock.json's), built, linted and its
 # logic tested with node; the browser tests (test_notebooks.py, test_web.py) drive Debian's chromium,
