@@ -34,8 +34,9 @@ _VERSIONS = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime")
 
 def export_web(run: runs.Run, folder: Path | None = None) -> Path:
     """Write a run's web files into folder (by default its folder's web/): the models notebook 05
-    scores with and the MTCNN networks as ONNX, each checked against Keras, and web.json. The models
-    are converted again only when one changed; a folder is replaced whole or not at all."""
+    scores with and the MTCNN networks as ONNX, each checked against Keras, and web.json. Only what
+    changed is converted again (a file made by the same libraries from the same model is kept); a
+    folder is replaced whole or not at all."""
     folder = Path(folder or run.folder / "web")
     scoring_runs = scoring.scoring_runs(run)
     sources = _sources(scoring_runs)
@@ -49,7 +50,7 @@ def export_web(run: runs.Run, folder: Path | None = None) -> Path:
     staging = folder.with_name(f".partial-{folder.name}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        parity = _convert(scoring_runs, sources, staging)
+        parity = _convert(scoring_runs, sources, staging, folder, _earlier(folder, parity, sources))
         environment.save_json(staging / "parity.json", parity)
         environment.save_json(staging / "web.json", _manifest(run, scoring_runs, staging, parity))
         _replace(folder, staging)
@@ -95,8 +96,25 @@ def _replace(folder: Path, staging: Path) -> None:
     staging.replace(folder)
 
 
-def _convert(scoring_runs: list[tuple[runs.Run, runs.Reference]], sources: dict, folder: Path) -> dict:
-    """Write the ONNX files into folder, each checked against Keras on fixed inputs (see _converted):
+def _earlier(folder: Path, parity: dict, sources: dict) -> dict[str, dict]:
+    """The files of an earlier export still true to their sources, by what they hold (a model's name, or
+    "mtcnn"): their parity.json entries, when the same format, opset and libraries made them."""
+    made = parity.get("sources", {})
+    if (made.get("format"), made.get("opset"), parity.get("versions")) != (_FORMAT, _OPSET, _versions()):
+        return {}
+    kept = {name: entry for name, entry in parity.get("models", {}).items()
+            if made["models"].get(name) == sources["models"].get(name) and (folder / entry["file"]).is_file()}
+    mtcnn = parity.get("mtcnn", {})
+    if made.get("mtcnn") == sources["mtcnn"] and mtcnn and all((folder / e["file"]).is_file()
+                                                               for e in mtcnn.values()):
+        kept["mtcnn"] = mtcnn
+    return kept
+
+
+def _convert(scoring_runs: list[tuple[runs.Run, runs.Reference]], sources: dict, folder: Path,
+             old_folder: Path, earlier: dict[str, dict]) -> dict:
+    """Write the ONNX files into folder, each checked against Keras on fixed inputs (see _converted), or
+    copied from old_folder where an earlier export made it from the same model (earlier, _earlier's):
     parity.json's record, stopping at the first that differs more than _LIMIT. Fold models that share
     one frozen backbone are written as that backbone once (features.onnx) and each fold's heads."""
     first = network.load_model(scoring_runs[0][0].model_path())
@@ -109,6 +127,9 @@ def _convert(scoring_runs: list[tuple[runs.Run, runs.Reference]], sources: dict,
         features = _kept(folder, "models/features.onnx", data, record, drawn)
         pooled, head = extractor.predict_on_batch(_faces(size)), network.head_model(first)
     for each, _ in scoring_runs:
+        if each.name in earlier and not shared:
+            models[each.name] = _copied(earlier[each.name], old_folder, folder)
+            continue
         if shared:  # the head's layers are first's: its weights give way to this fold's
             for name, weights in shared[each.name].items():
                 head.get_layer(name).set_weights([np.asarray(w, "float32") for w in weights])
@@ -119,9 +140,12 @@ def _convert(scoring_runs: list[tuple[runs.Run, runs.Reference]], sources: dict,
         kept = _kept(folder, f"models/{each.name}.onnx", data, record,
                      f"the shared backbone's features of {drawn}" if shared else drawn)
         models[each.name] = {**kept, "image_size": size}
-    mtcnn = {name: _kept(folder, f"mtcnn/{name}.onnx", data, record, f"{drawn}, {_MTCNN_SIZES[name][0]} x "
-                         f"{_MTCNN_SIZES[name][1]} px, normalised as the mtcnn package does")
-             for name, (data, record) in _mtcnn_converted().items()}
+    if "mtcnn" in earlier:
+        mtcnn = {name: _copied(entry, old_folder, folder) for name, entry in earlier["mtcnn"].items()}
+    else:
+        mtcnn = {name: _kept(folder, f"mtcnn/{name}.onnx", data, record, f"{drawn}, {_MTCNN_SIZES[name][0]} "
+                             f"x {_MTCNN_SIZES[name][1]} px, normalised as the mtcnn package does")
+                 for name, (data, record) in _mtcnn_converted().items()}
     return {"sources": sources, "limit": _LIMIT, "versions": _versions(), "features": features,
             "models": models, "mtcnn": mtcnn}
 
@@ -148,6 +172,13 @@ def _kept(folder: Path, file: str, data: bytes, record: dict, checked_on: str) -
                        "notebook 05 scores with the run as it is.")
     environment.write_atomically(folder / file, lambda path: path.write_bytes(data))
     return {"file": file, **record, "faces": checked_on, "limit": _LIMIT}
+
+
+def _copied(entry: dict, old_folder: Path, folder: Path) -> dict:
+    """An earlier export's ONNX file copied into folder as it was checked, and its parity.json entry."""
+    environment.write_atomically(folder / entry["file"],
+                                 lambda path: shutil.copyfile(old_folder / entry["file"], path))
+    return entry
 
 
 def _versions() -> dict[str, str]:

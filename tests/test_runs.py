@@ -91,7 +91,7 @@ def test_03_to_05_continue_the_run_02_set_up_never_the_newest(work, small_root, 
     assert utils.current_run() == run
     assert utils.current_run(dataset=fingerprint) == run
     said = capsys.readouterr().out
-    assert f"Run {folder.name} (set up by notebook 02): ResNet50 (image_size 64" in said
+    assert f"Run {folder.name} (set up by notebook 02): ResNet50 (image_size 48" in said
     named = runs._run_dir(replace(SMOKE, protocol="60/40"), fingerprint)
     assert utils.current_run(named.name) == runs.Run.at(named)  # RUN_NAME
     with pytest.raises(errors.RunNotFoundError, match=f"There is no run called 'nope'(.|\n)*{named.name}"):
@@ -131,6 +131,8 @@ def state_epoch(backup) -> int:
     return json.loads(state.read_text())["epoch"] if state.is_file() else 0
 
 
+# Notebook 03 in a process of its own, after 02 ran in this one: a VM lost mid-fine-tune, then a new VM
+# where the user runs 03 again.
 RESUMABLE = textwrap.dedent("""
     import sys
     from dataclasses import replace
@@ -140,14 +142,14 @@ RESUMABLE = textwrap.dedent("""
     import conftest
     import utils
     cfg = replace(utils.Config().smoke(), finetune_epochs=3)
-    conftest.train(cfg, Path({data!r}), pytest.MonkeyPatch())
+    conftest.train(cfg, Path({data!r}), pytest.MonkeyPatch(), ["03_finetune"])
 """)
 
 
-def test_a_killed_fine_tune_resumes_from_its_last_epoch(small_root, work, tmp_path):
+def test_a_killed_fine_tune_resumes_from_its_last_epoch(small_root, work, tmp_path, monkeypatch):
     script = tmp_path / "train.py"
     script.write_text(RESUMABLE.format(tests=str(ROOT / "tests"), data=str(small_root)))
-    folder = runs._run_dir(SMOKE, utils.dataset_fingerprint(dataset.all_labels(small_root)))
+    folder = stage_one(SMOKE, small_root, monkeypatch)
     backup = folder / "backup"
     env = {**os.environ, "FBP_WORK_DIR": str(work)}
     first = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,

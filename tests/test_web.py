@@ -128,6 +128,15 @@ def test_web_files_are_converted_again_only_when_a_model_changed(exported, tmp_p
     written = (folder / f"models/{exported.run.name}.onnx").stat().st_mtime_ns
     assert web.export_web(exported.run, folder) == folder and "up to date" in capsys.readouterr().out
     assert (folder / f"models/{exported.run.name}.onnx").stat().st_mtime_ns == written
+    onnx = (folder / f"models/{exported.run.name}.onnx").read_bytes()
+    parity = json.loads((folder / "parity.json").read_text())
+    parity["sources"]["models"]["fold2-0123456789"] = "a fold model that scored before"
+    utils.save_json(folder / "parity.json", parity)  # the set of models changed, not this model
+    web.export_web(exported.run, folder)  # its file and MTCNN's copied, not converted
+    assert "written in" in capsys.readouterr().out
+    assert (folder / f"models/{exported.run.name}.onnx").read_bytes() == onnx
+    assert json.loads((folder / "parity.json").read_text())["sources"]["models"] == {
+        exported.run.name: exported.run.current_model()["sha1"]}
     seen = []
     fine = {"input": "image", "outputs": ["score"], "max_abs_difference": {"score": 1e-7}}
     monkeypatch.setattr(web, "_converted", lambda model, shape, images: seen.append(shape) or (b"new", fine))
