@@ -238,7 +238,7 @@ def _to_onnx(model: keras.Model, shape: tuple) -> bytes:
     """A Keras model as ONNX bytes with one float32 input of this shape: its inference call traced once
     and converted by tf2onnx, which freezes the weights (and the preprocessing's constants) into the
     graph. (Keras' own ONNX export turns those constants into extra inputs; a SavedModel on the way
-    took nearly twice as long: tests/README.md, "Web files".)"""
+    took twice as long: tests/README.md, "ONNX conversion".)"""
     converter = _tf2onnx()
     signature = [tf.TensorSpec(shape, tf.float32, name="image")]
 

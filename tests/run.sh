@@ -15,22 +15,32 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 logs="$(mktemp -d)"
 # The two halves run at once: TensorFlow's thread pools get half the cores each (one on CI's two), so
-# that no more threads run than cores (two concurrent smoke runs took 20 % less time; tests/README.md,
-# "CI time budget"). Notebook kernels and runner processes inherit it.
+# that no more threads run than cores (tests/bench_threads.py measured no clear gain either way:
+# tests/README.md, "Threads"). Notebook kernels and runner processes inherit it.
 threads=$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))
 export TF_NUM_INTRAOP_THREADS="${TF_NUM_INTRAOP_THREADS:-$threads}"
 export TF_NUM_INTEROP_THREADS="${TF_NUM_INTEROP_THREADS:-$threads}"
 
-# The phone page, while .venv installs: its npm packages (package-lock.json's), built, linted and its
+# The phone page, while the environments install: its npm packages (package-lock.json's), built, linted and its
 # logic tested with node; the browser tests (test_notebooks.py, test_web.py) drive Debian's chromium,
 # which .ci/run installs.
 (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm run --silent lint \
     && npm test --silent) > "$logs/web.log" 2>&1 &
 page=$!
 
-python3 -m venv .venv
-.venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -r requirements-dev.txt
+# Both environments install at once, so that both halves start together and end about together.
+colab_python=python3  # Colab's Python 3.13 where this machine has one (pyenv's, or on the PATH)
+for candidate in python3.13 "$(pyenv root 2>/dev/null)"/versions/3.13*/bin/python3; do
+    if "$candidate" -c "" 2>/dev/null; then colab_python="$candidate"; break; fi
+done
+(python3 -m venv .venv && .venv/bin/pip install -q --upgrade pip \
+    && .venv/bin/pip install -q -r requirements-dev.txt) > "$logs/install-newest.log" 2>&1 &
+install_newest=$!
+("$colab_python" -m venv .venv-colab && .venv-colab/bin/pip install -q --upgrade pip \
+    && .venv-colab/bin/pip install -q -r requirements-dev.txt -c requirements-colab.txt) \
+    > "$logs/install-colab.log" 2>&1 &
+install_colab=$!
+wait "$install_newest" || { cat "$logs/install-newest.log"; exit 1; }
 wait "$page" || { cat "$logs/web.log"; exit 1; }
 # test_web.py in a process of its own: by the end of the others this one holds over 10 GB, and the
 # page's conversions and browser on top ran the machine (24 GB, both halves) out of memory once.
@@ -42,13 +52,7 @@ wait "$page" || { cat "$logs/web.log"; exit 1; }
 } > "$logs/newest.log" 2>&1 &
 newest=$!
 
-colab_python=python3  # Colab's Python 3.13 where this machine has one (pyenv's, or on the PATH)
-for candidate in python3.13 "$(pyenv root 2>/dev/null)"/versions/3.13*/bin/python3; do
-    if "$candidate" -c "" 2>/dev/null; then colab_python="$candidate"; break; fi
-done
-"$colab_python" -m venv .venv-colab
-.venv-colab/bin/pip install -q --upgrade pip
-.venv-colab/bin/pip install -q -r requirements-dev.txt -c requirements-colab.txt
+wait "$install_colab" || { cat "$logs/install-colab.log"; kill "$newest"; exit 1; }
 colab=0
 .venv-colab/bin/python -m pytest -p no:cacheprovider --durations=10 --junitxml="$logs/colab.xml" \
     tests/test_colab.py tests/test_colab_series.py tests/test_notebook_use.py tests/test_faces.py tests/test_model.py \

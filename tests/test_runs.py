@@ -91,7 +91,7 @@ def test_03_to_05_continue_the_run_02_set_up_never_the_newest(work, small_root, 
     assert utils.current_run() == run
     assert utils.current_run(dataset=fingerprint) == run
     said = capsys.readouterr().out
-    assert f"Run {folder.name} (set up by notebook 02): ResNet50 (image_size 48" in said
+    assert f"Run {folder.name} (set up by notebook 02): ResNet50 (image_size 64" in said
     named = runs._run_dir(replace(SMOKE, protocol="60/40"), fingerprint)
     assert utils.current_run(named.name) == runs.Run.at(named)  # RUN_NAME
     with pytest.raises(errors.RunNotFoundError, match=f"There is no run called 'nope'(.|\n)*{named.name}"):
