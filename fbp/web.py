@@ -98,12 +98,14 @@ def _replace(folder: Path, staging: Path) -> None:
 
 def _earlier(folder: Path, parity: dict, sources: dict) -> dict[str, dict]:
     """The files of an earlier export still true to their sources, by what they hold (a model's name, or
-    "mtcnn"): their parity.json entries, when the same format, opset and libraries made them."""
+    "mtcnn"): their parity.json entries, when the same format, opset and libraries made them. (A model's
+    file from a shared backbone's export holds its heads alone: never kept.)"""
     made = parity.get("sources", {})
     if (made.get("format"), made.get("opset"), parity.get("versions")) != (_FORMAT, _OPSET, _versions()):
         return {}
     kept = {name: entry for name, entry in parity.get("models", {}).items()
-            if made["models"].get(name) == sources["models"].get(name) and (folder / entry["file"]).is_file()}
+            if not parity.get("features") and made["models"].get(name) == sources["models"].get(name)
+            and (folder / entry["file"]).is_file()}
     mtcnn = parity.get("mtcnn", {})
     if made.get("mtcnn") == sources["mtcnn"] and mtcnn and all((folder / e["file"]).is_file()
                                                                for e in mtcnn.values()):

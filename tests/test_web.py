@@ -137,6 +137,10 @@ def test_web_files_are_converted_again_only_when_a_model_changed(exported, tmp_p
     assert (folder / f"models/{exported.run.name}.onnx").read_bytes() == onnx
     assert json.loads((folder / "parity.json").read_text())["sources"]["models"] == {
         exported.run.name: exported.run.current_model()["sha1"]}
+    sources = web._sources(scoring.scoring_runs(exported.run))
+    assert set(web._earlier(folder, parity, sources)) == {exported.run.name, "mtcnn"}
+    shared = {**parity, "features": {"file": "models/features.onnx"}}  # its model files are heads alone
+    assert set(web._earlier(folder, shared, sources)) == {"mtcnn"}
     seen = []
     fine = {"input": "image", "outputs": ["score"], "max_abs_difference": {"score": 1e-7}}
     monkeypatch.setattr(web, "_converted", lambda model, shape, images: seen.append(shape) or (b"new", fine))
