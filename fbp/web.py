@@ -103,9 +103,9 @@ def _earlier(folder: Path, parity: dict, sources: dict) -> dict[str, dict]:
     made = parity.get("sources", {})
     if (made.get("format"), made.get("opset"), parity.get("versions")) != (_FORMAT, _OPSET, _versions()):
         return {}
-    kept = {name: entry for name, entry in parity.get("models", {}).items()
-            if not parity.get("features") and made["models"].get(name) == sources["models"].get(name)
-            and (folder / entry["file"]).is_file()}
+    models = {} if parity.get("features") else parity.get("models", {})
+    kept = {name: entry for name, entry in models.items()
+            if made["models"].get(name) == sources["models"].get(name) and (folder / entry["file"]).is_file()}
     mtcnn = parity.get("mtcnn", {})
     if made.get("mtcnn") == sources["mtcnn"] and mtcnn and all((folder / e["file"]).is_file()
                                                                for e in mtcnn.values()):

@@ -21,9 +21,9 @@ threads=$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))
 export TF_NUM_INTRAOP_THREADS="${TF_NUM_INTRAOP_THREADS:-$threads}"
 export TF_NUM_INTEROP_THREADS="${TF_NUM_INTEROP_THREADS:-$threads}"
 
-# The phone page, while the environments install: its npm packages (package-lock.json's), built, linted and its
-# logic tested with node; the browser tests (test_notebooks.py, test_web.py) drive Debian's chromium,
-# which .ci/run installs.
+# The phone page, while the environments install: its npm packages (package-lock.json's), built,
+# linted and its logic tested with node; the browser tests (test_notebooks.py, test_web.py) drive
+# Debian's chromium, which .ci/run installs.
 (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm run --silent lint \
     && npm test --silent) > "$logs/web.log" 2>&1 &
 page=$!
